@@ -1,0 +1,68 @@
+//! `finerank bench`: rerank and training throughput on CaseHOLD pairs, on this machine.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use finerank_data::{example_to_train, read_raw, Mapping, TrainRow};
+use finerank_engine::{groups_of_test_rows, ScoreOptions};
+use finerank_train::{finetune, FinetuneConfig, Hyperparameters};
+
+use crate::demo::casehold_dir;
+use crate::evaluate::read_test_rows;
+use crate::finetune::KindArg;
+use crate::{Ctx, ModelArg};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArg,
+    /// Score the model as this kind (a cross-encoder from a bi-encoder base gets a fresh head,
+    /// which is as fast as a trained one).
+    #[arg(long, value_enum)]
+    kind: Option<KindArg>,
+    /// CaseHOLD directory (default: the shared copy).
+    #[arg(long, env = "FINERANK_CASEHOLD")]
+    data: Option<PathBuf>,
+    /// Test queries to rerank (5 holdings each).
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Training steps to time.
+    #[arg(long, default_value_t = 6)]
+    steps: usize,
+    #[arg(long, default_value_t = 384)]
+    max_length: usize,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let data = casehold_dir(a.data)?;
+    let mut reranker = ctx.load(&a.model.model, a.kind.map(Into::into))?;
+    let device = finerank_model::describe_device(reranker.model().device());
+
+    let rows: Vec<_> = read_test_rows(&data.join("test.jsonl"))?.into_iter().take(a.queries).collect();
+    let groups = groups_of_test_rows(&rows);
+    let pairs: usize = groups.iter().map(|g| g.documents.len()).sum();
+    let opts = ScoreOptions { max_len: Some(a.max_length), ..Default::default() };
+    reranker.score(&groups[..groups.len().min(8)], &opts); // warm-up
+    let t = Instant::now();
+    reranker.score(&groups, &opts);
+    let rerank_secs = t.elapsed().as_secs_f64();
+
+    let train: Vec<TrainRow> = read_raw(&data.join("train.jsonl"), &Mapping::casehold())?.iter().map(example_to_train).collect();
+    let hyper = Hyperparameters::defaults(reranker.kind(), train.len());
+    let mut cfg = FinetuneConfig::new(hyper, train.len(), a.max_length);
+    cfg.max_steps = Some(a.steps);
+    cfg.eval_every = usize::MAX;
+    let outcome = finetune(&mut reranker, &train, &[], &cfg, &mut |_| {}, &|| false).map_err(anyhow::Error::msg)?;
+
+    let result = serde_json::json!({
+        "model": reranker.name(),
+        "kind": reranker.kind(),
+        "device": device,
+        "max_length": a.max_length,
+        "rerank": { "queries": rows.len(), "pairs": pairs, "seconds": rerank_secs, "pairs_per_second": pairs as f64 / rerank_secs },
+        "train": { "steps": outcome.steps, "batch_size": cfg.hyper.train_batch_size, "seconds": outcome.train_seconds,
+                   "pairs_per_second": outcome.train_pairs_per_second },
+    });
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    Ok(ExitCode::SUCCESS)
+}

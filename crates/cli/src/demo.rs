@@ -1,0 +1,150 @@
+//! `finerank demo`: the Cohere tutorial's flow end to end on CaseHOLD and the default model.
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use finerank_data::{prepare, validate, Mapping, PrepareOptions, Split, TestRow, ValidateOptions};
+use finerank_engine::DEFAULT_MODEL;
+use finerank_eval::{render_table, Bootstrap, Report};
+use finerank_train::{FinetuneJob, HyperOverrides};
+
+use crate::evaluate::{read_test_rows, report, score_model};
+use crate::Ctx;
+
+/// Tokens per input for training and for both models' evaluation, so the comparison is fair.
+const MAX_LEN: usize = 384;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A directory with CaseHOLD's train.jsonl and test.jsonl (default: the shared copy).
+    #[arg(long, env = "FINERANK_CASEHOLD")]
+    data: Option<PathBuf>,
+    /// Train on all of train.jsonl (less 154 validation rows) instead of the tutorial's 256 rows.
+    #[arg(long)]
+    full: bool,
+    /// Where the prepared files and the report go.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Base model (default: the embedded default model).
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    base: String,
+}
+
+/// The CaseHOLD rows shipped beside the project for development and CI.
+pub fn casehold_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = given.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/casehold"));
+    if !dir.join("train.jsonl").is_file() {
+        anyhow::bail!(
+            "no CaseHOLD train.jsonl in {}; export the `casehold/casehold` dataset from Hugging Face \
+             (columns citing_prompt, holding_0..4, label) as train.jsonl and test.jsonl and pass --data DIR",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+fn step(n: usize, what: &str) {
+    eprintln!("\n[{n}/6] {what}");
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let data = casehold_dir(a.data)?;
+    let prepared = a.out.join("data");
+
+    step(1, "prepare: CaseHOLD rows -> rerank fine-tuning JSONL");
+    let split = match a.full {
+        true => Split::Counts { train: 1846, valid: 154, test: 0 },
+        false => PrepareOptions::default().split,
+    };
+    let summary = prepare(&data.join("train.jsonl"), &Mapping::casehold(), &PrepareOptions { split, ..Default::default() }, &prepared)?;
+    eprintln!("{} train, {} validation, {} test rows in {}", summary.train, summary.valid, summary.test, prepared.display());
+
+    step(2, "review data");
+    let base = ctx.load(&a.base, None)?;
+    let opts = ValidateOptions { max_len: MAX_LEN, ..Default::default() };
+    let review = validate(&prepared.join("train.jsonl"), Some(&prepared.join("valid.jsonl")), &opts, &base.pair_counter());
+    drop(base);
+    eprint!("{}", crate::validate::render(&review));
+    if !review.ok {
+        anyhow::bail!("the prepared data failed review");
+    }
+
+    let mut test_sets: Vec<(String, Vec<TestRow>)> = Vec::new();
+    if summary.test > 0 {
+        test_sets.push(("tutorial test (10 rows)".into(), read_test_rows(&prepared.join("test.jsonl"))?));
+    }
+    let test_file = data.join("test.jsonl");
+    if test_file.is_file() {
+        let rows = read_test_rows(&test_file)?;
+        test_sets.push((format!("CaseHOLD test ({} rows)", rows.len()), rows));
+    }
+
+    step(3, "assess the base model");
+    let mut base_scores = Vec::new();
+    for (name, rows) in &test_sets {
+        let scores = score_model(ctx, &a.base, rows, Some(MAX_LEN))?;
+        let r = report((&a.base, &scores), None, &Bootstrap::default())?;
+        eprintln!("{name}: accuracy@1 {:.3}", r.metrics.accuracy_at_1.mean);
+        base_scores.push(scores);
+    }
+
+    step(4, "fine-tune with the default hyperparameters");
+    let job = FinetuneJob {
+        base: a.base.clone(),
+        kind: None,
+        name: Some("casehold-demo".into()),
+        train: prepared.join("train.jsonl"),
+        valid: Some(prepared.join("valid.jsonl")),
+        hyper: HyperOverrides::default(),
+        seed: a.seed,
+        max_len: Some(MAX_LEN),
+        eval_every: None,
+        max_steps: None,
+        device: ctx.device,
+        min_train_queries: None,
+        min_valid_queries: None,
+    };
+    let record = crate::finetune::train(ctx, &job)?;
+    eprintln!("registered {}", record.id);
+
+    step(5, "evaluate the fine-tuned model");
+    let mut reports: Vec<(String, Report)> = Vec::new();
+    for ((name, rows), base_scores) in test_sets.iter().zip(&base_scores) {
+        let scores = score_model(ctx, &record.id, rows, Some(MAX_LEN))?;
+        let r = report((&record.id, &scores), Some((&a.base, base_scores)), &Bootstrap::default())?;
+        reports.push((name.clone(), r));
+    }
+
+    step(6, "report: fine-tuned (B) against base (A)");
+    let mut md = format!(
+        "# finerank demo\n\nBase `{}`, fine-tuned `{}` on {} CaseHOLD queries ({} for validation), seed {}.\n\
+         Training: {:.0} s at {:.1} pairs/s; total demo time {:.0} s.\n",
+        a.base,
+        record.id,
+        summary.train,
+        summary.valid,
+        a.seed,
+        record.metrics["train_seconds"].as_f64().unwrap_or_default(),
+        record.metrics["train_pairs_per_second"].as_f64().unwrap_or_default(),
+        started.elapsed().as_secs_f64()
+    );
+    for (name, r) in &reports {
+        let table = render_table(r);
+        println!("\n{name}\n{table}");
+        md += &format!("\n## {name}\n\n```\n{table}```\n");
+    }
+    let json = serde_json::json!({
+        "model": record,
+        "reports": reports.iter().map(|(n, r)| serde_json::json!({"test_set": n, "report": r})).collect::<Vec<_>>(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("writing {}", a.out.join("report.json").display()))?;
+    std::fs::write(a.out.join("report.md"), md)?;
+    eprintln!("\nreport written to {}/report.md and report.json ({:.0} s)", a.out.display(), started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}

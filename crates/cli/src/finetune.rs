@@ -1,0 +1,130 @@
+//! `finerank finetune`: train a model and register it.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use finerank_engine::{Kind, DEFAULT_MODEL};
+use finerank_train::{run_job, FinetuneJob, HyperOverrides};
+
+use crate::progress::TrainProgress;
+use crate::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Training file: JSONL of {query, relevant_passages, hard_negatives}.
+    #[arg(long)]
+    train: PathBuf,
+    /// Validation file, same format. Without one, a tenth of the training queries is held out.
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Base model: the default model's name, a fine-tuned id or a checkpoint directory.
+    #[arg(long, env = "FINERANK_MODEL", default_value = DEFAULT_MODEL)]
+    base: String,
+    /// Train as this kind instead of the base checkpoint's own.
+    #[arg(long, value_enum)]
+    kind: Option<KindArg>,
+    /// A readable name for the registry (the id is generated).
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    hyper: HyperArgs,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Tokens per input (bi-encoder: each text; cross-encoder: the pair). Default 384.
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Evaluate on validation every N steps (default: about four times a run).
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Stop after N steps (for quick trials).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Lower Cohere's minimum of 256 training queries (for experiments only).
+    #[arg(long)]
+    min_train_queries: Option<usize>,
+    /// Lower Cohere's minimum of 64 validation queries (for experiments only).
+    #[arg(long)]
+    min_valid_queries: Option<usize>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    CrossEncoder,
+    BiEncoder,
+}
+
+impl From<KindArg> for Kind {
+    fn from(k: KindArg) -> Kind {
+        match k {
+            KindArg::CrossEncoder => Kind::CrossEncoder,
+            KindArg::BiEncoder => Kind::BiEncoder,
+        }
+    }
+}
+
+/// Cohere's hyperparameters, under Cohere's names; unset ones get defaults for the model and data.
+#[derive(clap::Args, Clone, Default)]
+pub struct HyperArgs {
+    #[arg(long)]
+    train_epochs: Option<usize>,
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    #[arg(long)]
+    train_batch_size: Option<usize>,
+    #[arg(long)]
+    early_stopping_patience: Option<usize>,
+    #[arg(long)]
+    early_stopping_threshold: Option<f64>,
+}
+
+impl From<HyperArgs> for HyperOverrides {
+    fn from(h: HyperArgs) -> HyperOverrides {
+        HyperOverrides {
+            train_epochs: h.train_epochs,
+            learning_rate: h.learning_rate,
+            train_batch_size: h.train_batch_size,
+            early_stopping_patience: h.early_stopping_patience,
+            early_stopping_threshold: h.early_stopping_threshold,
+        }
+    }
+}
+
+impl Args {
+    pub fn job(self, ctx: &Ctx) -> FinetuneJob {
+        FinetuneJob {
+            base: self.base,
+            kind: self.kind.map(Kind::from),
+            name: self.name,
+            train: self.train,
+            valid: self.valid,
+            hyper: self.hyper.into(),
+            seed: self.seed,
+            max_len: self.max_length,
+            eval_every: self.eval_every,
+            max_steps: self.max_steps,
+            device: ctx.device,
+            min_train_queries: self.min_train_queries,
+            min_valid_queries: self.min_valid_queries,
+        }
+    }
+}
+
+/// Trains with a progress bar and returns the registered model's record.
+pub fn train(ctx: &Ctx, job: &FinetuneJob) -> anyhow::Result<finerank_engine::ModelRecord> {
+    let registry = ctx.registry()?;
+    let mut progress = TrainProgress::new();
+    let result = run_job(job, &registry, &mut |e| progress.on_event(e), &|| false);
+    progress.finish();
+    let (record, review) = result?;
+    for w in &review.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(record)
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let job = a.job(ctx);
+    let record = train(ctx, &job)?;
+    eprintln!("registered {} ({})", record.id, record.name);
+    println!("{}", serde_json::to_string_pretty(&record)?);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,121 @@
+//! `finerank`: the command line over the engine. Each subcommand is one step of the fine-tuning
+//! flow; `demo` runs them all on the embedded default model.
+mod bench;
+mod demo;
+mod evaluate;
+mod finetune;
+mod models;
+mod prepare;
+mod progress;
+mod rerank;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use finerank_engine::{resolve, DeviceChoice, LoadOptions, Registry, Reranker, DEFAULT_MODEL};
+
+#[derive(Parser)]
+#[command(name = "finerank", version, about = "Serve, fine-tune and evaluate rerankers")]
+struct Cli {
+    /// Where fine-tuned models are kept.
+    #[arg(long, global = true, env = "FINERANK_HOME")]
+    home: Option<PathBuf>,
+    /// Where the model runs; `auto` takes a GPU when libtorch sees one.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    device: DeviceArg,
+    /// libtorch threads (0 = libtorch's default, one per core).
+    #[arg(long, global = true, env = "FINERANK_THREADS", default_value_t = 0)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Turn raw rows (CaseHOLD or mapped columns) into train, validation and test files.
+    Prepare(prepare::Args),
+    /// Review training data: Cohere's rules, statistics, problems and fixes.
+    Validate(validate::Args),
+    /// Rank documents for a query.
+    Rerank(rerank::Args),
+    /// Fine-tune a model and register it as <uuid>-ft.
+    Finetune(finetune::Args),
+    /// Measure a model on a test set, optionally against another.
+    Eval(evaluate::Args),
+    /// List, show or delete fine-tuned models.
+    Models(models::Args),
+    /// The whole flow on CaseHOLD: prepare, review, assess, fine-tune, evaluate.
+    Demo(demo::Args),
+    /// Rerank and training throughput on this machine.
+    Bench(bench::Args),
+}
+
+/// What every subcommand may need: the registry and how to load models.
+pub struct Ctx {
+    home: PathBuf,
+    device: DeviceChoice,
+}
+
+impl Ctx {
+    pub fn registry(&self) -> anyhow::Result<Registry> {
+        Ok(Registry::open(&self.home)?)
+    }
+
+    pub fn load(&self, reference: &str, kind: Option<finerank_engine::Kind>) -> anyhow::Result<Reranker> {
+        let (name, dir) = resolve(reference, &self.registry()?)?;
+        Ok(Reranker::load(&name, &dir, &LoadOptions { device: self.device, kind })?)
+    }
+}
+
+/// The `--model` argument shared by subcommands.
+#[derive(clap::Args, Clone)]
+pub struct ModelArg {
+    /// The default model's name, a fine-tuned id (<uuid>-ft) or a checkpoint directory.
+    #[arg(long, env = "FINERANK_MODEL", default_value = DEFAULT_MODEL)]
+    model: String,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    finerank_model::set_threads(cli.threads);
+    let ctx = Ctx {
+        home: cli.home.unwrap_or_else(Registry::default_home),
+        device: match cli.device {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Cuda => DeviceChoice::Cuda,
+        },
+    };
+    let result = match cli.command {
+        Command::Prepare(a) => prepare::run(a),
+        Command::Validate(a) => validate::run(&ctx, a),
+        Command::Rerank(a) => rerank::run(&ctx, a),
+        Command::Finetune(a) => finetune::run(&ctx, a),
+        Command::Eval(a) => evaluate::run(&ctx, a),
+        Command::Models(a) => models::run(&ctx, a),
+        Command::Demo(a) => demo::run(&ctx, a),
+        Command::Bench(a) => bench::run(&ctx, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Progress bars on stderr (indicatif hides them when stderr is not a terminal).
+use indicatif::{ProgressBar, ProgressStyle};
+use finerank_train::TrainEvent;
+
+pub fn bar(len: usize, prefix: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("template is valid")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix.to_string());
+    pb
+}
+
+/// Draws a training run: steps with loss and speed, and a line per evaluation.
+pub struct TrainProgress {
+    bar: Option<ProgressBar>,
+    last_metric: Option<f64>,
+}
+
+impl TrainProgress {
+    pub fn new() -> TrainProgress {
+        TrainProgress { bar: None, last_metric: None }
+    }
+
+    pub fn on_event(&mut self, e: &TrainEvent) {
+        match e {
+            TrainEvent::Started { kind, total_steps, epochs, train_rows, valid_rows, device } => {
+                eprintln!(
+                    "fine-tuning a {kind:?} on {train_rows} queries ({valid_rows} for validation): \
+                     {epochs} epoch(s), {total_steps} steps, on {device}"
+                );
+                self.bar = Some(bar(*total_steps, "fine-tune"));
+            }
+            TrainEvent::Step { step, loss, pairs_per_second, epoch, .. } => {
+                if let Some(pb) = &self.bar {
+                    pb.set_position(*step as u64);
+                    let metric = self.last_metric.map_or(String::new(), |m| format!(" val MRR@10 {m:.3}"));
+                    pb.set_message(format!("epoch {epoch} loss {loss:.3}{metric} {pairs_per_second:.0} pairs/s"));
+                }
+            }
+            TrainEvent::Eval { step, metrics, best, .. } => {
+                self.last_metric = Some(metrics.mrr_at_10);
+                let line = format!(
+                    "validation at step {step}: acc@1 {:.3} acc@3 {:.3} MRR@10 {:.3} nDCG@10 {:.3}{}",
+                    metrics.accuracy_at_1,
+                    metrics.accuracy_at_3,
+                    metrics.mrr_at_10,
+                    metrics.ndcg_at_10,
+                    if *best { "  (best so far)" } else { "" }
+                );
+                match &self.bar {
+                    Some(pb) => pb.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+            TrainEvent::EarlyStop { step, best_step } => {
+                let line = format!("early stop at step {step}: no improvement since step {best_step}");
+                match &self.bar {
+                    Some(pb) => pb.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(pb) = &self.bar {
+            pb.finish_and_clear();
+        }
+    }
+}

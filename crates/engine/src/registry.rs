@@ -1,0 +1,176 @@
+//! The local model registry: one Hugging Face checkpoint directory per fine-tuned model, with a
+//! `finerank.json` record beside the weights.
+//!
+//! A model is published by renaming a complete staging directory into `models/`, so the registry
+//! only ever holds whole models: a crash mid-write leaves debris in `staging/`, which the next
+//! `open` removes.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use finerank_model::Kind;
+use serde::{Deserialize, Serialize};
+
+const RECORD: &str = "finerank.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{0:?} is not a fine-tuned model id: ids look like <uuid>-ft")]
+    BadId(String),
+    #[error("{path}: unreadable record ({message}); delete the directory or restore the file")]
+    BadRecord { path: String, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+    move |source| RegistryError::Io { path: path.display().to_string(), source }
+}
+
+/// What the registry knows about a fine-tuned model.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ModelRecord {
+    pub id: String,
+    pub name: String,
+    pub kind: Kind,
+    /// The base model as the user named it, and the directory it was loaded from.
+    pub base_model: String,
+    pub base_model_dir: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub hyperparameters: serde_json::Value,
+    /// Validation metrics of the fine-tuned model and of its base, and training figures.
+    pub metrics: serde_json::Value,
+    /// sha256 of the training and validation files, so a result can be traced to its data.
+    pub train_sha256: String,
+    pub valid_sha256: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Registry {
+    root: PathBuf,
+}
+
+impl Registry {
+    /// `$FINERANK_HOME`, else `$XDG_DATA_HOME/finerank`, else `~/.local/share/finerank`.
+    pub fn default_home() -> PathBuf {
+        if let Some(home) = std::env::var_os("FINERANK_HOME") {
+            return PathBuf::from(home);
+        }
+        let data = std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        data.join("finerank")
+    }
+
+    /// Opens (creating if needed) the registry under `home`, and clears unfinished staging.
+    pub fn open(home: &Path) -> Result<Registry, RegistryError> {
+        let reg = Registry { root: home.to_path_buf() };
+        for dir in [reg.models_dir(), reg.staging_root()] {
+            fs::create_dir_all(&dir).map_err(io(&dir))?;
+        }
+        let staging = reg.staging_root();
+        for entry in fs::read_dir(&staging).map_err(io(&staging))?.flatten() {
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "removing an unfinished model from an interrupted run");
+            let _ = fs::remove_dir_all(&path);
+        }
+        Ok(reg)
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.root
+    }
+
+    fn models_dir(&self) -> PathBuf {
+        self.root.join("models")
+    }
+
+    fn staging_root(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
+    pub fn new_id() -> String {
+        format!("{}-ft", uuid::Uuid::new_v4())
+    }
+
+    /// Only ids we mint are accepted, so no user-supplied string becomes a path.
+    fn check_id(id: &str) -> Result<(), RegistryError> {
+        let uuid = id.strip_suffix("-ft").ok_or_else(|| RegistryError::BadId(id.into()))?;
+        match uuid::Uuid::parse_str(uuid) {
+            Ok(u) if u.hyphenated().to_string() == uuid => Ok(()),
+            _ => Err(RegistryError::BadId(id.into())),
+        }
+    }
+
+    /// Where a model being trained is written before it is published. The caller saves the
+    /// checkpoint to `staging_dir(id)/model`.
+    pub fn staging_dir(&self, id: &str) -> Result<PathBuf, RegistryError> {
+        Self::check_id(id)?;
+        Ok(self.staging_root().join(id))
+    }
+
+    /// Adds the record to a staged model and moves it into the registry in one rename.
+    pub fn publish(&self, record: &ModelRecord) -> Result<PathBuf, RegistryError> {
+        let staged = self.staging_dir(&record.id)?.join("model");
+        let path = staged.join(RECORD);
+        let text = serde_json::to_string_pretty(record).expect("records serialize");
+        let tmp = staged.join(".finerank.json.tmp");
+        fs::write(&tmp, text).map_err(io(&tmp))?;
+        fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        let dest = self.models_dir().join(&record.id);
+        fs::rename(&staged, &dest).map_err(io(&dest))?;
+        let _ = fs::remove_dir_all(self.staging_dir(&record.id)?);
+        Ok(dest)
+    }
+
+    /// All published models, newest first.
+    pub fn list(&self) -> Result<Vec<ModelRecord>, RegistryError> {
+        let dir = self.models_dir();
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io(&dir))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if Self::check_id(&name).is_ok() {
+                out.push(self.read_record(&entry.path())?);
+            }
+        }
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    fn read_record(&self, dir: &Path) -> Result<ModelRecord, RegistryError> {
+        let path = dir.join(RECORD);
+        let bad = |message: String| RegistryError::BadRecord { path: path.display().to_string(), message };
+        let text = fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
+    }
+
+    /// The record and checkpoint directory of a published model, if there is one.
+    pub fn get(&self, id: &str) -> Result<Option<(ModelRecord, PathBuf)>, RegistryError> {
+        Self::check_id(id)?;
+        let dir = self.models_dir().join(id);
+        if !dir.join(RECORD).exists() {
+            return Ok(None);
+        }
+        Ok(Some((self.read_record(&dir)?, dir)))
+    }
+
+    /// Removes a model: renamed out of `models/` first, so a crash never leaves half of one.
+    pub fn delete(&self, id: &str) -> Result<bool, RegistryError> {
+        Self::check_id(id)?;
+        let dir = self.models_dir().join(id);
+        if !dir.exists() {
+            return Ok(false);
+        }
+        let doomed = self.staging_root().join(format!("{id}.deleted"));
+        fs::rename(&dir, &doomed).map_err(io(&dir))?;
+        fs::remove_dir_all(&doomed).map_err(io(&doomed))?;
+        Ok(true)
+    }
+}
+
+/// The current time as RFC 3339, for records.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,206 @@
+//! Scoring queries against documents with a loaded model.
+use std::path::Path;
+
+use finerank_model::{Kind, LoadOptions, Model};
+use finerank_text::{best_chunk_scores, chunk_pairs, chunk_singles, plan_batches, ChunkPolicy, Encoded, TextTokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::EngineError;
+
+/// One query and the documents to score against it.
+#[derive(Clone, Debug)]
+pub struct Group<'a> {
+    pub query: &'a str,
+    pub documents: Vec<&'a str>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupScores {
+    /// One relevance score in [0, 1] per document, in the documents' order.
+    pub scores: Vec<f32>,
+    /// The query was longer than the model allows and was cut.
+    pub query_truncated: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct ScoreOptions {
+    /// Tokens per model input; `None` uses the model's own window.
+    pub max_len: Option<usize>,
+    /// Windows scored per document (Cohere's `max_chunks_per_doc`); `None` scores them all.
+    pub max_chunks_per_doc: Option<usize>,
+    /// Padded tokens per forward pass: bounds memory whatever the documents' lengths.
+    pub batch_tokens: usize,
+    /// Inputs per forward pass, whatever their length.
+    pub max_batch: usize,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        ScoreOptions { max_len: None, max_chunks_per_doc: None, batch_tokens: 16_384, max_batch: 128 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ranked {
+    pub index: usize,
+    pub relevance_score: f32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RerankOutput {
+    /// Best first; ties keep the documents' order.
+    pub results: Vec<Ranked>,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub query_truncated: bool,
+}
+
+/// A model with its tokenizer, ready to score.
+pub struct Reranker {
+    name: String,
+    model: Model,
+    tokenizer: TextTokenizer,
+}
+
+impl Reranker {
+    pub fn load(name: &str, dir: &Path, opts: &LoadOptions) -> Result<Reranker, EngineError> {
+        let model = Model::load(dir, opts)?;
+        let tokenizer = TextTokenizer::from_file(&finerank_model::tokenizer_path(dir))?;
+        Ok(Reranker { name: name.to_string(), model, tokenizer })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.model.kind()
+    }
+
+    pub fn window(&self) -> usize {
+        self.model.window()
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn model_mut(&mut self) -> &mut Model {
+        &mut self.model
+    }
+
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Counts the tokens of a (query, passage) pair as this model reads them. The counter only
+    /// holds the tokenizer, so it is `Sync` and a data review may run it in parallel.
+    pub fn pair_counter(&self) -> impl Fn(&str, &str) -> usize + Sync + '_ {
+        let (tok, kind) = (&self.tokenizer, self.kind());
+        move |query, passage| match kind {
+            Kind::CrossEncoder => tok.tokens(query).len() + tok.tokens(passage).len() + tok.special_tokens(true),
+            // A bi-encoder reads them apart; the longer of the two is what risks truncation.
+            Kind::BiEncoder => tok.tokens(query).len().max(tok.tokens(passage).len()) + tok.special_tokens(false),
+        }
+    }
+
+    fn policy(&self, opts: &ScoreOptions) -> ChunkPolicy {
+        let max_len = opts.max_len.unwrap_or(self.window()).min(self.model.max_positions());
+        ChunkPolicy { max_chunks: opts.max_chunks_per_doc, ..ChunkPolicy::new(max_len) }
+    }
+
+    /// Scores every group. All groups' inputs share one length-sorted, token-budget batch plan,
+    /// so many small groups cost as little as one large one.
+    pub fn score(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<GroupScores> {
+        match self.kind() {
+            Kind::CrossEncoder => self.score_pairs(groups, opts),
+            Kind::BiEncoder => self.score_embeddings(groups, opts),
+        }
+    }
+
+    fn score_pairs(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<GroupScores> {
+        let policy = self.policy(opts);
+        let chunks: Vec<_> = groups.iter().map(|g| chunk_pairs(&self.tokenizer, g.query, &g.documents, &policy)).collect();
+        let inputs: Vec<&Encoded> = chunks.iter().flat_map(|c| c.inputs.iter()).collect();
+        let logits = self.run(&inputs, opts);
+        let mut at = 0;
+        groups
+            .iter()
+            .zip(&chunks)
+            .map(|(g, c)| {
+                let probs: Vec<f32> = logits[at..at + c.inputs.len()].iter().map(|l| sigmoid(l[0])).collect();
+                at += c.inputs.len();
+                GroupScores {
+                    scores: best_chunk_scores(&probs, &c.doc_of, g.documents.len()),
+                    query_truncated: c.query_truncated,
+                }
+            })
+            .collect()
+    }
+
+    fn score_embeddings(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<GroupScores> {
+        let policy = self.policy(opts);
+        let queries: Vec<Encoded> = groups.iter().map(|g| self.tokenizer.encode_single(g.query, policy.max_len)).collect();
+        let truncated: Vec<bool> = groups
+            .iter()
+            .map(|g| self.tokenizer.tokens(g.query).len() + self.tokenizer.special_tokens(false) > policy.max_len)
+            .collect();
+        let docs: Vec<&str> = groups.iter().flat_map(|g| g.documents.iter().copied()).collect();
+        let (doc_inputs, owner) = chunk_singles(&self.tokenizer, &docs, &policy);
+        let inputs: Vec<&Encoded> = queries.iter().chain(&doc_inputs).collect();
+        let embeddings = self.run(&inputs, opts);
+        let (q_emb, d_emb) = embeddings.split_at(groups.len());
+        let mut first_doc = 0;
+        let mut chunk = 0;
+        groups
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| {
+                let end_doc = first_doc + g.documents.len();
+                let start_chunk = chunk;
+                while chunk < owner.len() && owner[chunk] < end_doc {
+                    chunk += 1;
+                }
+                let sims: Vec<f32> = d_emb[start_chunk..chunk].iter().map(|d| (dot(&q_emb[gi], d) + 1.0) / 2.0).collect();
+                let doc_of: Vec<usize> = owner[start_chunk..chunk].iter().map(|o| o - first_doc).collect();
+                first_doc = end_doc;
+                GroupScores { scores: best_chunk_scores(&sims, &doc_of, g.documents.len()), query_truncated: truncated[gi] }
+            })
+            .collect()
+    }
+
+    /// Runs the model over `inputs` in length-sorted batches and returns outputs in input order.
+    fn run(&self, inputs: &[&Encoded], opts: &ScoreOptions) -> Vec<Vec<f32>> {
+        let lengths: Vec<usize> = inputs.iter().map(|e| e.len()).collect();
+        let mut out = vec![Vec::new(); inputs.len()];
+        for batch in plan_batches(&lengths, opts.batch_tokens, opts.max_batch) {
+            let batch_inputs: Vec<&Encoded> = batch.iter().map(|&i| inputs[i]).collect();
+            for (i, row) in batch.iter().zip(self.model.infer(&batch_inputs)) {
+                out[*i] = row;
+            }
+        }
+        out
+    }
+
+    /// Scores one query's documents and ranks them, best first, keeping `top_n`.
+    pub fn rerank(&self, query: &str, documents: &[&str], top_n: Option<usize>, opts: &ScoreOptions) -> RerankOutput {
+        let group = Group { query, documents: documents.to_vec() };
+        let scored = self.score(std::slice::from_ref(&group), opts).remove(0);
+        RerankOutput { results: rank(&scored.scores, top_n), query_truncated: scored.query_truncated }
+    }
+}
+
+/// Indices by descending score; a stable sort keeps ties in document order.
+pub(crate) fn rank(scores: &[f32], top_n: Option<usize>) -> Vec<Ranked> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order.truncate(top_n.unwrap_or(scores.len()));
+    order.into_iter().map(|index| Ranked { index, relevance_score: scores[index] }).collect()
+}
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

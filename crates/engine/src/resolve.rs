@@ -1,0 +1,55 @@
+//! Turning what a user typed after `--model` into a checkpoint directory.
+use std::path::{Path, PathBuf};
+
+use crate::Registry;
+
+/// The stable name of the embedded default model.
+pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(
+        "the default model is not installed at {0}; run `make setup` (scripts/bootstrap.sh), \
+         or set FINERANK_DEFAULT_MODEL to a checkpoint directory"
+    )]
+    DefaultMissing(String),
+    #[error("no fine-tuned model {0} in the registry at {1}; `finerank models` lists them")]
+    UnknownId(String, String),
+    #[error(
+        "unknown model {0:?}: give the default name {DEFAULT_MODEL:?}, a fine-tuned id \
+         (<uuid>-ft, see `finerank models`), or a directory holding config.json, model.safetensors \
+         and tokenizer.json"
+    )]
+    Unknown(String),
+    #[error(transparent)]
+    Registry(#[from] crate::RegistryError),
+}
+
+/// `FINERANK_DEFAULT_MODEL`, else the copy that scripts/bootstrap.sh installs beside the sources.
+pub fn default_model_dir() -> PathBuf {
+    std::env::var_os("FINERANK_DEFAULT_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/default-model"))
+}
+
+/// Resolves a model reference to (display name, checkpoint directory).
+pub fn resolve(reference: &str, registry: &Registry) -> Result<(String, PathBuf), ResolveError> {
+    if reference == DEFAULT_MODEL {
+        let dir = default_model_dir();
+        return match dir.join("config.json").exists() {
+            true => Ok((DEFAULT_MODEL.to_string(), dir)),
+            false => Err(ResolveError::DefaultMissing(dir.display().to_string())),
+        };
+    }
+    if reference.ends_with("-ft") && !reference.contains(['/', '\\']) {
+        return match registry.get(reference)? {
+            Some((_, dir)) => Ok((reference.to_string(), dir)),
+            None => Err(ResolveError::UnknownId(reference.to_string(), registry.home().display().to_string())),
+        };
+    }
+    let path = Path::new(reference);
+    if path.join("config.json").is_file() {
+        return Ok((reference.to_string(), path.to_path_buf()));
+    }
+    Err(ResolveError::Unknown(reference.to_string()))
+}

@@ -1,0 +1,238 @@
+//! Per-query ranking metrics with binary relevance.
+
+use std::cmp::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+/// One query's outcome: the model's score for each candidate (in the
+/// candidates' original order) and the indices of the relevant candidates.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Scored {
+    pub scores: Vec<f32>,
+    pub gold: Vec<usize>,
+}
+
+/// Per-query metric values.
+///
+/// The ranking is a stable sort by score, descending: ties keep the
+/// candidates' original order so results are deterministic, and NaN scores
+/// rank below every number. Relevance is binary.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueryMetrics {
+    pub acc_at_1: f64,
+    pub acc_at_3: f64,
+    pub mrr_at_10: f64,
+    pub ndcg_at_10: f64,
+    pub average_precision: f64,
+    /// 1-based rank of the best-ranked relevant candidate.
+    pub first_relevant_rank: usize,
+}
+
+/// Metrics for one query.
+///
+/// Gold indices that are out of range are ignored and duplicates count once.
+/// A query left with no relevant candidate scores zero on every metric and
+/// gets `first_relevant_rank = scores.len() + 1` ("below the last candidate"),
+/// so it still counts against the model instead of silently vanishing.
+pub fn query_metrics(s: &Scored) -> QueryMetrics {
+    let n = s.scores.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    // `sort_by` is stable, which is what makes ties resolve by original order.
+    order.sort_by(|&i, &j| by_score_desc(s.scores[i], s.scores[j]));
+    let mut rank_of = vec![0usize; n];
+    for (pos, &idx) in order.iter().enumerate() {
+        rank_of[idx] = pos + 1;
+    }
+
+    let mut ranks: Vec<usize> = s
+        .gold
+        .iter()
+        .filter(|&&g| g < n)
+        .map(|&g| rank_of[g])
+        .collect();
+    ranks.sort_unstable();
+    ranks.dedup();
+
+    let Some(&first) = ranks.first() else {
+        return QueryMetrics {
+            acc_at_1: 0.0,
+            acc_at_3: 0.0,
+            mrr_at_10: 0.0,
+            ndcg_at_10: 0.0,
+            average_precision: 0.0,
+            first_relevant_rank: n + 1,
+        };
+    };
+
+    let discount = |rank: usize| 1.0 / ((rank + 1) as f64).log2();
+    let dcg: f64 = ranks
+        .iter()
+        .take_while(|&&r| r <= 10)
+        .map(|&r| discount(r))
+        .sum();
+    let ideal: f64 = (1..=ranks.len().min(10)).map(discount).sum();
+    // The k-th relevant item (1-based) sits at rank r, so precision there is k / r.
+    let precision_sum: f64 = ranks
+        .iter()
+        .enumerate()
+        .map(|(k, &r)| (k + 1) as f64 / r as f64)
+        .sum();
+
+    QueryMetrics {
+        acc_at_1: indicator(first <= 1),
+        acc_at_3: indicator(first <= 3),
+        mrr_at_10: if first <= 10 { 1.0 / first as f64 } else { 0.0 },
+        ndcg_at_10: dcg / ideal,
+        average_precision: precision_sum / ranks.len() as f64,
+        first_relevant_rank: first,
+    }
+}
+
+/// Descending by score with NaN after every number. Equal scores compare
+/// `Equal` so the stable sort keeps them in input order.
+fn by_score_desc(a: f32, b: f32) -> Ordering {
+    // false < true puts non-NaN first; with both NaN, partial_cmp is None -> Equal.
+    a.is_nan()
+        .cmp(&b.is_nan())
+        .then_with(|| b.partial_cmp(&a).unwrap_or(Ordering::Equal))
+}
+
+fn indicator(hit: bool) -> f64 {
+    if hit {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(scores: &[f32], gold: &[usize]) -> QueryMetrics {
+        query_metrics(&Scored {
+            scores: scores.to_vec(),
+            gold: gold.to_vec(),
+        })
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn single_relevant_at_top() {
+        let m = metrics(&[0.9, 0.1, 0.5], &[0]);
+        assert_eq!(
+            m,
+            QueryMetrics {
+                acc_at_1: 1.0,
+                acc_at_3: 1.0,
+                mrr_at_10: 1.0,
+                ndcg_at_10: 1.0,
+                average_precision: 1.0,
+                first_relevant_rank: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn single_relevant_at_rank_two() {
+        // Ranking: 2 (0.8), 0 (0.5), 1 (0.1); gold 0 is at rank 2.
+        let m = metrics(&[0.5, 0.1, 0.8], &[0]);
+        assert_eq!(m.first_relevant_rank, 2);
+        assert_eq!(m.acc_at_1, 0.0);
+        assert_eq!(m.acc_at_3, 1.0);
+        assert!(close(m.mrr_at_10, 0.5));
+        assert!(close(m.ndcg_at_10, 1.0 / 3f64.log2()));
+        assert!(close(m.average_precision, 0.5));
+    }
+
+    #[test]
+    fn ties_keep_original_order() {
+        // All equal: ranking is 0, 1, 2, 3, so gold 2 is at rank 3.
+        let m = metrics(&[0.3, 0.3, 0.3, 0.3], &[2]);
+        assert_eq!(m.first_relevant_rank, 3);
+        assert_eq!(m.acc_at_1, 0.0);
+        assert_eq!(m.acc_at_3, 1.0);
+        assert!(close(m.mrr_at_10, 1.0 / 3.0));
+        // A tie is never resolved in the model's favour by a later index.
+        let m = metrics(&[0.3, 0.3], &[1]);
+        assert_eq!(m.first_relevant_rank, 2);
+    }
+
+    #[test]
+    fn multiple_relevant() {
+        // Ranking: 1 (0.9), 3 (0.7), 0 (0.5), 2 (0.2); gold {0, 2} at ranks 3 and 4.
+        let m = metrics(&[0.5, 0.9, 0.2, 0.7], &[2, 0]);
+        assert_eq!(m.first_relevant_rank, 3);
+        assert_eq!(m.acc_at_1, 0.0);
+        assert_eq!(m.acc_at_3, 1.0);
+        assert!(close(m.mrr_at_10, 1.0 / 3.0));
+        // AP = (1/3 + 2/4) / 2
+        assert!(close(m.average_precision, (1.0 / 3.0 + 0.5) / 2.0));
+        // DCG = 1/log2(4) + 1/log2(5); ideal = 1/log2(2) + 1/log2(3)
+        let dcg = 0.5 + 1.0 / 5f64.log2();
+        let ideal = 1.0 + 1.0 / 3f64.log2();
+        assert!(close(m.ndcg_at_10, dcg / ideal));
+    }
+
+    #[test]
+    fn duplicate_and_out_of_range_gold_are_ignored() {
+        let plain = metrics(&[0.5, 0.9, 0.2, 0.7], &[2, 0]);
+        let noisy = metrics(&[0.5, 0.9, 0.2, 0.7], &[2, 0, 0, 4, 99]);
+        assert_eq!(plain, noisy);
+    }
+
+    #[test]
+    fn relevant_below_rank_ten() {
+        // Twelve candidates with descending scores; gold is the 12th.
+        let scores: Vec<f32> = (0..12).map(|i| 1.0 - i as f32 * 0.05).collect();
+        let m = metrics(&scores, &[11]);
+        assert_eq!(m.first_relevant_rank, 12);
+        assert_eq!(m.acc_at_3, 0.0);
+        assert_eq!(m.mrr_at_10, 0.0);
+        assert_eq!(m.ndcg_at_10, 0.0);
+        // AP looks at all ranks, not just the top ten.
+        assert!(close(m.average_precision, 1.0 / 12.0));
+    }
+
+    #[test]
+    fn ideal_dcg_is_capped_at_ten_relevant() {
+        // Twelve relevant candidates, all of them: the top ten is perfect.
+        let scores: Vec<f32> = (0..12).map(|i| -(i as f32)).collect();
+        let gold: Vec<usize> = (0..12).collect();
+        let m = metrics(&scores, &gold);
+        assert!(close(m.ndcg_at_10, 1.0));
+        assert!(close(m.average_precision, 1.0));
+    }
+
+    #[test]
+    fn nan_scores_rank_last() {
+        // Ranking: 2 (-inf), then 0 and 1 (NaN) in original order.
+        let m = metrics(&[f32::NAN, f32::NAN, f32::NEG_INFINITY], &[1]);
+        assert_eq!(m.first_relevant_rank, 3);
+        let m = metrics(&[f32::NAN, 0.1], &[1]);
+        assert_eq!(m.first_relevant_rank, 1);
+        assert_eq!(m.acc_at_1, 1.0);
+    }
+
+    #[test]
+    fn empty_gold_scores_zero_below_last_candidate() {
+        let m = metrics(&[0.1, 0.2, 0.3], &[]);
+        assert_eq!(
+            m,
+            QueryMetrics {
+                acc_at_1: 0.0,
+                acc_at_3: 0.0,
+                mrr_at_10: 0.0,
+                ndcg_at_10: 0.0,
+                average_precision: 0.0,
+                first_relevant_rank: 4,
+            }
+        );
+        // Only out-of-range gold is the same as none.
+        assert_eq!(metrics(&[0.1, 0.2, 0.3], &[3]), m);
+        assert_eq!(metrics(&[], &[0]).first_relevant_rank, 1);
+    }
+}

@@ -1,0 +1,169 @@
+//! Reading weights from `model.safetensors` into a model, and writing a model back out as a
+//! Hugging Face checkpoint directory that transformers and sentence-transformers load.
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use tch::{nn, Device, Kind as DType, Tensor};
+
+use crate::config::{Family, Kind};
+use crate::{Model, ModelError};
+
+/// Files copied verbatim from the source checkpoint: the tokenizer, whatever its flavour.
+const TOKENIZER_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+];
+
+/// A head that the checkpoint lacks is initialised fresh (a cross-encoder built on a bi-encoder
+/// base); anything else missing means the checkpoint is not what its config claims.
+fn is_head(name: &str) -> bool {
+    name.starts_with("classifier.") || name.contains("pooler.")
+}
+
+/// Copies the checkpoint's tensors into `vs`, accepting both the bare encoder layout
+/// (`embeddings.…`) and the `bert.`/`roberta.`-prefixed one. Returns the tensors it did not use
+/// when the layout is unchanged, so that saving keeps them.
+pub(crate) fn load_weights(
+    vs: &nn::VarStore,
+    dir: &Path,
+    family: Family,
+    kind: Kind,
+    same_layout: bool,
+) -> Result<Vec<(String, Tensor)>, ModelError> {
+    let path = dir.join("model.safetensors");
+    if !path.exists() {
+        return Err(ModelError::Invalid(format!(
+            "{}: missing; finerank reads safetensors checkpoints (convert pytorch_model.bin with \
+             transformers' save_pretrained(safe_serialization=True))",
+            path.display()
+        )));
+    }
+    let mut file: HashMap<String, Tensor> = Tensor::read_safetensors(&path)?.into_iter().collect();
+    let prefix = format!("{}.", family.prefix());
+    let mut fresh = Vec::new();
+    tch::no_grad(|| -> Result<(), ModelError> {
+        for (name, mut var) in vs.variables() {
+            let bare = name.strip_prefix(&prefix).unwrap_or(&name).to_string();
+            let found = [name.clone(), bare.clone(), format!("{prefix}{bare}")]
+                .into_iter()
+                .find_map(|k| file.remove(&k));
+            match found {
+                Some(src) if src.size() == var.size() => {
+                    var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
+                }
+                Some(src) => {
+                    return Err(ModelError::Invalid(format!(
+                        "{}: tensor {name} has shape {:?}, config.json implies {:?}",
+                        path.display(),
+                        src.size(),
+                        var.size()
+                    )))
+                }
+                None if kind == Kind::CrossEncoder && is_head(&name) => fresh.push(name),
+                None => {
+                    return Err(ModelError::Invalid(format!(
+                        "{}: tensor {name} is missing; is this a {:?} checkpoint?",
+                        path.display(),
+                        family
+                    )))
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if !fresh.is_empty() {
+        fresh.sort();
+        tracing::info!(tensors = ?fresh, "initialising a new classification head");
+    }
+    let mut extras: Vec<(String, Tensor)> = if same_layout { file.into_iter().collect() } else { Vec::new() };
+    extras.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(extras)
+}
+
+pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result<(), ModelError> {
+    if dest.exists() {
+        return Err(ModelError::Invalid(format!("{}: already exists; refusing to overwrite", dest.display())));
+    }
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .tempdir_in(parent)
+        .map_err(|e| ModelError::io(parent, e))?;
+    let dir = tmp.path();
+
+    let mut tensors: Vec<(String, Tensor)> = model
+        .vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).to_kind(DType::Float).contiguous()))
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors.extend(model.extras.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+    Tensor::write_safetensors(&tensors, dir.join("model.safetensors"))?;
+
+    let config = model.config.for_saving(model.family, model.kind);
+    write_json(&dir.join("config.json"), &serde_json::Value::Object(config))?;
+    for name in TOKENIZER_FILES {
+        let src = model.source.join(name);
+        if src.exists() {
+            fs::copy(&src, dir.join(name)).map_err(|e| ModelError::io(&src, e))?;
+        }
+    }
+    if model.kind == Kind::BiEncoder {
+        write_sentence_transformers(model, dir, max_len.unwrap_or(model.window))?;
+    }
+    sync_dir(dir)?;
+    fs::rename(dir, dest).map_err(|e| ModelError::io(dest, e))?;
+    sync_dir(parent)?;
+    Ok(())
+}
+
+/// The sentence-transformers module files: Transformer → mean Pooling → Normalize.
+fn write_sentence_transformers(model: &Model, dir: &Path, max_len: usize) -> Result<(), ModelError> {
+    let modules = serde_json::json!([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+    ]);
+    write_json(&dir.join("modules.json"), &modules)?;
+    write_json(
+        &dir.join("sentence_bert_config.json"),
+        &serde_json::json!({"max_seq_length": max_len, "do_lower_case": false}),
+    )?;
+    let pooling = dir.join("1_Pooling");
+    fs::create_dir_all(&pooling).map_err(|e| ModelError::io(&pooling, e))?;
+    write_json(
+        &pooling.join("config.json"),
+        &serde_json::json!({
+            "word_embedding_dimension": model.config.hidden_size,
+            "pooling_mode_cls_token": false,
+            "pooling_mode_mean_tokens": true,
+            "pooling_mode_max_tokens": false,
+            "pooling_mode_mean_sqrt_len_tokens": false
+        }),
+    )?;
+    let normalize = dir.join("2_Normalize");
+    fs::create_dir_all(&normalize).map_err(|e| ModelError::io(&normalize, e))
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), ModelError> {
+    let text = serde_json::to_string_pretty(value).expect("JSON values serialize");
+    fs::write(path, text).map_err(|e| ModelError::io(path, e))
+}
+
+/// Flushes every file in `dir` and the directory itself, so a rename after it publishes whole files.
+fn sync_dir(dir: &Path) -> Result<(), ModelError> {
+    let sync = |p: &Path| fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| ModelError::io(p, e));
+    for entry in fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))? {
+        let path = entry.map_err(|e| ModelError::io(dir, e))?.path();
+        if path.is_file() {
+            sync(&path)?;
+        }
+    }
+    sync(dir)
+}

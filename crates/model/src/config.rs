@@ -1,0 +1,200 @@
+//! The parts of a Hugging Face `config.json` (and the sentence-transformers files beside it) that
+//! decide how a checkpoint is built and scored.
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::ModelError;
+
+/// How a model scores a (query, document) pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Reads query and document together and outputs one logit; score = sigmoid(logit).
+    CrossEncoder,
+    /// Embeds query and document apart (mean pooling, L2 norm); score = (cosine + 1) / 2.
+    BiEncoder,
+}
+
+/// The encoder family; they differ in weight prefix, position ids and classification head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Bert,
+    XlmRoberta,
+}
+
+impl Family {
+    /// The prefix Hugging Face puts before the encoder's weights in `*ForSequenceClassification`.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Family::Bert => "bert",
+            Family::XlmRoberta => "roberta",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Config {
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    pub model_type: String,
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub num_hidden_layers: i64,
+    pub num_attention_heads: i64,
+    pub intermediate_size: i64,
+    pub max_position_embeddings: i64,
+    #[serde(default = "one")]
+    pub type_vocab_size: i64,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: i64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    #[serde(default)]
+    pub num_labels: Option<i64>,
+    #[serde(default)]
+    pub id2label: Option<serde_json::Map<String, Value>>,
+    /// Kept so that a saved config round-trips every field transformers wrote, not only ours.
+    #[serde(skip)]
+    pub raw: serde_json::Map<String, Value>,
+}
+
+fn one() -> i64 {
+    1
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+
+impl Config {
+    pub fn read(dir: &Path) -> Result<Config, ModelError> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        let raw: serde_json::Map<String, Value> = serde_json::from_str(&text).map_err(|e| {
+            ModelError::Invalid(format!("{}: not valid JSON ({e})", path.display()))
+        })?;
+        let mut cfg: Config = serde_json::from_value(Value::Object(raw.clone())).map_err(|e| {
+            ModelError::Invalid(format!(
+                "{}: {e}; expected a BERT or XLM-RoBERTa config.json",
+                path.display()
+            ))
+        })?;
+        cfg.raw = raw;
+        if cfg.hidden_act != "gelu" {
+            return Err(ModelError::Invalid(format!(
+                "{}: hidden_act {:?} is not supported (only \"gelu\")",
+                path.display(),
+                cfg.hidden_act
+            )));
+        }
+        if cfg.hidden_size % cfg.num_attention_heads != 0 {
+            return Err(ModelError::Invalid(format!(
+                "{}: hidden_size {} is not a multiple of num_attention_heads {}",
+                path.display(),
+                cfg.hidden_size,
+                cfg.num_attention_heads
+            )));
+        }
+        cfg.family()?;
+        Ok(cfg)
+    }
+
+    pub fn family(&self) -> Result<Family, ModelError> {
+        match self.model_type.as_str() {
+            "bert" => Ok(Family::Bert),
+            "xlm-roberta" | "roberta" => Ok(Family::XlmRoberta),
+            other => Err(ModelError::Invalid(format!(
+                "model_type {other:?} is not supported; finerank runs BERT and XLM-RoBERTa checkpoints"
+            ))),
+        }
+    }
+
+    fn labels(&self) -> i64 {
+        self.num_labels
+            .or_else(|| self.id2label.as_ref().map(|m| m.len() as i64))
+            .unwrap_or(2)
+    }
+
+    /// The checkpoint's own kind: a `*ForSequenceClassification` with one label is a cross-encoder,
+    /// a bare encoder is a bi-encoder.
+    pub fn native_kind(&self) -> Result<Option<Kind>, ModelError> {
+        let classifier = self
+            .architectures
+            .iter()
+            .any(|a| a.ends_with("ForSequenceClassification"));
+        if !classifier {
+            return Ok(Some(Kind::BiEncoder));
+        }
+        match self.labels() {
+            1 => Ok(Some(Kind::CrossEncoder)),
+            n => Err(ModelError::Invalid(format!(
+                "{} has {n} labels; a reranker cross-encoder has num_labels=1",
+                self.architectures.join(",")
+            ))),
+        }
+    }
+
+    /// XLM-R counts positions from `pad_token_id + 1`, so its window is two shorter than the table.
+    pub fn max_tokens(&self, family: Family) -> usize {
+        let n = match family {
+            Family::Bert => self.max_position_embeddings,
+            Family::XlmRoberta => self.max_position_embeddings - self.pad_token_id - 1,
+        };
+        n.max(1) as usize
+    }
+
+    /// The config to write beside weights saved as `kind`, starting from what the checkpoint had.
+    pub fn for_saving(&self, family: Family, kind: Kind) -> serde_json::Map<String, Value> {
+        let mut out = self.raw.clone();
+        let arch = match (family, kind) {
+            (Family::Bert, Kind::CrossEncoder) => "BertForSequenceClassification",
+            (Family::XlmRoberta, Kind::CrossEncoder) => "XLMRobertaForSequenceClassification",
+            (Family::Bert, Kind::BiEncoder) => "BertModel",
+            (Family::XlmRoberta, Kind::BiEncoder) => "XLMRobertaModel",
+        };
+        out.insert("architectures".into(), serde_json::json!([arch]));
+        if kind == Kind::CrossEncoder {
+            out.insert("num_labels".into(), 1.into());
+            out.insert("id2label".into(), serde_json::json!({"0": "LABEL_0"}));
+            out.insert("label2id".into(), serde_json::json!({"LABEL_0": 0}));
+        }
+        out
+    }
+}
+
+/// `max_seq_length` from sentence-transformers' `sentence_bert_config.json`, when present.
+pub fn sentence_max_len(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("sentence_bert_config.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v.get("max_seq_length")?.as_u64().map(|n| n as usize)
+}
+
+/// Only mean pooling is implemented; a CLS-pooled bi-encoder would silently score wrong.
+pub fn check_pooling(dir: &Path) -> Result<(), ModelError> {
+    let path = dir.join("1_Pooling").join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+    if v.get("pooling_mode_mean_tokens").and_then(Value::as_bool) == Some(false) {
+        return Err(ModelError::Invalid(format!(
+            "{}: only mean pooling is supported for bi-encoders",
+            path.display()
+        )));
+    }
+    Ok(())
+}

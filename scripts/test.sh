@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Everything CI runs (`make test`, called by .ci/run): the Rust unit and integration tests,
+# including the checks against Python transformers / sentence-transformers in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo test --workspace --no-fail-fast
