@@ -94,6 +94,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
     step(4, "fine-tune with the default hyperparameters");
     let job = FinetuneJob {
+        id: None,
         base: a.base.clone(),
         kind: None,
         name: Some("casehold-demo".into()),

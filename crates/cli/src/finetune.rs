@@ -90,6 +90,7 @@ impl From<HyperArgs> for HyperOverrides {
 
 impl Args {
     pub fn job(self, ctx: &Ctx) -> FinetuneJob {
+        id: None,
         FinetuneJob {
             base: self.base,
             kind: self.kind.map(Kind::from),

@@ -33,11 +33,16 @@ impl TrainProgress {
                 );
                 self.bar = Some(bar(*total_steps, "fine-tune"));
             }
-            TrainEvent::Step { step, loss, pairs_per_second, epoch, .. } => {
+            TrainEvent::Step { step, total_steps, loss, pairs_per_second, epoch, .. } => {
+                let metric = self.last_metric.map_or(String::new(), |m| format!(" val MRR@10 {m:.3}"));
+                let msg = format!("epoch {epoch} loss {loss:.3}{metric} {pairs_per_second:.1} pairs/s");
                 if let Some(pb) = &self.bar {
                     pb.set_position(*step as u64);
-                    let metric = self.last_metric.map_or(String::new(), |m| format!(" val MRR@10 {m:.3}"));
-                    pb.set_message(format!("epoch {epoch} loss {loss:.3}{metric} {pairs_per_second:.0} pairs/s"));
+                    pb.set_message(msg.clone());
+                }
+                // Logs and CI have no terminal to draw on: a line every tenth of the run instead.
+                if self.hidden() && (step % total_steps.div_ceil(10).max(1) == 0 || step == total_steps) {
+                    eprintln!("step {step}/{total_steps}: {msg}");
                 }
             }
             TrainEvent::Eval { step, metrics, best, .. } => {
@@ -50,18 +55,23 @@ impl TrainProgress {
                     metrics.ndcg_at_10,
                     if *best { "  (best so far)" } else { "" }
                 );
-                match &self.bar {
-                    Some(pb) => pb.println(line),
-                    None => eprintln!("{line}"),
-                }
+                self.println(line);
             }
             TrainEvent::EarlyStop { step, best_step } => {
                 let line = format!("early stop at step {step}: no improvement since step {best_step}");
-                match &self.bar {
-                    Some(pb) => pb.println(line),
-                    None => eprintln!("{line}"),
-                }
+                self.println(line);
             }
+        }
+    }
+
+    fn hidden(&self) -> bool {
+        self.bar.as_ref().is_none_or(|pb| pb.is_hidden())
+    }
+
+    fn println(&self, line: String) {
+        match &self.bar {
+            Some(pb) if !pb.is_hidden() => pb.println(line),
+            _ => eprintln!("{line}"),
         }
     }
 

@@ -17,6 +17,8 @@ const DEFAULT_MAX_LEN: usize = 384;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinetuneJob {
+    /// Registry id to publish under (`<uuid>-ft`); minted when `None`.
+    pub id: Option<String>,
     /// Base model reference: the default model's name, a `<uuid>-ft` id or a checkpoint directory.
     pub base: String,
     pub kind: Option<Kind>,
@@ -100,7 +102,7 @@ pub fn run_job(
     }
     let outcome = finetune(&mut reranker, &train, &valid, &cfg, on_event, cancelled).map_err(JobError::Train)?;
 
-    let id = Registry::new_id();
+    let id = job.id.clone().unwrap_or_else(Registry::new_id);
     let staged = registry.staging_dir(&id).map_err(EngineError::from)?.join("model");
     let bi_len = (kind == Kind::BiEncoder).then_some(max_len);
     reranker.model().save(&staged, bi_len).map_err(EngineError::from)?;
