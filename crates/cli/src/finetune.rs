@@ -90,8 +90,8 @@ impl From<HyperArgs> for HyperOverrides {
 
 impl Args {
     pub fn job(self, ctx: &Ctx) -> FinetuneJob {
-        id: None,
         FinetuneJob {
+            id: None,
             base: self.base,
             kind: self.kind.map(Kind::from),
             name: self.name,

@@ -24,8 +24,8 @@ fn small_data(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn job(base: &str, train: &Path, valid: &Path) -> FinetuneJob {
-        id: None,
     FinetuneJob {
+        id: None,
         base: base.to_string(),
         kind: None,
         name: None,
