@@ -15,7 +15,10 @@ fn main() {
     };
     let lib = root.join("lib");
     let lib = lib.canonicalize().unwrap_or_else(|e| {
-        panic!("libtorch not found at {} ({e}); run scripts/bootstrap.sh first", lib.display())
+        panic!(
+            "libtorch not found at {} ({e}); run scripts/bootstrap.sh first",
+            lib.display()
+        )
     });
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     if lib.join("libtorch_cuda.so").exists() {
@@ -25,7 +28,10 @@ fn main() {
 
 fn torch_dir_from_python() -> PathBuf {
     let out = Command::new("python3")
-        .args(["-c", "import torch, os; print(os.path.dirname(torch.__file__))"])
+        .args([
+            "-c",
+            "import torch, os; print(os.path.dirname(torch.__file__))",
+        ])
         .output()
         .expect("LIBTORCH is unset and python3 could not be run; run scripts/bootstrap.sh first");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())

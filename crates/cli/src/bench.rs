@@ -38,21 +38,31 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let mut reranker = ctx.load(&a.model.model, a.kind.map(Into::into))?;
     let device = finerank_model::describe_device(reranker.model().device());
 
-    let rows: Vec<_> = read_test_rows(&data.join("test.jsonl"))?.into_iter().take(a.queries).collect();
+    let rows: Vec<_> = read_test_rows(&data.join("test.jsonl"))?
+        .into_iter()
+        .take(a.queries)
+        .collect();
     let groups = groups_of_test_rows(&rows);
     let pairs: usize = groups.iter().map(|g| g.documents.len()).sum();
-    let opts = ScoreOptions { max_len: Some(a.max_length), ..Default::default() };
+    let opts = ScoreOptions {
+        max_len: Some(a.max_length),
+        ..Default::default()
+    };
     reranker.score(&groups[..groups.len().min(8)], &opts); // warm-up
     let t = Instant::now();
     reranker.score(&groups, &opts);
     let rerank_secs = t.elapsed().as_secs_f64();
 
-    let train: Vec<TrainRow> = read_raw(&data.join("train.jsonl"), &Mapping::casehold())?.iter().map(example_to_train).collect();
+    let train: Vec<TrainRow> = read_raw(&data.join("train.jsonl"), &Mapping::casehold())?
+        .iter()
+        .map(example_to_train)
+        .collect();
     let hyper = Hyperparameters::defaults(reranker.kind(), train.len());
     let mut cfg = FinetuneConfig::new(hyper, train.len(), a.max_length);
     cfg.max_steps = Some(a.steps);
     cfg.eval_every = usize::MAX;
-    let outcome = finetune(&mut reranker, &train, &[], &cfg, &mut |_| {}, &|| false).map_err(anyhow::Error::msg)?;
+    let outcome = finetune(&mut reranker, &train, &[], &cfg, &mut |_| {}, &|| false)
+        .map_err(anyhow::Error::msg)?;
 
     let result = serde_json::json!({
         "model": reranker.name(),

@@ -35,7 +35,9 @@ pub struct Args {
 
 /// The CaseHOLD rows shipped beside the project for development and CI.
 pub fn casehold_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let dir = given.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/casehold"));
+    let dir = given.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/casehold")
+    });
     if !dir.join("train.jsonl").is_file() {
         anyhow::bail!(
             "no CaseHOLD train.jsonl in {}; export the `casehold/casehold` dataset from Hugging Face \
@@ -57,16 +59,42 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
     step(1, "prepare: CaseHOLD rows -> rerank fine-tuning JSONL");
     let split = match a.full {
-        true => Split::Counts { train: 1846, valid: 154, test: 0 },
+        true => Split::Counts {
+            train: 1846,
+            valid: 154,
+            test: 0,
+        },
         false => PrepareOptions::default().split,
     };
-    let summary = prepare(&data.join("train.jsonl"), &Mapping::casehold(), &PrepareOptions { split, ..Default::default() }, &prepared)?;
-    eprintln!("{} train, {} validation, {} test rows in {}", summary.train, summary.valid, summary.test, prepared.display());
+    let summary = prepare(
+        &data.join("train.jsonl"),
+        &Mapping::casehold(),
+        &PrepareOptions {
+            split,
+            ..Default::default()
+        },
+        &prepared,
+    )?;
+    eprintln!(
+        "{} train, {} validation, {} test rows in {}",
+        summary.train,
+        summary.valid,
+        summary.test,
+        prepared.display()
+    );
 
     step(2, "review data");
     let base = ctx.load(&a.base, None)?;
-    let opts = ValidateOptions { max_len: MAX_LEN, ..Default::default() };
-    let review = validate(&prepared.join("train.jsonl"), Some(&prepared.join("valid.jsonl")), &opts, &base.pair_counter());
+    let opts = ValidateOptions {
+        max_len: MAX_LEN,
+        ..Default::default()
+    };
+    let review = validate(
+        &prepared.join("train.jsonl"),
+        Some(&prepared.join("valid.jsonl")),
+        &opts,
+        &base.pair_counter(),
+    );
     drop(base);
     eprint!("{}", crate::validate::render(&review));
     if !review.ok {
@@ -75,7 +103,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
 
     let mut test_sets: Vec<(String, Vec<TestRow>)> = Vec::new();
     if summary.test > 0 {
-        test_sets.push(("tutorial test (10 rows)".into(), read_test_rows(&prepared.join("test.jsonl"))?));
+        test_sets.push((
+            "tutorial test (10 rows)".into(),
+            read_test_rows(&prepared.join("test.jsonl"))?,
+        ));
     }
     let test_file = data.join("test.jsonl");
     if test_file.is_file() {
@@ -116,7 +147,11 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let mut reports: Vec<(String, Report)> = Vec::new();
     for ((name, rows), base_scores) in test_sets.iter().zip(&base_scores) {
         let scores = score_model(ctx, &record.id, rows, Some(MAX_LEN))?;
-        let r = report((&record.id, &scores), Some((&a.base, base_scores)), &Bootstrap::default())?;
+        let r = report(
+            (&record.id, &scores),
+            Some((&a.base, base_scores)),
+            &Bootstrap::default(),
+        )?;
         reports.push((name.clone(), r));
     }
 
@@ -143,9 +178,16 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         "reports": reports.iter().map(|(n, r)| serde_json::json!({"test_set": n, "report": r})).collect::<Vec<_>>(),
         "seconds": started.elapsed().as_secs_f64(),
     });
-    std::fs::write(a.out.join("report.json"), serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", a.out.join("report.json").display()))?;
+    std::fs::write(
+        a.out.join("report.json"),
+        serde_json::to_string_pretty(&json)?,
+    )
+    .with_context(|| format!("writing {}", a.out.join("report.json").display()))?;
     std::fs::write(a.out.join("report.md"), md)?;
-    eprintln!("\nreport written to {}/report.md and report.json ({:.0} s)", a.out.display(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "\nreport written to {}/report.md and report.json ({:.0} s)",
+        a.out.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }

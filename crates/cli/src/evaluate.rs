@@ -41,7 +41,11 @@ pub struct Args {
 /// Our test format, or CaseHOLD's own columns (so its test split evaluates as it comes).
 pub fn read_test_rows(path: &Path) -> anyhow::Result<Vec<TestRow>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let first = BufReader::new(file).lines().map_while(Result::ok).find(|l| !l.trim().is_empty()).unwrap_or_default();
+    let first = BufReader::new(file)
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
     if first.contains("\"citing_prompt\"") {
         Ok(examples_to_test(&read_raw(path, &Mapping::casehold())?))
     } else {
@@ -50,12 +54,24 @@ pub fn read_test_rows(path: &Path) -> anyhow::Result<Vec<TestRow>> {
 }
 
 /// Per-query metrics of one model on `rows`, with a progress bar.
-pub fn score_model(ctx: &Ctx, model: &str, rows: &[TestRow], max_len: Option<usize>) -> anyhow::Result<Vec<QueryMetrics>> {
-    let reranker = ctx.load(model, None).with_context(|| format!("loading model {model}"))?;
+pub fn score_model(
+    ctx: &Ctx,
+    model: &str,
+    rows: &[TestRow],
+    max_len: Option<usize>,
+) -> anyhow::Result<Vec<QueryMetrics>> {
+    let reranker = ctx
+        .load(model, None)
+        .with_context(|| format!("loading model {model}"))?;
     let pb = bar(rows.len(), "eval");
     pb.set_message(model.to_string());
-    let opts = ScoreOptions { max_len, ..Default::default() };
-    let out = assess(&reranker, rows, &opts, &mut |done, _| pb.set_position(done as u64));
+    let opts = ScoreOptions {
+        max_len,
+        ..Default::default()
+    };
+    let out = assess(&reranker, rows, &opts, &mut |done, _| {
+        pb.set_position(done as u64)
+    });
     pb.finish_and_clear();
     Ok(out)
 }
@@ -77,16 +93,28 @@ pub fn report(
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let rows = read_test_rows(&a.test)?;
-    let boot = Bootstrap { resamples: a.bootstrap, ..Default::default() };
+    let boot = Bootstrap {
+        resamples: a.bootstrap,
+        ..Default::default()
+    };
     let ours = score_model(ctx, &a.model.model, &rows, a.max_length)?;
-    let theirs = a.compare.as_deref().map(|m| score_model(ctx, m, &rows, a.max_length)).transpose()?;
+    let theirs = a
+        .compare
+        .as_deref()
+        .map(|m| score_model(ctx, m, &rows, a.max_length))
+        .transpose()?;
     let baseline = a.compare.as_deref().zip(theirs.as_deref());
     let report = report((&a.model.model, &ours), baseline, &boot)?;
     let json = serde_json::to_string_pretty(&report)?;
     if a.json {
         println!("{json}");
     } else {
-        println!("{} queries from {}\n{}", rows.len(), a.test.display(), render_table(&report));
+        println!(
+            "{} queries from {}\n{}",
+            rows.len(),
+            a.test.display(),
+            render_table(&report)
+        );
     }
     if let Some(out) = &a.out {
         std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;

@@ -27,10 +27,22 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     match a.action.unwrap_or(Action::List) {
         Action::List => {
             println!("{:<40} {:<14} {:<24} name / base", "id", "kind", "created");
-            println!("{:<40} {:<14} {:<24} {}", DEFAULT_MODEL, "default", "-", default_model_dir().display());
+            println!(
+                "{:<40} {:<14} {:<24} {}",
+                DEFAULT_MODEL,
+                "default",
+                "-",
+                default_model_dir().display()
+            );
             for r in registry.list()? {
-                let kind = serde_json::to_value(r.kind)?.as_str().unwrap_or_default().to_string();
-                println!("{:<40} {:<14} {:<24} {} / {}", r.id, kind, r.created_at, r.name, r.base_model);
+                let kind = serde_json::to_value(r.kind)?
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                println!(
+                    "{:<40} {:<14} {:<24} {} / {}",
+                    r.id, kind, r.created_at, r.name, r.base_model
+                );
             }
         }
         Action::Show { id } => match registry.get(&id)? {

@@ -52,7 +52,10 @@ pub struct Args {
 
 impl Args {
     fn mapping(&self) -> anyhow::Result<Mapping> {
-        let query = self.query_col.clone().unwrap_or_else(|| "citing_prompt".into());
+        let query = self
+            .query_col
+            .clone()
+            .unwrap_or_else(|| "citing_prompt".into());
         let label = || self.label_col.clone().unwrap_or_else(|| "label".into());
         Ok(match (&self.candidate_cols, &self.candidates_col, &self.positive_cols) {
             (None, None, None) if self.query_col.is_none() => Mapping::casehold(),
@@ -72,15 +75,27 @@ impl Args {
 
     fn split(&self) -> Split {
         match (&self.ratios, self.train) {
-            (Some(r), _) => Split::Ratios { train: r[0], valid: r[1], test: r[2] },
-            (None, Some(train)) => Split::Counts { train, valid: self.valid.unwrap_or(0), test: self.test.unwrap_or(0) },
+            (Some(r), _) => Split::Ratios {
+                train: r[0],
+                valid: r[1],
+                test: r[2],
+            },
+            (None, Some(train)) => Split::Counts {
+                train,
+                valid: self.valid.unwrap_or(0),
+                test: self.test.unwrap_or(0),
+            },
             (None, None) => PrepareOptions::default().split,
         }
     }
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
-    let opts = PrepareOptions { split: a.split(), shuffle_seed: a.seed, limit: a.limit };
+    let opts = PrepareOptions {
+        split: a.split(),
+        shuffle_seed: a.seed,
+        limit: a.limit,
+    };
     let summary = prepare(&a.input, &a.mapping()?, &opts, &a.out)?;
     eprintln!(
         "wrote {} train, {} validation and {} test rows to {}",

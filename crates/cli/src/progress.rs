@@ -1,6 +1,6 @@
 //! Progress bars on stderr (indicatif hides them when stderr is not a terminal).
-use indicatif::{ProgressBar, ProgressStyle};
 use finerank_train::TrainEvent;
+use indicatif::{ProgressBar, ProgressStyle};
 
 pub fn bar(len: usize, prefix: &str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64);
@@ -21,31 +21,58 @@ pub struct TrainProgress {
 
 impl TrainProgress {
     pub fn new() -> TrainProgress {
-        TrainProgress { bar: None, last_metric: None }
+        TrainProgress {
+            bar: None,
+            last_metric: None,
+        }
     }
 
     pub fn on_event(&mut self, e: &TrainEvent) {
         match e {
-            TrainEvent::Started { kind, total_steps, epochs, train_rows, valid_rows, device } => {
+            TrainEvent::Started {
+                kind,
+                total_steps,
+                epochs,
+                train_rows,
+                valid_rows,
+                device,
+            } => {
                 eprintln!(
                     "fine-tuning a {kind:?} on {train_rows} queries ({valid_rows} for validation): \
                      {epochs} epoch(s), {total_steps} steps, on {device}"
                 );
                 self.bar = Some(bar(*total_steps, "fine-tune"));
             }
-            TrainEvent::Step { step, total_steps, loss, pairs_per_second, epoch, .. } => {
-                let metric = self.last_metric.map_or(String::new(), |m| format!(" val MRR@10 {m:.3}"));
-                let msg = format!("epoch {epoch} loss {loss:.3}{metric} {pairs_per_second:.1} pairs/s");
+            TrainEvent::Step {
+                step,
+                total_steps,
+                loss,
+                pairs_per_second,
+                epoch,
+                ..
+            } => {
+                let metric = self
+                    .last_metric
+                    .map_or(String::new(), |m| format!(" val MRR@10 {m:.3}"));
+                let msg =
+                    format!("epoch {epoch} loss {loss:.3}{metric} {pairs_per_second:.1} pairs/s");
                 if let Some(pb) = &self.bar {
                     pb.set_position(*step as u64);
                     pb.set_message(msg.clone());
                 }
                 // Logs and CI have no terminal to draw on: a line every tenth of the run instead.
-                if self.hidden() && (step % total_steps.div_ceil(10).max(1) == 0 || step == total_steps) {
+                if self.hidden()
+                    && (step % total_steps.div_ceil(10).max(1) == 0 || step == total_steps)
+                {
                     eprintln!("step {step}/{total_steps}: {msg}");
                 }
             }
-            TrainEvent::Eval { step, metrics, best, .. } => {
+            TrainEvent::Eval {
+                step,
+                metrics,
+                best,
+                ..
+            } => {
                 self.last_metric = Some(metrics.mrr_at_10);
                 let line = format!(
                     "validation at step {step}: acc@1 {:.3} acc@3 {:.3} MRR@10 {:.3} nDCG@10 {:.3}{}",
@@ -58,7 +85,8 @@ impl TrainProgress {
                 self.println(line);
             }
             TrainEvent::EarlyStop { step, best_step } => {
-                let line = format!("early stop at step {step}: no improvement since step {best_step}");
+                let line =
+                    format!("early stop at step {step}: no improvement since step {best_step}");
                 self.println(line);
             }
         }

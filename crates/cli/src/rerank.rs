@@ -33,9 +33,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--query is empty; give the text to rank the documents against");
     }
     let docs = read_documents(&a.documents)?;
-    let reranker = ctx.load(&a.model.model, None).with_context(|| format!("loading model {}", a.model.model))?;
+    let reranker = ctx
+        .load(&a.model.model, None)
+        .with_context(|| format!("loading model {}", a.model.model))?;
     let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
-    let opts = ScoreOptions { max_len: a.max_length, max_chunks_per_doc: a.max_chunks_per_doc, ..Default::default() };
+    let opts = ScoreOptions {
+        max_len: a.max_length,
+        max_chunks_per_doc: a.max_chunks_per_doc,
+        ..Default::default()
+    };
     let out = reranker.rerank(&a.query, &refs, a.top_n, &opts);
     if out.query_truncated {
         eprintln!("warning: the query is longer than the model allows and was cut; the score reads only its start");

@@ -34,7 +34,12 @@ pub fn review(ctx: &Ctx, a: &Args) -> anyhow::Result<Review> {
         min_valid_queries: a.min_valid_queries,
         max_len: a.max_length.unwrap_or(reranker.window()),
     };
-    let review = validate(&a.train, a.valid.as_deref(), &opts, &reranker.pair_counter());
+    let review = validate(
+        &a.train,
+        a.valid.as_deref(),
+        &opts,
+        &reranker.pair_counter(),
+    );
     Ok(review)
 }
 
@@ -45,7 +50,11 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render(&review));
     }
-    Ok(if review.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if review.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub fn render(r: &Review) -> String {
@@ -72,10 +81,24 @@ fn render_stats(s: &FileStats) -> String {
     let mut out = format!(
         "{}\n  rows {}  unique queries {}  relevant/query {:.2}  hard negatives/query {:.2}\n  \
          pair tokens: p50 {}  p95 {}  max {}  truncated {} of {}\n  length histogram:\n",
-        s.file, s.rows, s.unique_queries, s.avg_relevant, s.avg_hard_negatives, s.p50_pair_tokens, s.p95_pair_tokens,
-        s.max_pair_tokens, s.truncated_pairs, s.pairs
+        s.file,
+        s.rows,
+        s.unique_queries,
+        s.avg_relevant,
+        s.avg_hard_negatives,
+        s.p50_pair_tokens,
+        s.p95_pair_tokens,
+        s.max_pair_tokens,
+        s.truncated_pairs,
+        s.pairs
     );
-    let most = s.length_histogram.iter().map(|b| b.count).max().unwrap_or(0).max(1);
+    let most = s
+        .length_histogram
+        .iter()
+        .map(|b| b.count)
+        .max()
+        .unwrap_or(0)
+        .max(1);
     for b in &s.length_histogram {
         let bar = "#".repeat((b.count * 40).div_ceil(most));
         out += &format!("    <= {:>5} {:>7} {bar}\n", b.up_to, b.count);

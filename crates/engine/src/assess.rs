@@ -9,7 +9,10 @@ const QUERIES_PER_CALL: usize = 32;
 
 pub fn groups_of_test_rows(rows: &[TestRow]) -> Vec<Group<'_>> {
     rows.iter()
-        .map(|r| Group { query: &r.query, documents: r.documents.iter().map(String::as_str).collect() })
+        .map(|r| Group {
+            query: &r.query,
+            documents: r.documents.iter().map(String::as_str).collect(),
+        })
         .collect()
 }
 
@@ -24,7 +27,10 @@ pub fn assess(
     for block in rows.chunks(QUERIES_PER_CALL) {
         let scored = reranker.score(&groups_of_test_rows(block), opts);
         out.extend(block.iter().zip(scored).map(|(row, s)| {
-            query_metrics(&Scored { scores: s.scores, gold: row.gold_indices.clone() })
+            query_metrics(&Scored {
+                scores: s.scores,
+                gold: row.gold_indices.clone(),
+            })
         }));
         progress(out.len(), rows.len());
     }

@@ -15,7 +15,10 @@ const RECORD: &str = "finerank.json";
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0:?} is not a fine-tuned model id: ids look like <uuid>-ft")]
     BadId(String),
     #[error("{path}: unreadable record ({message}); delete the directory or restore the file")]
@@ -23,7 +26,10 @@ pub enum RegistryError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
-    move |source| RegistryError::Io { path: path.display().to_string(), source }
+    move |source| RegistryError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// What the registry knows about a fine-tuned model.
@@ -65,7 +71,9 @@ impl Registry {
 
     /// Opens (creating if needed) the registry under `home`, and clears unfinished staging.
     pub fn open(home: &Path) -> Result<Registry, RegistryError> {
-        let reg = Registry { root: home.to_path_buf() };
+        let reg = Registry {
+            root: home.to_path_buf(),
+        };
         for dir in [reg.models_dir(), reg.staging_root()] {
             fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
@@ -96,11 +104,18 @@ impl Registry {
 
     /// Only ids we mint are accepted, so no user-supplied string becomes a path.
     fn check_id(id: &str) -> Result<(), RegistryError> {
-        let uuid = id.strip_suffix("-ft").ok_or_else(|| RegistryError::BadId(id.into()))?;
+        let uuid = id
+            .strip_suffix("-ft")
+            .ok_or_else(|| RegistryError::BadId(id.into()))?;
         match uuid::Uuid::parse_str(uuid) {
             Ok(u) if u.hyphenated().to_string() == uuid => Ok(()),
             _ => Err(RegistryError::BadId(id.into())),
         }
+    }
+
+    /// Whether `id` has the shape of an id we mint (`<uuid>-ft`), without touching the disk.
+    pub fn is_id(id: &str) -> bool {
+        Self::check_id(id).is_ok()
     }
 
     /// Where a model being trained is written before it is published. The caller saves the
@@ -117,7 +132,9 @@ impl Registry {
         let text = serde_json::to_string_pretty(record).expect("records serialize");
         let tmp = staged.join(".finerank.json.tmp");
         fs::write(&tmp, text).map_err(io(&tmp))?;
-        fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io(&tmp))?;
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
         let dest = self.models_dir().join(&record.id);
         fs::rename(&staged, &dest).map_err(io(&dest))?;
@@ -141,7 +158,10 @@ impl Registry {
 
     fn read_record(&self, dir: &Path) -> Result<ModelRecord, RegistryError> {
         let path = dir.join(RECORD);
-        let bad = |message: String| RegistryError::BadRecord { path: path.display().to_string(), message };
+        let bad = |message: String| RegistryError::BadRecord {
+            path: path.display().to_string(),
+            message,
+        };
         let text = fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
         serde_json::from_str(&text).map_err(|e| bad(e.to_string()))
     }

@@ -2,7 +2,10 @@
 use std::path::Path;
 
 use finerank_model::{Kind, LoadOptions, Model};
-use finerank_text::{best_chunk_scores, chunk_pairs, chunk_singles, plan_batches, ChunkPolicy, Encoded, TextTokenizer};
+use finerank_text::{
+    best_chunk_scores, chunk_pairs, chunk_singles, plan_batches, ChunkPolicy, Encoded,
+    TextTokenizer,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::EngineError;
@@ -36,7 +39,12 @@ pub struct ScoreOptions {
 
 impl Default for ScoreOptions {
     fn default() -> Self {
-        ScoreOptions { max_len: None, max_chunks_per_doc: None, batch_tokens: 16_384, max_batch: 128 }
+        ScoreOptions {
+            max_len: None,
+            max_chunks_per_doc: None,
+            batch_tokens: 16_384,
+            max_batch: 128,
+        }
     }
 }
 
@@ -65,7 +73,11 @@ impl Reranker {
     pub fn load(name: &str, dir: &Path, opts: &LoadOptions) -> Result<Reranker, EngineError> {
         let model = Model::load(dir, opts)?;
         let tokenizer = TextTokenizer::from_file(&finerank_model::tokenizer_path(dir))?;
-        Ok(Reranker { name: name.to_string(), model, tokenizer })
+        Ok(Reranker {
+            name: name.to_string(),
+            model,
+            tokenizer,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -97,15 +109,25 @@ impl Reranker {
     pub fn pair_counter(&self) -> impl Fn(&str, &str) -> usize + Sync + '_ {
         let (tok, kind) = (&self.tokenizer, self.kind());
         move |query, passage| match kind {
-            Kind::CrossEncoder => tok.tokens(query).len() + tok.tokens(passage).len() + tok.special_tokens(true),
+            Kind::CrossEncoder => {
+                tok.tokens(query).len() + tok.tokens(passage).len() + tok.special_tokens(true)
+            }
             // A bi-encoder reads them apart; the longer of the two is what risks truncation.
-            Kind::BiEncoder => tok.tokens(query).len().max(tok.tokens(passage).len()) + tok.special_tokens(false),
+            Kind::BiEncoder => {
+                tok.tokens(query).len().max(tok.tokens(passage).len()) + tok.special_tokens(false)
+            }
         }
     }
 
     fn policy(&self, opts: &ScoreOptions) -> ChunkPolicy {
-        let max_len = opts.max_len.unwrap_or(self.window()).min(self.model.max_positions());
-        ChunkPolicy { max_chunks: opts.max_chunks_per_doc, ..ChunkPolicy::new(max_len) }
+        let max_len = opts
+            .max_len
+            .unwrap_or(self.window())
+            .min(self.model.max_positions());
+        ChunkPolicy {
+            max_chunks: opts.max_chunks_per_doc,
+            ..ChunkPolicy::new(max_len)
+        }
     }
 
     /// Scores every group. All groups' inputs share one length-sorted, token-budget batch plan,
@@ -119,7 +141,10 @@ impl Reranker {
 
     fn score_pairs(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<GroupScores> {
         let policy = self.policy(opts);
-        let chunks: Vec<_> = groups.iter().map(|g| chunk_pairs(&self.tokenizer, g.query, &g.documents, &policy)).collect();
+        let chunks: Vec<_> = groups
+            .iter()
+            .map(|g| chunk_pairs(&self.tokenizer, g.query, &g.documents, &policy))
+            .collect();
         let inputs: Vec<&Encoded> = chunks.iter().flat_map(|c| c.inputs.iter()).collect();
         let logits = self.run(&inputs, opts);
         let mut at = 0;
@@ -127,7 +152,10 @@ impl Reranker {
             .iter()
             .zip(&chunks)
             .map(|(g, c)| {
-                let probs: Vec<f32> = logits[at..at + c.inputs.len()].iter().map(|l| sigmoid(l[0])).collect();
+                let probs: Vec<f32> = logits[at..at + c.inputs.len()]
+                    .iter()
+                    .map(|l| sigmoid(l[0]))
+                    .collect();
                 at += c.inputs.len();
                 GroupScores {
                     scores: best_chunk_scores(&probs, &c.doc_of, g.documents.len()),
@@ -139,12 +167,20 @@ impl Reranker {
 
     fn score_embeddings(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<GroupScores> {
         let policy = self.policy(opts);
-        let queries: Vec<Encoded> = groups.iter().map(|g| self.tokenizer.encode_single(g.query, policy.max_len)).collect();
-        let truncated: Vec<bool> = groups
+        let room = policy.max_len.saturating_sub(self.tokenizer.special_tokens(false));
+        let (queries, truncated): (Vec<Encoded>, Vec<bool>) = groups
             .iter()
-            .map(|g| self.tokenizer.tokens(g.query).len() + self.tokenizer.special_tokens(false) > policy.max_len)
+            .map(|g| {
+                let mut ids = self.tokenizer.tokens(g.query);
+                let cut = ids.len() > room;
+                ids.truncate(room);
+                (self.tokenizer.single_from_tokens(&ids), cut)
+            })
+            .unzip();
+        let docs: Vec<&str> = groups
+            .iter()
+            .flat_map(|g| g.documents.iter().copied())
             .collect();
-        let docs: Vec<&str> = groups.iter().flat_map(|g| g.documents.iter().copied()).collect();
         let (doc_inputs, owner) = chunk_singles(&self.tokenizer, &docs, &policy);
         let inputs: Vec<&Encoded> = queries.iter().chain(&doc_inputs).collect();
         let embeddings = self.run(&inputs, opts);
@@ -160,10 +196,19 @@ impl Reranker {
                 while chunk < owner.len() && owner[chunk] < end_doc {
                     chunk += 1;
                 }
-                let sims: Vec<f32> = d_emb[start_chunk..chunk].iter().map(|d| (dot(&q_emb[gi], d) + 1.0) / 2.0).collect();
-                let doc_of: Vec<usize> = owner[start_chunk..chunk].iter().map(|o| o - first_doc).collect();
+                let sims: Vec<f32> = d_emb[start_chunk..chunk]
+                    .iter()
+                    .map(|d| (dot(&q_emb[gi], d) + 1.0) / 2.0)
+                    .collect();
+                let doc_of: Vec<usize> = owner[start_chunk..chunk]
+                    .iter()
+                    .map(|o| o - first_doc)
+                    .collect();
                 first_doc = end_doc;
-                GroupScores { scores: best_chunk_scores(&sims, &doc_of, g.documents.len()), query_truncated: truncated[gi] }
+                GroupScores {
+                    scores: best_chunk_scores(&sims, &doc_of, g.documents.len()),
+                    query_truncated: truncated[gi],
+                }
             })
             .collect()
     }
@@ -182,19 +227,37 @@ impl Reranker {
     }
 
     /// Scores one query's documents and ranks them, best first, keeping `top_n`.
-    pub fn rerank(&self, query: &str, documents: &[&str], top_n: Option<usize>, opts: &ScoreOptions) -> RerankOutput {
-        let group = Group { query, documents: documents.to_vec() };
+    pub fn rerank(
+        &self,
+        query: &str,
+        documents: &[&str],
+        top_n: Option<usize>,
+        opts: &ScoreOptions,
+    ) -> RerankOutput {
+        let group = Group {
+            query,
+            documents: documents.to_vec(),
+        };
         let scored = self.score(std::slice::from_ref(&group), opts).remove(0);
-        RerankOutput { results: rank(&scored.scores, top_n), query_truncated: scored.query_truncated }
+        RerankOutput {
+            results: rank(&scored.scores, top_n),
+            query_truncated: scored.query_truncated,
+        }
     }
 }
 
 /// Indices by descending score; a stable sort keeps ties in document order.
-pub(crate) fn rank(scores: &[f32], top_n: Option<usize>) -> Vec<Ranked> {
+pub fn rank(scores: &[f32], top_n: Option<usize>) -> Vec<Ranked> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     order.truncate(top_n.unwrap_or(scores.len()));
-    order.into_iter().map(|index| Ranked { index, relevance_score: scores[index] }).collect()
+    order
+        .into_iter()
+        .map(|index| Ranked {
+            index,
+            relevance_score: scores[index],
+        })
+        .collect()
 }
 
 fn sigmoid(x: f32) -> f32 {

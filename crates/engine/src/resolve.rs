@@ -44,7 +44,10 @@ pub fn resolve(reference: &str, registry: &Registry) -> Result<(String, PathBuf)
     if reference.ends_with("-ft") && !reference.contains(['/', '\\']) {
         return match registry.get(reference)? {
             Some((_, dir)) => Ok((reference.to_string(), dir)),
-            None => Err(ResolveError::UnknownId(reference.to_string(), registry.home().display().to_string())),
+            None => Err(ResolveError::UnknownId(
+                reference.to_string(),
+                registry.home().display().to_string(),
+            )),
         };
     }
     let path = Path::new(reference);

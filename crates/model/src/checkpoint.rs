@@ -79,14 +79,21 @@ pub(crate) fn load_weights(
         fresh.sort();
         tracing::info!(tensors = ?fresh, "initialising a new classification head");
     }
-    let mut extras: Vec<(String, Tensor)> = if same_layout { file.into_iter().collect() } else { Vec::new() };
+    let mut extras: Vec<(String, Tensor)> = if same_layout {
+        file.into_iter().collect()
+    } else {
+        Vec::new()
+    };
     extras.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(extras)
 }
 
 pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result<(), ModelError> {
     if dest.exists() {
-        return Err(ModelError::Invalid(format!("{}: already exists; refusing to overwrite", dest.display())));
+        return Err(ModelError::Invalid(format!(
+            "{}: already exists; refusing to overwrite",
+            dest.display()
+        )));
     }
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
@@ -100,10 +107,23 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
         .vs
         .variables()
         .into_iter()
-        .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).to_kind(DType::Float).contiguous()))
+        .map(|(n, t)| {
+            (
+                n,
+                t.detach()
+                    .to_device(Device::Cpu)
+                    .to_kind(DType::Float)
+                    .contiguous(),
+            )
+        })
         .collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    tensors.extend(model.extras.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+    tensors.extend(
+        model
+            .extras
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone())),
+    );
     Tensor::write_safetensors(&tensors, dir.join("model.safetensors"))?;
 
     let config = model.config.for_saving(model.family, model.kind);
@@ -124,7 +144,11 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
 }
 
 /// The sentence-transformers module files: Transformer → mean Pooling → Normalize.
-fn write_sentence_transformers(model: &Model, dir: &Path, max_len: usize) -> Result<(), ModelError> {
+fn write_sentence_transformers(
+    model: &Model,
+    dir: &Path,
+    max_len: usize,
+) -> Result<(), ModelError> {
     let modules = serde_json::json!([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -158,7 +182,11 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), ModelError> 
 
 /// Flushes every file in `dir` and the directory itself, so a rename after it publishes whole files.
 fn sync_dir(dir: &Path) -> Result<(), ModelError> {
-    let sync = |p: &Path| fs::File::open(p).and_then(|f| f.sync_all()).map_err(|e| ModelError::io(p, e));
+    let sync = |p: &Path| {
+        fs::File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| ModelError::io(p, e))
+    };
     for entry in fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))? {
         let path = entry.map_err(|e| ModelError::io(dir, e))?.path();
         if path.is_file() {

@@ -72,7 +72,12 @@ impl Encoder {
             hidden_dropout: cfg.hidden_dropout_prob,
             attention_dropout: cfg.attention_probs_dropout_prob,
             word: nn::embedding(&emb / "word_embeddings", cfg.vocab_size, h, e),
-            position: nn::embedding(&emb / "position_embeddings", cfg.max_position_embeddings, h, e),
+            position: nn::embedding(
+                &emb / "position_embeddings",
+                cfg.max_position_embeddings,
+                h,
+                e,
+            ),
             token_type: nn::embedding(&emb / "token_type_embeddings", cfg.type_vocab_size, h, e),
             single_segment: cfg.type_vocab_size == 1,
             norm: layer_norm(&emb / "LayerNorm", cfg),
@@ -82,7 +87,13 @@ impl Encoder {
 
     /// `ids`, `type_ids`: [batch, len] int64; `mask`: [batch, len] bool, true on real tokens.
     /// Returns the last hidden states, [batch, len, hidden].
-    pub(crate) fn forward(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    pub(crate) fn forward(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Tensor {
         let (_, len) = ids.size2().expect("ids are [batch, len]");
         let positions = match self.family {
             Family::Bert => Tensor::arange(len, (DType::Int64, ids.device())).unsqueeze(0),
@@ -97,7 +108,9 @@ impl Encoder {
         } else {
             type_ids.shallow_clone()
         };
-        let x = self.word.forward(ids) + self.position.forward(&positions) + self.token_type.forward(&segments);
+        let x = self.word.forward(ids)
+            + self.position.forward(&positions)
+            + self.token_type.forward(&segments);
         let mut x = self.norm.forward(&x).dropout(self.hidden_dropout, train);
         // [batch, 1, 1, len]: every query position may attend to every real key.
         let attend = mask.unsqueeze(1).unsqueeze(1);
@@ -114,12 +127,24 @@ impl Encoder {
         let k = split(l.key.forward(x));
         let v = split(l.value.forward(x));
         let dropout = if train { self.attention_dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(attend), dropout, false, None, false)
-            .transpose(1, 2)
-            .contiguous()
-            .view([b, n, h]);
-        let x = l.attn_norm.forward(&(l.attn_out.forward(&ctx).dropout(self.hidden_dropout, train) + x));
+        let ctx = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(attend),
+            dropout,
+            false,
+            None,
+            false,
+        )
+        .transpose(1, 2)
+        .contiguous()
+        .view([b, n, h]);
+        let x = l
+            .attn_norm
+            .forward(&(l.attn_out.forward(&ctx).dropout(self.hidden_dropout, train) + x));
         let y = l.intermediate.forward(&x).gelu("none");
-        l.out_norm.forward(&(l.out.forward(&y).dropout(self.hidden_dropout, train) + x))
+        l.out_norm
+            .forward(&(l.out.forward(&y).dropout(self.hidden_dropout, train) + x))
     }
 }

@@ -16,8 +16,8 @@ use finerank_text::Encoded;
 use tch::nn::{self, Module};
 use tch::{Device, Kind as DType, Tensor};
 
-pub use config::{Family, Kind};
 use config::Config;
+pub use config::{Family, Kind};
 use encoder::Encoder;
 
 pub use tch::Device as TorchDevice;
@@ -90,9 +90,15 @@ enum Head {
     /// Bi-encoder: masked mean over tokens, then L2 normalisation (sentence-transformers).
     MeanPool,
     /// BertForSequenceClassification: tanh pooler over [CLS], then a linear layer.
-    Bert { pooler: nn::Linear, classifier: nn::Linear },
+    Bert {
+        pooler: nn::Linear,
+        classifier: nn::Linear,
+    },
     /// XLMRobertaForSequenceClassification: dense + tanh over <s>, then out_proj.
-    Roberta { dense: nn::Linear, out_proj: nn::Linear },
+    Roberta {
+        dense: nn::Linear,
+        out_proj: nn::Linear,
+    },
 }
 
 pub struct Model {
@@ -136,7 +142,10 @@ impl Model {
                 let enc_path = &root / family.prefix();
                 let h = config.hidden_size;
                 let init = nn::LinearConfig {
-                    ws_init: nn::Init::Randn { mean: 0.0, stdev: 0.02 },
+                    ws_init: nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.02,
+                    },
                     bs_init: Some(nn::Init::Const(0.0)),
                     bias: true,
                 };
@@ -237,13 +246,22 @@ impl Model {
         let out = tch::no_grad(|| self.forward_t(inputs, false))
             .to_kind(DType::Float)
             .to_device(Device::Cpu);
-        let out = if out.dim() == 1 { out.unsqueeze(1) } else { out };
+        let out = if out.dim() == 1 {
+            out.unsqueeze(1)
+        } else {
+            out
+        };
         Vec::<Vec<f32>>::try_from(&out).expect("float output converts to Vec<Vec<f32>>")
     }
 
     /// Pads to the longest input; ids past an input's length are the pad id and masked out.
     fn batch_tensors<E: Borrow<Encoded>>(&self, inputs: &[E]) -> (Tensor, Tensor, Tensor) {
-        let len = inputs.iter().map(|e| e.borrow().ids.len()).max().unwrap_or(0).max(1);
+        let len = inputs
+            .iter()
+            .map(|e| e.borrow().ids.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let n = inputs.len();
         let mut ids = vec![self.config.pad_token_id; n * len];
         let mut types = vec![0i64; n * len];

@@ -7,11 +7,16 @@ use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
 
 fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared")
+        .join(rel)
 }
 
 fn cpu() -> LoadOptions {
-    LoadOptions { device: DeviceChoice::Cpu, kind: None }
+    LoadOptions {
+        device: DeviceChoice::Cpu,
+        kind: None,
+    }
 }
 
 fn expected(dir: &Path) -> Value {
@@ -25,7 +30,13 @@ fn fixture_inputs(dir: &Path, exp: &Value) -> Vec<Encoded> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| tok.encode_pair_longest_first(p["query"].as_str().unwrap(), p["document"].as_str().unwrap(), max_len))
+        .map(|p| {
+            tok.encode_pair_longest_first(
+                p["query"].as_str().unwrap(),
+                p["document"].as_str().unwrap(),
+                max_len,
+            )
+        })
         .collect()
 }
 
@@ -34,21 +45,35 @@ fn check_cross_encoder(name: &str) {
     let exp = expected(&dir);
     let inputs = fixture_inputs(&dir, &exp);
     for (i, input) in inputs.iter().enumerate() {
-        let want: Vec<i64> = exp["input_ids"][i].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+        let want: Vec<i64> = exp["input_ids"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
         assert_eq!(input.ids, want[..input.ids.len()], "{name} pair {i}: ids");
-        assert!(want[input.ids.len()..].iter().all(|&id| id == 0), "{name} pair {i}: length");
+        assert!(
+            want[input.ids.len()..].iter().all(|&id| id == 0),
+            "{name} pair {i}: length"
+        );
     }
     let model = Model::load(&dir, &cpu()).unwrap();
     assert_eq!(model.kind(), Kind::CrossEncoder);
     let logits = model.infer(&inputs);
     for (i, want) in exp["logits"].as_array().unwrap().iter().enumerate() {
         let (got, want) = (logits[i][0], want.as_f64().unwrap() as f32);
-        assert!((got - want).abs() < 1e-4, "{name} pair {i}: logit {got} vs {want}");
+        assert!(
+            (got - want).abs() < 1e-4,
+            "{name} pair {i}: logit {got} vs {want}"
+        );
     }
     // One input at a time gives the same logits: padding must not leak into the result.
     for (i, input) in inputs.iter().enumerate() {
         let alone = model.infer(std::slice::from_ref(input))[0][0];
-        assert!((alone - logits[i][0]).abs() < 1e-5, "{name} pair {i}: padding changed the logit");
+        assert!(
+            (alone - logits[i][0]).abs() < 1e-5,
+            "{name} pair {i}: padding changed the logit"
+        );
     }
 }
 
@@ -76,8 +101,10 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 #[test]
 fn minilm_embeddings_match_sentence_transformers() {
     let dir = default_model();
-    let exp: Value =
-        serde_json::from_str(&std::fs::read_to_string(shared("fixtures/minilm-embeddings.json")).unwrap()).unwrap();
+    let exp: Value = serde_json::from_str(
+        &std::fs::read_to_string(shared("fixtures/minilm-embeddings.json")).unwrap(),
+    )
+    .unwrap();
     let model = Model::load(&dir, &cpu()).unwrap();
     assert_eq!(model.kind(), Kind::BiEncoder);
     assert_eq!(model.window(), 256);
@@ -90,7 +117,12 @@ fn minilm_embeddings_match_sentence_transformers() {
         .collect();
     let got = model.infer(&inputs);
     for (i, want) in exp["embeddings"].as_array().unwrap().iter().enumerate() {
-        let want: Vec<f32> = want.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let want: Vec<f32> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
         let c = cosine(&got[i], &want);
         assert!(c >= 0.9999, "text {i}: cosine {c}");
     }
@@ -106,15 +138,29 @@ fn saved_model_reloads_with_identical_outputs() {
     let dest = out.path().join("saved");
     model.save(&dest, None).unwrap();
     assert!(model.save(&dest, None).is_err(), "save must not overwrite");
-    let leftovers: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers, vec![std::ffi::OsString::from("saved")], "no temporary directory left behind");
+    let leftovers: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers,
+        vec![std::ffi::OsString::from("saved")],
+        "no temporary directory left behind"
+    );
     let again = Model::load(&dest, &cpu()).unwrap();
     assert_eq!(model.infer(&inputs), again.infer(&inputs));
 }
 
 #[test]
 fn cross_encoder_from_bi_encoder_base_gets_a_fresh_head() {
-    let model = Model::load(&default_model(), &LoadOptions { device: DeviceChoice::Cpu, kind: Some(Kind::CrossEncoder) }).unwrap();
+    let model = Model::load(
+        &default_model(),
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+            kind: Some(Kind::CrossEncoder),
+        },
+    )
+    .unwrap();
     assert_eq!(model.kind(), Kind::CrossEncoder);
     let tok = TextTokenizer::from_file(&default_model().join("tokenizer.json")).unwrap();
     let out = model.infer(&[tok.encode_pair_longest_first("a query", "a document", 64)]);

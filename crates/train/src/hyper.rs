@@ -47,24 +47,40 @@ impl Hyperparameters {
         self.train_epochs = o.train_epochs.unwrap_or(self.train_epochs);
         self.learning_rate = o.learning_rate.unwrap_or(self.learning_rate);
         self.train_batch_size = o.train_batch_size.unwrap_or(self.train_batch_size);
-        self.early_stopping_patience = o.early_stopping_patience.unwrap_or(self.early_stopping_patience);
-        self.early_stopping_threshold = o.early_stopping_threshold.unwrap_or(self.early_stopping_threshold);
+        self.early_stopping_patience = o
+            .early_stopping_patience
+            .unwrap_or(self.early_stopping_patience);
+        self.early_stopping_threshold = o
+            .early_stopping_threshold
+            .unwrap_or(self.early_stopping_threshold);
         self.check()?;
         Ok(self)
     }
 
     fn check(&self) -> Result<(), String> {
         if !(1..=100).contains(&self.train_epochs) {
-            return Err(format!("train_epochs must be 1..=100, got {}", self.train_epochs));
+            return Err(format!(
+                "train_epochs must be 1..=100, got {}",
+                self.train_epochs
+            ));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate <= 0.1) {
-            return Err(format!("learning_rate must be in (0, 0.1], got {}", self.learning_rate));
+            return Err(format!(
+                "learning_rate must be in (0, 0.1], got {}",
+                self.learning_rate
+            ));
         }
         if !(2..=1024).contains(&self.train_batch_size) {
-            return Err(format!("train_batch_size must be 2..=1024, got {}", self.train_batch_size));
+            return Err(format!(
+                "train_batch_size must be 2..=1024, got {}",
+                self.train_batch_size
+            ));
         }
         if !(self.early_stopping_threshold >= 0.0 && self.early_stopping_threshold <= 0.1) {
-            return Err(format!("early_stopping_threshold must be in [0, 0.1], got {}", self.early_stopping_threshold));
+            return Err(format!(
+                "early_stopping_threshold must be in [0, 0.1], got {}",
+                self.early_stopping_threshold
+            ));
         }
         Ok(())
     }

@@ -2,7 +2,10 @@
 use std::path::{Path, PathBuf};
 
 use finerank_data::{validate, Problem, Review, TrainRow, ValidateOptions};
-use finerank_engine::{now_rfc3339, resolve, DeviceChoice, EngineError, Kind, LoadOptions, ModelRecord, Registry, Reranker};
+use finerank_engine::{
+    now_rfc3339, resolve, DeviceChoice, EngineError, Kind, LoadOptions, ModelRecord, Registry,
+    Reranker,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -13,7 +16,7 @@ use crate::{finetune, FinetuneConfig, HyperOverrides, Hyperparameters, TrainEven
 
 /// Passages a bi-encoder or pairs a cross-encoder read when the user sets no `--max-length`:
 /// long enough for CaseHOLD-style citing contexts, short enough to train on a CPU.
-const DEFAULT_MAX_LEN: usize = 384;
+pub const DEFAULT_MAX_LEN: usize = 384;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinetuneJob {
@@ -48,11 +51,17 @@ pub enum JobError {
     #[error("training failed: {0}")]
     Train(String),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn sha256_file(path: &Path) -> Result<String, JobError> {
-    let bytes = std::fs::read(path).map_err(|source| JobError::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| JobError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
@@ -74,9 +83,19 @@ pub fn run_job(
     let (base_name, base_dir) = resolve(&job.base, registry).map_err(EngineError::from)?;
     // Seeded before loading: a fresh classification head is initialised at load time.
     finerank_model::manual_seed(job.seed);
-    let mut reranker = Reranker::load(&base_name, &base_dir, &LoadOptions { device: job.device, kind: job.kind })?;
+    let mut reranker = Reranker::load(
+        &base_name,
+        &base_dir,
+        &LoadOptions {
+            device: job.device,
+            kind: job.kind,
+        },
+    )?;
     let kind = reranker.kind();
-    let max_len = job.max_len.unwrap_or(DEFAULT_MAX_LEN).min(reranker.model().max_positions());
+    let max_len = job
+        .max_len
+        .unwrap_or(DEFAULT_MAX_LEN)
+        .min(reranker.model().max_positions());
 
     let defaults = ValidateOptions::default();
     let opts = ValidateOptions {
@@ -84,7 +103,12 @@ pub fn run_job(
         min_valid_queries: job.min_valid_queries.unwrap_or(defaults.min_valid_queries),
         max_len,
     };
-    let review = validate(&job.train, job.valid.as_deref(), &opts, &reranker.pair_counter());
+    let review = validate(
+        &job.train,
+        job.valid.as_deref(),
+        &opts,
+        &reranker.pair_counter(),
+    );
     if !review.ok {
         return Err(JobError::Data(review.errors.clone()));
     }
@@ -93,21 +117,33 @@ pub fn run_job(
         None => hold_out(review.train_rows.clone(), job.seed),
     };
 
-    let hyper = Hyperparameters::defaults(kind, train.len()).with(&job.hyper).map_err(JobError::Config)?;
+    let hyper = Hyperparameters::defaults(kind, train.len())
+        .with(&job.hyper)
+        .map_err(JobError::Config)?;
     let mut cfg = FinetuneConfig::new(hyper, train.len(), max_len);
     cfg.seed = job.seed;
     cfg.max_steps = job.max_steps;
     if let Some(every) = job.eval_every {
         cfg.eval_every = every.max(1);
     }
-    let outcome = finetune(&mut reranker, &train, &valid, &cfg, on_event, cancelled).map_err(JobError::Train)?;
+    let outcome = finetune(&mut reranker, &train, &valid, &cfg, on_event, cancelled)
+        .map_err(JobError::Train)?;
 
     let id = job.id.clone().unwrap_or_else(Registry::new_id);
-    let staged = registry.staging_dir(&id).map_err(EngineError::from)?.join("model");
+    let staged = registry
+        .staging_dir(&id)
+        .map_err(EngineError::from)?
+        .join("model");
     let bi_len = (kind == Kind::BiEncoder).then_some(max_len);
-    reranker.model().save(&staged, bi_len).map_err(EngineError::from)?;
+    reranker
+        .model()
+        .save(&staged, bi_len)
+        .map_err(EngineError::from)?;
     let record = ModelRecord {
-        name: job.name.clone().unwrap_or_else(|| format!("{base_name}-ft")),
+        name: job
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{base_name}-ft")),
         id,
         kind,
         base_model: base_name,

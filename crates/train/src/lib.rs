@@ -11,5 +11,5 @@ mod job;
 mod loop_;
 
 pub use hyper::{FinetuneConfig, HyperOverrides, Hyperparameters};
-pub use job::{run_job, FinetuneJob, JobError};
+pub use job::{run_job, FinetuneJob, JobError, DEFAULT_MAX_LEN};
 pub use loop_::{finetune, Outcome, TrainEvent, ValidMetrics};

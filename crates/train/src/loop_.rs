@@ -6,7 +6,7 @@ use finerank_data::{TestRow, TrainRow};
 use finerank_engine::{assess, Reranker, ScoreOptions};
 use finerank_eval::{summarize, Bootstrap, QueryMetrics};
 use finerank_model::Kind;
-use finerank_text::{chunk_pairs, ChunkPolicy, Encoded};
+use finerank_text::{chunk_pairs, plan_batches, ChunkPolicy, Encoded};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,7 +26,13 @@ pub struct ValidMetrics {
 
 impl ValidMetrics {
     fn of(per_query: &[QueryMetrics]) -> ValidMetrics {
-        let m = summarize(per_query, &Bootstrap { resamples: 0, seed: 0 });
+        let m = summarize(
+            per_query,
+            &Bootstrap {
+                resamples: 0,
+                seed: 0,
+            },
+        );
         ValidMetrics {
             accuracy_at_1: m.accuracy_at_1.mean,
             accuracy_at_3: m.accuracy_at_3.mean,
@@ -46,10 +52,32 @@ impl ValidMetrics {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum TrainEvent {
-    Started { kind: Kind, total_steps: usize, epochs: usize, train_rows: usize, valid_rows: usize, device: String },
-    Step { step: usize, total_steps: usize, epoch: usize, loss: f64, learning_rate: f64, pairs_per_second: f64 },
-    Eval { step: usize, epoch: usize, metrics: ValidMetrics, best: bool },
-    EarlyStop { step: usize, best_step: usize },
+    Started {
+        kind: Kind,
+        total_steps: usize,
+        epochs: usize,
+        train_rows: usize,
+        valid_rows: usize,
+        device: String,
+    },
+    Step {
+        step: usize,
+        total_steps: usize,
+        epoch: usize,
+        loss: f64,
+        learning_rate: f64,
+        pairs_per_second: f64,
+    },
+    Eval {
+        step: usize,
+        epoch: usize,
+        metrics: ValidMetrics,
+        best: bool,
+    },
+    EarlyStop {
+        step: usize,
+        best_step: usize,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -68,14 +96,24 @@ fn as_test_rows(rows: &[TrainRow]) -> Vec<TestRow> {
     rows.iter()
         .map(|r| TestRow {
             query: r.query.clone(),
-            documents: r.relevant_passages.iter().chain(&r.hard_negatives).cloned().collect(),
+            documents: r
+                .relevant_passages
+                .iter()
+                .chain(&r.hard_negatives)
+                .cloned()
+                .collect(),
             gold_indices: (0..r.relevant_passages.len()).collect(),
         })
         .collect()
 }
 
 fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
-    tch::no_grad(|| vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect())
+    tch::no_grad(|| {
+        vs.variables()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect()
+    })
 }
 
 fn restore(vs: &nn::VarStore, snap: &HashMap<String, Tensor>) {
@@ -100,8 +138,12 @@ pub fn finetune(
     let total = cfg.total_steps(train.len());
     let bs = cfg.hyper.train_batch_size;
     let valid_rows = as_test_rows(valid);
-    let score_opts = ScoreOptions { max_len: Some(cfg.max_len), ..ScoreOptions::default() };
-    let evaluate = |r: &Reranker| ValidMetrics::of(&assess(r, &valid_rows, &score_opts, &mut |_, _| {}));
+    let score_opts = ScoreOptions {
+        max_len: Some(cfg.max_len),
+        ..ScoreOptions::default()
+    };
+    let evaluate =
+        |r: &Reranker| ValidMetrics::of(&assess(r, &valid_rows, &score_opts, &mut |_, _| {}));
 
     on_event(&TrainEvent::Started {
         kind,
@@ -112,11 +154,19 @@ pub fn finetune(
         device: finerank_model::describe_device(reranker.model().device()),
     });
     let base = evaluate(reranker);
-    on_event(&TrainEvent::Eval { step: 0, epoch: 0, metrics: base.clone(), best: true });
+    on_event(&TrainEvent::Eval {
+        step: 0,
+        epoch: 0,
+        metrics: base.clone(),
+        best: true,
+    });
 
-    let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }
-        .build(reranker.model().var_store(), cfg.hyper.learning_rate)
-        .map_err(|e| e.to_string())?;
+    let mut opt = nn::AdamW {
+        wd: cfg.weight_decay,
+        ..Default::default()
+    }
+    .build(reranker.model().var_store(), cfg.hyper.learning_rate)
+    .map_err(|e| e.to_string())?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut best = (base.clone(), 0usize, snapshot(reranker.model().var_store()));
     let mut since_best = 0;
@@ -137,8 +187,12 @@ pub fn finetune(
             }
             let rows: Vec<&TrainRow> = batch.iter().map(|&i| &train[i]).collect();
             // One relevant passage per query and step; with several, each epoch draws afresh.
-            let positives: Vec<&str> =
-                rows.iter().map(|r| r.relevant_passages[rng.random_range(0..r.relevant_passages.len())].as_str()).collect();
+            let positives: Vec<&str> = rows
+                .iter()
+                .map(|r| {
+                    r.relevant_passages[rng.random_range(0..r.relevant_passages.len())].as_str()
+                })
+                .collect();
             let (loss, batch_pairs) = match kind {
                 Kind::BiEncoder => bi_encoder_loss(reranker, &rows, &positives, cfg),
                 Kind::CrossEncoder => cross_encoder_loss(reranker, &rows, &positives, cfg),
@@ -161,15 +215,26 @@ pub fn finetune(
             });
             if step % cfg.eval_every == 0 || step == total {
                 let metrics = evaluate(reranker);
-                let improved = metrics.selection() > best.0.selection() + cfg.hyper.early_stopping_threshold;
-                on_event(&TrainEvent::Eval { step, epoch: epoch + 1, metrics: metrics.clone(), best: improved });
+                let improved =
+                    metrics.selection() > best.0.selection() + cfg.hyper.early_stopping_threshold;
+                on_event(&TrainEvent::Eval {
+                    step,
+                    epoch: epoch + 1,
+                    metrics: metrics.clone(),
+                    best: improved,
+                });
                 if improved {
                     best = (metrics, step, snapshot(reranker.model().var_store()));
                     since_best = 0;
                 } else {
                     since_best += 1;
-                    if cfg.hyper.early_stopping_patience > 0 && since_best >= cfg.hyper.early_stopping_patience {
-                        on_event(&TrainEvent::EarlyStop { step, best_step: best.1 });
+                    if cfg.hyper.early_stopping_patience > 0
+                        && since_best >= cfg.hyper.early_stopping_patience
+                    {
+                        on_event(&TrainEvent::EarlyStop {
+                            step,
+                            best_step: best.1,
+                        });
                         stopped_early = true;
                         break 'epochs;
                     }
@@ -192,41 +257,97 @@ pub fn finetune(
 
 /// Multiple-negatives ranking loss: each query's softmax runs over every passage in the batch,
 /// so other queries' passages serve as extra negatives for free.
-fn bi_encoder_loss(r: &Reranker, rows: &[&TrainRow], positives: &[&str], cfg: &FinetuneConfig) -> (Tensor, usize) {
+fn bi_encoder_loss(
+    r: &Reranker,
+    rows: &[&TrainRow],
+    positives: &[&str],
+    cfg: &FinetuneConfig,
+) -> (Tensor, usize) {
     let tok = r.tokenizer();
-    let queries: Vec<Encoded> = rows.iter().map(|row| tok.encode_single(&row.query, cfg.max_len)).collect();
+    let queries: Vec<Encoded> = rows
+        .iter()
+        .map(|row| tok.encode_single(&row.query, cfg.max_len))
+        .collect();
     let mut passages = Vec::new();
     let mut targets = Vec::new();
     for (row, pos) in rows.iter().zip(positives) {
         targets.push(passages.len() as i64);
         passages.push(tok.encode_single(pos, cfg.max_len));
-        passages.extend(row.hard_negatives.iter().map(|n| tok.encode_single(n, cfg.max_len)));
+        passages.extend(
+            row.hard_negatives
+                .iter()
+                .map(|n| tok.encode_single(n, cfg.max_len)),
+        );
     }
-    let q = r.model().forward_t(&queries, true);
-    let p = r.model().forward_t(&passages, true);
+    let q = forward_sorted(r, &queries);
+    let p = forward_sorted(r, &passages);
     let logits = q.matmul(&p.tr()) * cfg.scale;
     let target = Tensor::from_slice(&targets).to_device(logits.device());
     // Pairs the model read: each query once plus every passage.
-    (logits.cross_entropy_for_logits(&target), queries.len() + passages.len())
+    (
+        logits.cross_entropy_for_logits(&target),
+        queries.len() + passages.len(),
+    )
 }
 
 /// Listwise softmax cross-entropy over each query's group: relevant passage first, then negatives.
-fn cross_encoder_loss(r: &Reranker, rows: &[&TrainRow], positives: &[&str], cfg: &FinetuneConfig) -> (Tensor, usize) {
+fn cross_encoder_loss(
+    r: &Reranker,
+    rows: &[&TrainRow],
+    positives: &[&str],
+    cfg: &FinetuneConfig,
+) -> (Tensor, usize) {
     // The first window of each passage: the document is cut before the query.
-    let policy = ChunkPolicy { max_chunks: Some(1), ..ChunkPolicy::new(cfg.max_len) };
+    let policy = ChunkPolicy {
+        max_chunks: Some(1),
+        ..ChunkPolicy::new(cfg.max_len)
+    };
     let mut inputs = Vec::new();
     let mut sizes = Vec::new();
     for (row, pos) in rows.iter().zip(positives) {
-        let docs: Vec<&str> =
-            std::iter::once(*pos).chain(row.hard_negatives.iter().take(cfg.max_negatives).map(String::as_str)).collect();
+        let docs: Vec<&str> = std::iter::once(*pos)
+            .chain(
+                row.hard_negatives
+                    .iter()
+                    .take(cfg.max_negatives)
+                    .map(String::as_str),
+            )
+            .collect();
         sizes.push(docs.len() as i64);
         inputs.extend(chunk_pairs(r.tokenizer(), &row.query, &docs, &policy).inputs);
     }
-    let logits = r.model().forward_t(&inputs, true);
+    let logits = forward_sorted(r, &inputs);
     let losses: Vec<Tensor> = logits
         .split_with_sizes(&sizes, 0)
         .iter()
         .map(|group| -group.log_softmax(0, tch::Kind::Float).get(0))
         .collect();
-    (Tensor::stack(&losses, 0).mean(tch::Kind::Float), inputs.len())
+    (
+        Tensor::stack(&losses, 0).mean(tch::Kind::Float),
+        inputs.len(),
+    )
+}
+
+/// Runs the model over `inputs` in length-sorted sub-batches and returns the outputs in input
+/// order. Every input is still scored independently, so the loss is what one padded batch would
+/// give, but the compute spent on padding (a third of a random CaseHOLD batch) is not.
+fn forward_sorted(r: &Reranker, inputs: &[Encoded]) -> Tensor {
+    // Small sub-batches keep a CPU's matmuls efficient and its padding low; a GPU wants big ones.
+    let budget = if r.model().device().is_cuda() { 65_536 } else { 2_048 };
+    let lengths: Vec<usize> = inputs.iter().map(Encoded::len).collect();
+    let mut order = Vec::with_capacity(inputs.len());
+    let outputs: Vec<Tensor> = plan_batches(&lengths, budget, usize::MAX)
+        .into_iter()
+        .map(|batch| {
+            let sub: Vec<&Encoded> = batch.iter().map(|&i| &inputs[i]).collect();
+            order.extend(batch);
+            r.model().forward_t(&sub, true)
+        })
+        .collect();
+    let mut position = vec![0i64; order.len()];
+    for (at, &i) in order.iter().enumerate() {
+        position[i] = at as i64;
+    }
+    let stacked = Tensor::cat(&outputs, 0);
+    stacked.index_select(0, &Tensor::from_slice(&position).to_device(stacked.device()))
 }

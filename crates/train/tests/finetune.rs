@@ -18,8 +18,21 @@ fn shared(rel: &str) -> PathBuf {
 
 /// A small CaseHOLD split in `dir`: 48 train and 16 validation queries.
 fn small_data(dir: &Path) -> (PathBuf, PathBuf) {
-    let opts = PrepareOptions { split: Split::Counts { train: 48, valid: 16, test: 0 }, ..Default::default() };
-    prepare(&shared("data/casehold/train.jsonl"), &Mapping::casehold(), &opts, dir).unwrap();
+    let opts = PrepareOptions {
+        split: Split::Counts {
+            train: 48,
+            valid: 16,
+            test: 0,
+        },
+        ..Default::default()
+    };
+    prepare(
+        &shared("data/casehold/train.jsonl"),
+        &Mapping::casehold(),
+        &opts,
+        dir,
+    )
+    .unwrap();
     (dir.join("train.jsonl"), dir.join("valid.jsonl"))
 }
 
@@ -31,7 +44,11 @@ fn job(base: &str, train: &Path, valid: &Path) -> FinetuneJob {
         name: None,
         train: train.to_path_buf(),
         valid: Some(valid.to_path_buf()),
-        hyper: HyperOverrides { train_epochs: Some(1), train_batch_size: Some(8), ..Default::default() },
+        hyper: HyperOverrides {
+            train_epochs: Some(1),
+            train_batch_size: Some(8),
+            ..Default::default()
+        },
         seed: 7,
         max_len: Some(64),
         eval_every: None,
@@ -43,19 +60,41 @@ fn job(base: &str, train: &Path, valid: &Path) -> FinetuneJob {
 }
 
 fn tiny_bert() -> String {
-    shared("fixtures/tiny-bert-cross-encoder").display().to_string()
+    shared("fixtures/tiny-bert-cross-encoder")
+        .display()
+        .to_string()
 }
 
 fn scores(registry: &Registry, id: &str, pairs: &[(&str, &str)]) -> Vec<f32> {
     let (name, dir) = resolve(id, registry).unwrap();
-    let r = Reranker::load(&name, &dir, &LoadOptions { device: DeviceChoice::Cpu, kind: None }).unwrap();
-    pairs.iter().map(|(q, d)| r.rerank(q, &[d], None, &ScoreOptions::default()).results[0].relevance_score).collect()
+    let r = Reranker::load(
+        &name,
+        &dir,
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+            kind: None,
+        },
+    )
+    .unwrap();
+    pairs
+        .iter()
+        .map(|(q, d)| r.rerank(q, &[d], None, &ScoreOptions::default()).results[0].relevance_score)
+        .collect()
 }
 
 const PAIRS: [(&str, &str); 3] = [
-    ("what is the capital of france", "Paris is the capital and largest city of France."),
-    ("holding that a bankruptcy estate includes insurance policies", "holding that the proceeds of a liability insurance policy were not property of the estate"),
-    ("short", "a longer document about something else entirely, with commas, numbers 1 2 3 and § signs"),
+    (
+        "what is the capital of france",
+        "Paris is the capital and largest city of France.",
+    ),
+    (
+        "holding that a bankruptcy estate includes insurance policies",
+        "holding that the proceeds of a liability insurance policy were not property of the estate",
+    ),
+    (
+        "short",
+        "a longer document about something else entirely, with commas, numbers 1 2 3 and § signs",
+    ),
 ];
 
 #[test]
@@ -69,25 +108,41 @@ fn same_seed_same_model_and_nothing_partial_in_the_registry() {
     let (b, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
     assert_ne!(a.id, b.id);
     assert!(a.id.ends_with("-ft"));
-    assert_eq!(scores(&registry, &a.id, &PAIRS), scores(&registry, &b.id, &PAIRS), "same seed, same model");
+    assert_eq!(
+        scores(&registry, &a.id, &PAIRS),
+        scores(&registry, &b.id, &PAIRS),
+        "same seed, same model"
+    );
     let base = scores(&registry, &tiny_bert(), &PAIRS);
-    assert_ne!(base, scores(&registry, &a.id, &PAIRS), "training changed the model");
+    assert_ne!(
+        base,
+        scores(&registry, &a.id, &PAIRS),
+        "training changed the model"
+    );
     assert_eq!(registry.list().unwrap().len(), 2);
 
     // A run that is cancelled, or whose data is bad, registers nothing and leaves no staging.
     let err = run_job(&j, &registry, &mut |_| {}, &|| true).unwrap_err();
-    assert!(matches!(err, JobError::Train(ref m) if m == "cancelled"), "{err}");
+    assert!(
+        matches!(err, JobError::Train(ref m) if m == "cancelled"),
+        "{err}"
+    );
     let mut bad = j.clone();
     bad.min_train_queries = None;
     let err = run_job(&bad, &registry, &mut |_| {}, &|| false).unwrap_err();
     assert!(err.to_string().contains("256"), "{err}");
     assert_eq!(registry.list().unwrap().len(), 2);
-    let staging: Vec<_> = std::fs::read_dir(tmp.path().join("home/staging")).unwrap().collect();
+    let staging: Vec<_> = std::fs::read_dir(tmp.path().join("home/staging"))
+        .unwrap()
+        .collect();
     assert!(staging.is_empty(), "no partial model left in staging");
 }
 
 fn hf_scores(dir: &Path, kind: &str) -> Vec<f32> {
-    let pairs: Vec<_> = PAIRS.iter().map(|(q, d)| serde_json::json!({"query": q, "document": d})).collect();
+    let pairs: Vec<_> = PAIRS
+        .iter()
+        .map(|(q, d)| serde_json::json!({"query": q, "document": d}))
+        .collect();
     let mut child = Command::new(root().join(".venv/bin/python"))
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hf_score.py"))
         .arg(dir)
@@ -105,7 +160,10 @@ fn hf_scores(dir: &Path, kind: &str) -> Vec<f32> {
 
 fn assert_close(ours: &[f32], theirs: &[f32]) {
     for (a, b) in ours.iter().zip(theirs) {
-        assert!((a - b).abs() < 1e-4, "finerank {ours:?} vs Hugging Face {theirs:?}");
+        assert!(
+            (a - b).abs() < 1e-4,
+            "finerank {ours:?} vs Hugging Face {theirs:?}"
+        );
     }
 }
 
@@ -118,7 +176,10 @@ fn transformers_loads_a_fine_tuned_cross_encoder_with_the_same_scores() {
     j.hyper.learning_rate = Some(1e-3);
     let (record, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
     let (_, dir) = registry.get(&record.id).unwrap().unwrap();
-    assert_close(&scores(&registry, &record.id, &PAIRS), &hf_scores(&dir, "cross-encoder"));
+    assert_close(
+        &scores(&registry, &record.id, &PAIRS),
+        &hf_scores(&dir, "cross-encoder"),
+    );
 }
 
 fn default_model() -> String {
@@ -134,14 +195,24 @@ fn minilm_few_steps_lower_the_loss_and_sentence_transformers_agrees() {
     let registry = Registry::open(&tmp.path().join("home")).unwrap();
     let mut j = job(&default_model(), &train, &valid);
     // Three passes over the same 48 queries: the loss must fall as the model fits them.
-    j.hyper = HyperOverrides { train_epochs: Some(3), train_batch_size: Some(16), learning_rate: Some(5e-5), ..Default::default() };
+    j.hyper = HyperOverrides {
+        train_epochs: Some(3),
+        train_batch_size: Some(16),
+        learning_rate: Some(5e-5),
+        ..Default::default()
+    };
     j.hyper.early_stopping_patience = Some(0);
     let mut losses = Vec::new();
-    let (record, _) = run_job(&j, &registry, &mut |e| {
-        if let TrainEvent::Step { loss, .. } = e {
-            losses.push(*loss)
-        }
-    }, &|| false)
+    let (record, _) = run_job(
+        &j,
+        &registry,
+        &mut |e| {
+            if let TrainEvent::Step { loss, .. } = e {
+                losses.push(*loss)
+            }
+        },
+        &|| false,
+    )
     .unwrap();
     assert_eq!(record.kind, Kind::BiEncoder);
     assert_eq!(losses.len(), 9);
@@ -149,5 +220,8 @@ fn minilm_few_steps_lower_the_loss_and_sentence_transformers_agrees() {
     let last: f64 = losses[6..].iter().sum();
     assert!(last < first, "loss did not fall: {losses:?}");
     let (_, dir) = registry.get(&record.id).unwrap().unwrap();
-    assert_close(&scores(&registry, &record.id, &PAIRS), &hf_scores(&dir, "bi-encoder"));
+    assert_close(
+        &scores(&registry, &record.id, &PAIRS),
+        &hf_scores(&dir, "bi-encoder"),
+    );
 }
