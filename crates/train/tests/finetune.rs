@@ -8,6 +8,10 @@ use finerank_data::{prepare, Mapping, PrepareOptions, Split};
 use finerank_engine::{resolve, DeviceChoice, Kind, LoadOptions, Registry, Reranker, ScoreOptions};
 use finerank_train::{run_job, FinetuneJob, HyperOverrides, JobError, TrainEvent};
 
+/// libtorch's random generator is process-wide: a training run beside another in this binary
+/// would draw from it too, so the runs here take turns.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -99,6 +103,7 @@ const PAIRS: [(&str, &str); 3] = [
 
 #[test]
 fn same_seed_same_model_and_nothing_partial_in_the_registry() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let (train, valid) = small_data(&tmp.path().join("data"));
     let registry = Registry::open(&tmp.path().join("home")).unwrap();
@@ -169,6 +174,7 @@ fn assert_close(ours: &[f32], theirs: &[f32]) {
 
 #[test]
 fn transformers_loads_a_fine_tuned_cross_encoder_with_the_same_scores() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let (train, valid) = small_data(&tmp.path().join("data"));
     let registry = Registry::open(&tmp.path().join("home")).unwrap();
@@ -190,6 +196,7 @@ fn default_model() -> String {
 /// sentence-transformers loads with the same scores.
 #[test]
 fn minilm_few_steps_lower_the_loss_and_sentence_transformers_agrees() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let (train, valid) = small_data(&tmp.path().join("data"));
     let registry = Registry::open(&tmp.path().join("home")).unwrap();
