@@ -4,3 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --no-fail-fast
+# `finerank serve` driven by the cohere SDK: the fine-tuning tutorial, bad requests, a SIGKILL restart.
+tests/acceptance/run.sh

@@ -8,6 +8,7 @@ mod models;
 mod prepare;
 mod progress;
 mod rerank;
+mod serve;
 mod validate;
 
 use std::path::PathBuf;
@@ -17,7 +18,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use finerank_engine::{resolve, DeviceChoice, LoadOptions, Registry, Reranker, DEFAULT_MODEL};
 
 #[derive(Parser)]
-#[command(name = "finerank", version, about = "Serve, fine-tune and evaluate rerankers")]
+#[command(
+    name = "finerank",
+    version,
+    about = "Serve, fine-tune and evaluate rerankers"
+)]
 struct Cli {
     /// Where fine-tuned models are kept.
     #[arg(long, global = true, env = "FINERANK_HOME")]
@@ -57,6 +62,8 @@ enum Command {
     Demo(demo::Args),
     /// Rerank and training throughput on this machine.
     Bench(bench::Args),
+    /// The HTTP API: Cohere-compatible rerank, datasets and fine-tuning, and TEI's /rerank.
+    Serve(serve::Args),
 }
 
 /// What every subcommand may need: the registry and how to load models.
@@ -70,9 +77,20 @@ impl Ctx {
         Ok(Registry::open(&self.home)?)
     }
 
-    pub fn load(&self, reference: &str, kind: Option<finerank_engine::Kind>) -> anyhow::Result<Reranker> {
+    pub fn load(
+        &self,
+        reference: &str,
+        kind: Option<finerank_engine::Kind>,
+    ) -> anyhow::Result<Reranker> {
         let (name, dir) = resolve(reference, &self.registry()?)?;
-        Ok(Reranker::load(&name, &dir, &LoadOptions { device: self.device, kind })?)
+        Ok(Reranker::load(
+            &name,
+            &dir,
+            &LoadOptions {
+                device: self.device,
+                kind,
+            },
+        )?)
     }
 }
 
@@ -110,6 +128,7 @@ fn main() -> ExitCode {
         Command::Models(a) => models::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),
+        Command::Serve(a) => serve::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

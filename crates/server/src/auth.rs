@@ -1,0 +1,74 @@
+//! Optional bearer keys. With keys configured, every endpoint but `/health` answers 401 without
+//! `Authorization: Bearer <key>`. Keys are compared as SHA-256 digests in constant time, so
+//! neither a key's content nor its length leaks through timing.
+use axum::extract::{Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// Reachable without a key: load balancers and orchestrators probe it.
+const OPEN_PATHS: &[&str] = &["/health"];
+
+pub struct Keys {
+    digests: Vec<[u8; 32]>,
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl Keys {
+    pub fn new(keys: &[String]) -> Keys {
+        Keys {
+            digests: keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .map(|k| digest(k))
+                .collect(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.digests.is_empty()
+    }
+
+    fn accepts(&self, token: &str) -> bool {
+        let offered = digest(token);
+        // Every key is compared, whichever matches.
+        self.digests
+            .iter()
+            .fold(subtle::Choice::from(0), |found, key| {
+                found | key.ct_eq(&offered)
+            })
+            .into()
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let keys = &state.keys;
+    if !keys.enabled() || OPEN_PATHS.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    let message = match bearer(&req) {
+        Some(token) if keys.accepts(token) => return next.run(req).await,
+        Some(_) => "invalid API key",
+        None => "no API key: send the header `Authorization: Bearer <key>`",
+    };
+    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, message).into_response();
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}

@@ -1,0 +1,130 @@
+//! What `finerank serve` can be told, by flag or environment variable. With none, it serves the
+//! default model on localhost and keeps its data beside the CLI's models.
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use finerank_engine::{DeviceChoice, Registry, DEFAULT_MODEL};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    /// Address to listen on; 0.0.0.0 listens on every interface.
+    #[arg(long, env = "FINERANK_HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on; 0 takes a free one (the startup line says which).
+    #[arg(long, env = "FINERANK_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Datasets, jobs (finerank.db) and fine-tuned models. Default: the CLI's model home
+    /// ($FINERANK_HOME, else $XDG_DATA_HOME/finerank, else ~/.local/share/finerank).
+    #[arg(long, env = "FINERANK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The model answering requests that name none: the embedded default's name, a fine-tuned
+    /// <uuid>-ft id or a checkpoint directory. It is served under its last path component.
+    #[arg(long, env = "FINERANK_MODEL", default_value = DEFAULT_MODEL)]
+    pub default_model: String,
+    /// Another name for a model (repeatable), e.g. --alias legal=<uuid>-ft.
+    #[arg(long = "alias", value_name = "NAME=MODEL", value_parser = parse_alias)]
+    pub aliases: Vec<(String, String)>,
+    /// Answer unknown names with 404 instead of serving Cohere's rerank model names
+    /// (rerank-v3.5, rerank-english-v3.0, ...) with the default model.
+    #[arg(long, env = "FINERANK_NO_COHERE_ALIASES")]
+    pub no_cohere_aliases: bool,
+    /// Bearer keys (repeatable; comma-separated in the environment). With any set, every endpoint
+    /// but /health answers 401 without one.
+    #[arg(
+        long = "api-key",
+        env = "FINERANK_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Largest JSON request body.
+    #[arg(long, env = "FINERANK_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest dataset upload (training and evaluation files together).
+    #[arg(long, env = "FINERANK_MAX_UPLOAD_BYTES", default_value_t = 1 << 30)]
+    pub max_upload_bytes: usize,
+    /// Most documents in one rerank request.
+    #[arg(long, env = "FINERANK_MAX_DOCUMENTS", default_value_t = 10_000)]
+    pub max_documents: usize,
+    /// Rerank requests waiting for the model; past this the server answers 429 at once.
+    #[arg(long, env = "FINERANK_QUEUE_CAPACITY", default_value_t = 256)]
+    pub queue_capacity: usize,
+    /// Most requests scored together in one pass over the model; 1 turns cross-request
+    /// batching off.
+    #[arg(long, env = "FINERANK_MAX_BATCH_REQUESTS", default_value_t = 32)]
+    pub max_batch_requests: usize,
+    /// Token budget of requests scored together (estimated from their length).
+    #[arg(long, env = "FINERANK_MAX_BATCH_TOKENS", default_value_t = 65_536)]
+    pub max_batch_tokens: usize,
+    /// Models kept loaded at once, the default model included.
+    #[arg(long, env = "FINERANK_MODEL_CACHE", default_value_t = 4)]
+    pub model_cache: usize,
+    /// Fine-tuning jobs run at once.
+    #[arg(long, env = "FINERANK_TRAINING_WORKERS", default_value_t = 1)]
+    pub training_workers: usize,
+    /// Stop every fine-tune after N optimizer steps (quick trials and tests).
+    #[arg(long, env = "FINERANK_MAX_TRAIN_STEPS")]
+    pub max_train_steps: Option<usize>,
+    /// Tokens per training input (default: finerank-train's, 384).
+    #[arg(long, env = "FINERANK_TRAIN_MAX_LENGTH")]
+    pub train_max_length: Option<usize>,
+    /// Unique training queries a dataset needs (Cohere: 256).
+    #[arg(long, env = "FINERANK_MIN_TRAIN_QUERIES", default_value_t = 256)]
+    pub min_train_queries: usize,
+    /// Unique evaluation queries an eval_data file needs (Cohere: 64).
+    #[arg(long, env = "FINERANK_MIN_EVAL_QUERIES", default_value_t = 64)]
+    pub min_eval_queries: usize,
+    /// Where models run; set from the CLI's global --device.
+    #[arg(skip)]
+    pub device: DeviceChoice,
+}
+
+fn parse_alias(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, model)) if !name.trim().is_empty() && !model.trim().is_empty() => {
+            Ok((name.trim().to_string(), model.trim().to_string()))
+        }
+        _ => Err(format!("{s:?}: expected NAME=MODEL")),
+    }
+}
+
+/// Parses the flags alone, for tests and for embedding the server in another program.
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    config: Config,
+}
+
+impl Config {
+    pub fn from_flags<I, T>(flags: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let args =
+            std::iter::once(OsString::from("serve")).chain(flags.into_iter().map(Into::into));
+        Ok(Flags::try_parse_from(args)?.config)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(Registry::default_home)
+    }
+
+    /// Settings that would make the server useless rather than merely slow.
+    pub fn check(&self) -> Result<(), String> {
+        let at_least_one = [
+            ("--queue-capacity", self.queue_capacity),
+            ("--max-batch-requests", self.max_batch_requests),
+            ("--max-batch-tokens", self.max_batch_tokens),
+            ("--model-cache", self.model_cache),
+            ("--training-workers", self.training_workers),
+            ("--max-documents", self.max_documents),
+        ];
+        match at_least_one.iter().find(|(_, v)| *v == 0) {
+            Some((flag, _)) => Err(format!("{flag} must be at least 1")),
+            None => Ok(()),
+        }
+    }
+}

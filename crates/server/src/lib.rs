@@ -1,0 +1,217 @@
+//! `finerank serve`: the engine behind an HTTP API that code written for Cohere uses unchanged
+//! (only `base_url` changes): rerank (`/v1/rerank`, `/v2/rerank`), datasets and rerank
+//! fine-tuning, plus text-embeddings-inference's `/rerank`, health, Prometheus metrics and an
+//! OpenAPI document.
+//!
+//! Laid out like text-embeddings-inference: the router (`routes`, thin axum handlers) feeds the
+//! core (`batcher`: a bounded queue and one inference thread that batches concurrent requests
+//! together) which calls the backend (`finerank-engine`). Datasets and fine-tuning jobs live in
+//! SQLite (`store`) and run on background workers (`validator`, `jobs`), so that a restart loses
+//! nothing: every dataset, job, event and model is there again, and a job the restart interrupted
+//! says so.
+mod auth;
+mod batcher;
+mod catalog;
+mod config;
+mod error;
+mod extract;
+mod jobs;
+mod metrics;
+mod openapi;
+mod routes;
+mod store;
+mod uploads;
+mod validator;
+mod wake;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{middleware, Router};
+use finerank_engine::Registry;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use jobs::RESTART_REASON;
+
+use batcher::Batcher;
+use catalog::Catalog;
+use jobs::Jobs;
+use metrics::Metrics;
+use store::Store;
+use uploads::Uploads;
+use validator::Validator;
+
+/// Everything the handlers share. Cloning is cheap.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    config: Config,
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    uploads: Arc<Uploads>,
+    batcher: Batcher,
+    jobs: Jobs,
+    validator: Validator,
+    metrics: Metrics,
+    keys: auth::Keys,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Opens the data directory, settles what a previous run left unfinished, loads the default
+    /// model and starts the workers.
+    pub fn start(config: Config) -> anyhow::Result<AppState> {
+        config.check().map_err(anyhow::Error::msg)?;
+        let data_dir = config.data_dir();
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        let registry = Registry::open(&data_dir)?;
+        let store =
+            Arc::new(Store::open(&data_dir.join("finerank.db")).context("opening finerank.db")?);
+        let uploads = Arc::new(Uploads::open(
+            data_dir.join("uploads"),
+            &store.dataset_ids()?,
+        )?);
+        let catalog = Arc::new(Catalog::new(&config, registry)?);
+        let metrics = Metrics::new();
+        let batcher = Batcher::start(catalog.clone(), &config, metrics.clone())?;
+        let jobs = Jobs::start(
+            store.clone(),
+            catalog.clone(),
+            batcher.clone(),
+            uploads.clone(),
+            &config,
+        )?;
+        let validator = Validator::start(store.clone(), catalog.clone(), uploads.clone(), &config)?;
+        let keys = auth::Keys::new(&config.api_keys);
+        Ok(AppState(Arc::new(Inner {
+            config,
+            store,
+            catalog,
+            uploads,
+            batcher,
+            jobs,
+            validator,
+            metrics,
+            keys,
+        })))
+    }
+
+    /// Stops the workers, each after the work in hand: a fine-tune in training fails with a
+    /// reason saying why (it stops at its next step), a validation finishes, and rerank requests
+    /// still queued are answered with an error.
+    pub fn shutdown(&self) {
+        self.validator.shutdown();
+        self.jobs.shutdown();
+        self.batcher.shutdown();
+    }
+
+    /// Runs a store call off the async threads: SQLite blocks.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        blocking(move || f(&store).map_err(ApiError::from)).await
+    }
+}
+
+/// Runs blocking work (files, SQLite) on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error: the handler panicked; see the server log",
+    )
+    .into_response()
+}
+
+/// The whole HTTP API over a started state.
+pub fn app(state: AppState) -> Router {
+    let (api, spec) = routes::router(state.config.max_upload_bytes).split_for_parts();
+    api.merge(openapi::router(spec))
+        .fallback(routes::ops::not_found)
+        .method_not_allowed_fallback(routes::ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(config.host, config.port);
+    let data_dir = config.data_dir();
+    let state = tokio::task::spawn_blocking(move || AppState::start(config)).await??;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    eprintln!(
+        "finerank serve: listening on http://{} (model {}, data in {}{})",
+        listener.local_addr()?,
+        state.catalog.default_name(),
+        data_dir.display(),
+        if state.keys.enabled() {
+            ", API keys required"
+        } else {
+            ""
+        }
+    );
+    axum::serve(listener, app(state.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tokio::task::spawn_blocking(move || state.shutdown()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,354 @@
+//! Cohere's fine-tuning API for rerank models. Creating a model queues a job; the job's status,
+//! events and training-step metrics are read here while it runs, and the finished model answers
+//! `/v1/rerank` as `<id>-ft`.
+use axum::extract::State;
+use axum::Json;
+use finerank_engine::Kind;
+use finerank_train::{HyperOverrides, Hyperparameters as Hyper};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::datasets::{Empty, RERANK_DATASET_TYPE};
+use super::{check_name, parse_order, OrderedPageParams, PageParams, Paging};
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::jobs::{FinetuneMetrics, JobStatus, Progress, Settings};
+use crate::store::{EventRow, ModelRow, ModelUpdate, Order, StepRow};
+use crate::validator::ValidationStatus;
+use crate::AppState;
+
+const RERANK_BASE_TYPE: &str = "BASE_TYPE_RERANK";
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateRequest {
+    name: String,
+    settings: Settings,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct UpdateRequest {
+    name: Option<String>,
+    /// May change only while the model is `STATUS_QUEUED`; sending the current settings back is
+    /// always fine.
+    settings: Option<Settings>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct FinetunedModel {
+    /// The model answers `/v1/rerank` as `<id>-ft` once `STATUS_READY`.
+    id: String,
+    name: String,
+    settings: Settings,
+    status: JobStatus,
+    created_at: String,
+    updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<String>,
+    /// Why the job failed, when `STATUS_FAILED`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failure_reason: Option<String>,
+    /// Steps done so far, while training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    progress: Option<Progress>,
+    /// Validation metrics of the fine-tuned model and of its base, once trained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metrics: Option<FinetuneMetrics>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelResponse {
+    finetuned_model: FinetunedModel,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ListResponse {
+    finetuned_models: Vec<FinetunedModel>,
+    /// Empty when there are no more.
+    next_page_token: String,
+    total_size: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Event {
+    status: JobStatus,
+    created_at: String,
+    /// Why, for a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventsResponse {
+    events: Vec<Event>,
+    next_page_token: String,
+    total_size: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StepMetrics {
+    created_at: String,
+    step_number: usize,
+    /// accuracy_at_1, accuracy_at_3, mrr_at_10 and ndcg_at_10 on the validation set, and
+    /// train_loss (the mean since the previous evaluation; absent at step 0, the base model).
+    metrics: std::collections::BTreeMap<String, f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StepMetricsResponse {
+    step_metrics: Vec<StepMetrics>,
+    next_page_token: String,
+}
+
+impl From<ModelRow> for FinetunedModel {
+    fn from(m: ModelRow) -> FinetunedModel {
+        FinetunedModel {
+            id: m.id,
+            name: m.name,
+            settings: m.settings,
+            status: m.status,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            completed_at: m.completed_at,
+            failure_reason: m.failure_reason,
+            progress: m.progress.filter(|_| m.status == JobStatus::Finetuning),
+            metrics: m.metrics,
+        }
+    }
+}
+
+impl From<EventRow> for Event {
+    fn from(e: EventRow) -> Event {
+        Event {
+            status: e.status,
+            created_at: e.created_at,
+            message: e.message,
+        }
+    }
+}
+
+impl From<StepRow> for StepMetrics {
+    fn from(s: StepRow) -> StepMetrics {
+        StepMetrics {
+            created_at: s.created_at,
+            step_number: s.step_number,
+            metrics: s.metrics,
+        }
+    }
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("no fine-tuned model with id {id:?}"))
+}
+
+/// Refuses settings that could not train, before they are queued: a job should fail only for
+/// reasons no one could see coming.
+async fn check_settings(state: &AppState, settings: &Settings) -> Result<(), ApiError> {
+    let base = &settings.base_model;
+    if base.base_type != RERANK_BASE_TYPE {
+        return Err(ApiError::bad_request(format!(
+            "base_model.base_type {:?} is not supported: finerank fine-tunes rerank models ({RERANK_BASE_TYPE})",
+            base.base_type
+        )));
+    }
+    let canonical = state
+        .catalog
+        .canonical(base.name.as_deref().unwrap_or_default())
+        .map_err(|e| ApiError::bad_request(format!("base_model.name: {}", e.0)))?;
+    let catalog = state.catalog.clone();
+    crate::blocking(move || {
+        catalog
+            .dir(&canonical)
+            .map_err(|e| ApiError::bad_request(format!("base_model.name: {}", e.0)))
+    })
+    .await?;
+    if let Some(h) = &settings.hyperparameters {
+        if h.lora_alpha.is_some() || h.lora_rank.is_some() || h.lora_target_modules.is_some() {
+            return Err(ApiError::bad_request(
+                "hyperparameters: LoRA settings apply to Cohere's chat models; rerank models are fine-tuned in full",
+            ));
+        }
+        // The ranges do not depend on the defaults they override, so any kind will do here.
+        Hyper::defaults(Kind::CrossEncoder, 0)
+            .with(&HyperOverrides::from(h))
+            .map_err(|e| ApiError::bad_request(format!("hyperparameters: {e}")))?;
+    }
+    let id = settings.dataset_id.clone();
+    let dataset = state.db(move |s| s.dataset(&id)).await?.ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "settings.dataset_id: no dataset with id {:?}",
+            settings.dataset_id
+        ))
+    })?;
+    if dataset.dataset_type != RERANK_DATASET_TYPE {
+        return Err(ApiError::bad_request(format!(
+            "dataset {} has type {:?}; rerank fine-tuning takes {RERANK_DATASET_TYPE:?}",
+            dataset.id, dataset.dataset_type
+        )));
+    }
+    match dataset.validation_status {
+        ValidationStatus::Validated => Ok(()),
+        ValidationStatus::Failed => Err(ApiError::bad_request(format!(
+            "dataset {} failed validation: {}",
+            dataset.id,
+            dataset.validation_error.unwrap_or_default()
+        ))),
+        pending => Err(ApiError::bad_request(format!(
+            "dataset {} is not validated yet ({}); wait for validation_status \"validated\"",
+            dataset.id,
+            pending.as_str()
+        ))),
+    }
+}
+
+/// Queue a fine-tune of a rerank model.
+#[utoipa::path(post, path = "/v1/finetuning/finetuned-models", tag = "finetuning", request_body = CreateRequest,
+    responses((status = 200, body = ModelResponse), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateRequest>,
+) -> Result<Json<ModelResponse>, ApiError> {
+    let name = check_name("name", &req.name)?;
+    check_settings(&state, &req.settings).await?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let row = state
+        .db(move |s| s.insert_model(&id, &name, &req.settings))
+        .await?;
+    state.jobs.wake();
+    Ok(Json(ModelResponse {
+        finetuned_model: row.into(),
+    }))
+}
+
+/// Fine-tuned models, oldest first unless `order_by=created_at desc`.
+#[utoipa::path(get, path = "/v1/finetuning/finetuned-models", tag = "finetuning", params(OrderedPageParams),
+    responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<OrderedPageParams>,
+) -> Result<Json<ListResponse>, ApiError> {
+    let order = parse_order(p.order_by.as_deref(), Order::Oldest)?;
+    let page = Paging::new(p.page_size, p.page_token.as_deref())?;
+    let rows = state
+        .db(move |s| s.models(order, page.offset, page.size))
+        .await?;
+    Ok(Json(ListResponse {
+        next_page_token: page.next(rows.total),
+        total_size: rows.total,
+        finetuned_models: rows.items.into_iter().map(FinetunedModel::from).collect(),
+    }))
+}
+
+async fn row(state: &AppState, id: &str) -> Result<ModelRow, ApiError> {
+    let key = id.to_string();
+    state
+        .db(move |s| s.model(&key))
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// One fine-tuned model: settings, status, progress and metrics.
+#[utoipa::path(get, path = "/v1/finetuning/finetuned-models/{id}", tag = "finetuning", params(("id" = String, Path)),
+    responses((status = 200, body = ModelResponse), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ModelResponse>, ApiError> {
+    Ok(Json(ModelResponse {
+        finetuned_model: row(&state, &id).await?.into(),
+    }))
+}
+
+/// Rename a fine-tuned model, or change its settings while it is still queued.
+#[utoipa::path(patch, path = "/v1/finetuning/finetuned-models/{id}", tag = "finetuning", params(("id" = String, Path)),
+    request_body = UpdateRequest,
+    responses((status = 200, body = ModelResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdateRequest>,
+) -> Result<Json<ModelResponse>, ApiError> {
+    let name = req
+        .name
+        .as_deref()
+        .map(|n| check_name("name", n))
+        .transpose()?;
+    let current = row(&state, &id).await?;
+    let settings = req.settings.filter(|s| *s != current.settings);
+    if let Some(settings) = &settings {
+        check_settings(&state, settings).await?;
+    }
+    let key = id.clone();
+    match state.db(move |s| s.update_model(&key, name.as_deref(), settings.as_ref())).await? {
+        ModelUpdate::Updated(row) => Ok(Json(ModelResponse { finetuned_model: (*row).into() })),
+        ModelUpdate::Missing => Err(not_found(&id)),
+        ModelUpdate::Locked(status) => Err(ApiError::bad_request(format!(
+            "the settings of model {id} cannot change: it is {} (settings change only while STATUS_QUEUED); \
+             create a new fine-tuned model instead",
+            status.as_str()
+        ))),
+    }
+}
+
+/// Delete a fine-tuned model: a running job stops, a trained model stops answering.
+#[utoipa::path(delete, path = "/v1/finetuning/finetuned-models/{id}", tag = "finetuning", params(("id" = String, Path)),
+    responses((status = 200, body = Empty), (status = 404, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Empty>, ApiError> {
+    let key = id.clone();
+    let status = state
+        .db(move |s| s.delete_model(&key))
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    if status == JobStatus::Finetuning {
+        state.jobs.cancel(&id);
+    }
+    let model = format!("{id}-ft");
+    state.batcher.evict(&model);
+    let registry = state.catalog.registry().clone();
+    crate::blocking(move || registry.delete(&model).map_err(ApiError::internal)).await?;
+    Ok(Json(Empty {}))
+}
+
+/// Status changes of a fine-tuned model, most recent first unless `order_by=created_at`.
+#[utoipa::path(get, path = "/v1/finetuning/finetuned-models/{id}/events", tag = "finetuning",
+    params(("id" = String, Path), OrderedPageParams),
+    responses((status = 200, body = EventsResponse), (status = 404, body = ErrorBody)))]
+pub async fn events(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<OrderedPageParams>,
+) -> Result<Json<EventsResponse>, ApiError> {
+    let order = parse_order(p.order_by.as_deref(), Order::Newest)?;
+    row(&state, &id).await?;
+    let page = Paging::new(p.page_size, p.page_token.as_deref())?;
+    let rows = state
+        .db(move |s| s.events(&id, order, page.offset, page.size))
+        .await?;
+    Ok(Json(EventsResponse {
+        next_page_token: page.next(rows.total),
+        total_size: rows.total,
+        events: rows.items.into_iter().map(Event::from).collect(),
+    }))
+}
+
+/// Validation metrics at each evaluation during training, most recent step first.
+#[utoipa::path(get, path = "/v1/finetuning/finetuned-models/{id}/training-step-metrics", tag = "finetuning",
+    params(("id" = String, Path), PageParams),
+    responses((status = 200, body = StepMetricsResponse), (status = 404, body = ErrorBody)))]
+pub async fn step_metrics(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<PageParams>,
+) -> Result<Json<StepMetricsResponse>, ApiError> {
+    row(&state, &id).await?;
+    let page = Paging::new(p.page_size, p.page_token.as_deref())?;
+    let rows = state
+        .db(move |s| s.step_metrics(&id, page.offset, page.size))
+        .await?;
+    Ok(Json(StepMetricsResponse {
+        next_page_token: page.next(rows.total),
+        step_metrics: rows.items.into_iter().map(StepMetrics::from).collect(),
+    }))
+}

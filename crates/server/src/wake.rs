@@ -1,0 +1,75 @@
+//! The loop of a background worker that takes its work from the database: handlers ring a bell
+//! when they queue work, the worker sleeps on it when there is none, and shutdown stops it.
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+/// How long a worker waits before reading its queue again after the database failed.
+const RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Default)]
+pub struct Wake {
+    state: Mutex<State>,
+    bell: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Rung since the worker last looked: a ring while it works is not lost.
+    rung: bool,
+    stopped: bool,
+}
+
+impl Wake {
+    pub fn ring(&self) {
+        self.state.lock().expect("wake lock").rung = true;
+        self.bell.notify_all();
+    }
+
+    pub fn stop(&self) {
+        self.state.lock().expect("wake lock").stopped = true;
+        self.bell.notify_all();
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.state.lock().expect("wake lock").stopped
+    }
+
+    /// Sleeps until rung, stopped, or `timeout` passes; false once stopped.
+    fn wait(&self, timeout: Option<Duration>) -> bool {
+        let state = self.state.lock().expect("wake lock");
+        let idle = |s: &mut State| !s.rung && !s.stopped;
+        let mut state = match timeout {
+            Some(t) => {
+                self.bell
+                    .wait_timeout_while(state, t, idle)
+                    .expect("wake lock")
+                    .0
+            }
+            None => self.bell.wait_while(state, idle).expect("wake lock"),
+        };
+        state.rung = false;
+        !state.stopped
+    }
+
+    /// Runs `take` (which claims and does one piece of work, returning false when there was none)
+    /// until stopped, sleeping while the queue is empty. `what` names the queue in the log.
+    pub fn work<E: std::fmt::Display>(
+        &self,
+        what: &str,
+        mut take: impl FnMut() -> Result<bool, E>,
+    ) {
+        loop {
+            let awake = match take() {
+                Ok(true) => !self.stopped(),
+                Ok(false) => self.wait(None),
+                Err(e) => {
+                    tracing::error!("could not read the {what} queue: {e}");
+                    self.wait(Some(RETRY))
+                }
+            };
+            if !awake {
+                return;
+            }
+        }
+    }
+}

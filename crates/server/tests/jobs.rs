@@ -1,0 +1,469 @@
+//! Datasets and fine-tuning end to end on the tiny model: upload, background validation, a job
+//! from queue to ready, the model answering as `<id>-ft`, and what a restart leaves behind.
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{message, Server};
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
+
+/// Small minimums and two steps: a job takes seconds.
+const QUICK: &[&str] = &[
+    "--min-train-queries",
+    "16",
+    "--min-eval-queries",
+    "8",
+    "--max-train-steps",
+    "2",
+    "--train-max-length",
+    "64",
+];
+
+fn rows(n: usize, offset: usize) -> String {
+    (offset..offset + n)
+        .map(|i| {
+            json!({
+                "query": format!("what does clause {i} of the lease say about rent"),
+                "relevant_passages": [format!("Clause {i} sets the rent and when it is due.")],
+                "hard_negatives": [format!("Clause {} covers pets.", i + 1000), format!("Clause {} covers parking.", i + 2000)],
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+fn form(train: String, eval: Option<String>) -> Form {
+    let form = Form::new().part("data", Part::text(train).file_name("my train.jsonl"));
+    match eval {
+        Some(eval) => form.part("eval_data", Part::text(eval).file_name("eval.jsonl")),
+        None => form,
+    }
+}
+
+async fn upload(s: &Server, form: Form) -> (u16, Value) {
+    let url = s.at("/v1/datasets?name=lease&type=reranker-finetune-input");
+    s.send(s.client.post(url).multipart(form)).await
+}
+
+/// Polls until `done` holds, for at most a minute.
+async fn until(s: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path} never got there: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn validated(s: &Server, form: Form) -> Value {
+    let (status, created) = upload(s, form).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["id"].as_str().unwrap();
+    until(s, &format!("/v1/datasets/{id}"), |b| {
+        !matches!(
+            b["dataset"]["validation_status"].as_str(),
+            Some("queued" | "processing")
+        )
+    })
+    .await["dataset"]
+        .clone()
+}
+
+fn settings(dataset_id: &str) -> Value {
+    json!({"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": dataset_id,
+           "hyperparameters": {"train_epochs": 1, "train_batch_size": 4, "learning_rate": 0.001}})
+}
+
+async fn rerank(s: &Server, model: &str) -> (u16, Value) {
+    s.post("/v1/rerank", &json!({"model": model, "query": "what does clause 3 say about rent",
+                                 "documents": ["Clause 3 sets the rent.", "Clause 9 covers pets."]}))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fine_tune_goes_from_queued_to_ready_and_answers_as_id_ft() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUICK).await;
+    let dataset = validated(&s, form(rows(20, 0), Some(rows(8, 100)))).await;
+    assert_eq!(dataset["validation_status"], "validated", "{dataset}");
+    let metrics = &dataset["metrics"]["finetune_dataset_metrics"];
+    assert_eq!(metrics["reranker_data_metrics"]["num_train_queries"], 20);
+    assert_eq!(
+        metrics["reranker_data_metrics"]["num_eval_hard_negatives"],
+        16
+    );
+    assert_eq!(dataset["dataset_parts"][0]["name"], "my train.jsonl");
+    assert_eq!(
+        dataset["review"]["train"]["file"], "my train.jsonl",
+        "no server path in the review"
+    );
+    let dataset_id = dataset["id"].as_str().unwrap();
+
+    let (status, created) = s
+        .post(
+            "/v1/finetuning/finetuned-models",
+            &json!({"name": "lease", "settings": settings(dataset_id)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["finetuned_model"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/finetuning/finetuned-models/{id}");
+    let ready = until(&s, &path, |b| {
+        matches!(
+            b["finetuned_model"]["status"].as_str(),
+            Some("STATUS_READY" | "STATUS_FAILED")
+        )
+    })
+    .await["finetuned_model"]
+        .clone();
+    assert_eq!(ready["status"], "STATUS_READY", "{ready}");
+    for metric in ["accuracy_at_1", "accuracy_at_3", "mrr_at_10", "ndcg_at_10"] {
+        assert!(ready["metrics"]["base"][metric].is_f64(), "{ready}");
+        assert!(ready["metrics"]["finetuned"][metric].is_f64(), "{ready}");
+    }
+    let (status, tuned) = rerank(&s, &format!("{id}-ft")).await;
+    assert_eq!(status, 200, "{tuned}");
+    let (_, base) = rerank(&s, "").await;
+    // The model kept is the best checkpoint on validation, which is the base model itself when
+    // no step improved on it.
+    let improved = ready["metrics"]["best_step"].as_u64().unwrap() > 0;
+    assert_eq!(
+        tuned["results"] != base["results"],
+        improved,
+        "{tuned} vs {base}"
+    );
+
+    let (_, events) = s.get(&format!("{path}/events?order_by=created_at")).await;
+    let statuses: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "STATUS_QUEUED",
+            "STATUS_FINETUNING",
+            "STATUS_DEPLOYING_API",
+            "STATUS_READY"
+        ]
+    );
+    let (_, steps) = s.get(&format!("{path}/training-step-metrics")).await;
+    let steps = steps["step_metrics"].as_array().unwrap();
+    assert_eq!(
+        steps.first().unwrap()["step_number"],
+        2,
+        "most recent first"
+    );
+    assert_eq!(
+        steps.last().unwrap()["step_number"],
+        0,
+        "the base model's evaluation"
+    );
+    assert!(steps[0]["metrics"]["train_loss"].is_f64());
+
+    // Listing pages, renaming, and settings that can no longer change.
+    s.post(
+        "/v1/finetuning/finetuned-models",
+        &json!({"name": "second", "settings": settings(dataset_id)}),
+    )
+    .await;
+    let (_, page) = s.get("/v1/finetuning/finetuned-models?page_size=1").await;
+    assert_eq!(page["total_size"], 2);
+    assert_eq!(
+        page["finetuned_models"][0]["id"],
+        id.as_str(),
+        "oldest first"
+    );
+    let (_, next) = s
+        .get(&format!(
+            "/v1/finetuning/finetuned-models?page_size=1&page_token={}",
+            page["next_page_token"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(next["finetuned_models"][0]["name"], "second");
+    assert_eq!(next["next_page_token"], "");
+    let (status, renamed) = s
+        .patch(
+            &path,
+            &json!({"name": "lease v1", "settings": ready["settings"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, renamed["finetuned_model"]["name"].as_str()),
+        (200, Some("lease v1")),
+        "{renamed}"
+    );
+    let mut changed = ready["settings"].clone();
+    changed["hyperparameters"]["train_epochs"] = json!(3);
+    let (status, body) = s
+        .patch(&path, &json!({"name": "x", "settings": changed}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        message(&body).contains("only while STATUS_QUEUED"),
+        "{body}"
+    );
+
+    let (status, body) = s.get("/v1/models").await;
+    assert_eq!(status, 200);
+    assert!(body["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == format!("{id}-ft").as_str() && m["finetuned"] == true));
+
+    assert_eq!(s.delete(&path).await.0, 200);
+    assert_eq!(s.get(&path).await.0, 404);
+    assert_eq!(
+        rerank(&s, &format!("{id}-ft")).await.0,
+        404,
+        "a deleted model stops answering at once"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_datasets_and_settings_are_refused_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        dir.path(),
+        &["--max-upload-bytes", "20000", "--min-train-queries", "16"],
+    )
+    .await;
+    let failed = validated(
+        &s,
+        form(rows(5, 0) + "{\"query\": \"no passages\"}\n", None),
+    )
+    .await;
+    assert_eq!(failed["validation_status"], "failed");
+    let error = failed["validation_error"].as_str().unwrap();
+    assert!(
+        error.contains("my train.jsonl:6"),
+        "names the file and line: {error}"
+    );
+    assert!(error.contains("at least 16 are required"), "{error}");
+    assert!(
+        !error.contains(&dir.path().display().to_string()),
+        "no server paths: {error}"
+    );
+
+    let failed_id = failed["id"].as_str().unwrap();
+    let cases = [
+        (
+            json!({"name": "x", "settings": settings(failed_id)}),
+            "failed validation",
+        ),
+        (
+            json!({"name": "x", "settings": settings("nope")}),
+            "no dataset with id \"nope\"",
+        ),
+        (
+            json!({"name": "", "settings": settings(failed_id)}),
+            "name is empty",
+        ),
+        (
+            json!({"name": "x", "settings": {"base_model": {"base_type": "BASE_TYPE_CHAT"}, "dataset_id": failed_id}}),
+            "BASE_TYPE_RERANK",
+        ),
+        (
+            json!({"name": "x", "settings": {"base_model": {"base_type": "BASE_TYPE_RERANK", "name": "/etc"}, "dataset_id": failed_id}}),
+            "base_model.name",
+        ),
+        (
+            json!({"name": "x", "settings": {"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": failed_id,
+                                             "hyperparameters": {"train_batch_size": 1}}}),
+            "train_batch_size must be 2..=1024",
+        ),
+        (
+            json!({"name": "x", "settings": {"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": failed_id,
+                                             "hyperparameters": {"lora_rank": 8}}}),
+            "LoRA",
+        ),
+    ];
+    for (body, text) in cases {
+        let (status, got) = s.post("/v1/finetuning/finetuned-models", &body).await;
+        assert_eq!(status, 400, "{body}: {got}");
+        assert!(message(&got).contains(text), "{body}: {got}");
+    }
+
+    let to = |query: &str| s.client.post(s.at(&format!("/v1/datasets?{query}")));
+    let ok = "name=a&type=reranker-finetune-input";
+    let uploads: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            to("type=reranker-finetune-input").multipart(form(rows(1, 0), None)),
+            400,
+            "`name` is required",
+        ),
+        (
+            to("name=a&type=embed-input").multipart(form(rows(1, 0), None)),
+            400,
+            "not supported",
+        ),
+        (
+            to(ok).multipart(Form::new().text("eval_data", rows(1, 0))),
+            400,
+            "`data` (the training file, JSONL) is missing",
+        ),
+        (
+            to(ok).multipart(form(rows(1, 0), None).text("../x", "y")),
+            400,
+            "unexpected multipart field",
+        ),
+        (
+            to(ok).multipart(form(rows(200, 0), None)),
+            413,
+            "--max-upload-bytes",
+        ),
+        (to(ok).body("not multipart"), 400, "multipart"),
+    ];
+    for (req, want, text) in uploads {
+        let (status, got) = s.send(req).await;
+        assert_eq!(status, want, "{got}");
+        assert!(message(&got).contains(text), "{got}");
+    }
+    let (_, list) = s.get("/v1/datasets").await;
+    assert_eq!(
+        list["datasets"].as_array().unwrap().len(),
+        1,
+        "refused uploads leave nothing: {list}"
+    );
+    let leftovers = std::fs::read_dir(dir.path().join("uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(leftovers, 1, "and no files");
+    assert_eq!(s.get("/v1/datasets/..%2F..%2Fetc").await.0, 404);
+    assert_eq!(s.delete(&format!("/v1/datasets/{failed_id}")).await.0, 200);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+    s.stop().await;
+}
+
+fn job_state(data_dir: &Path, id: &str) -> (String, Option<String>) {
+    let db = rusqlite::Connection::open(data_dir.join("finerank.db")).unwrap();
+    db.query_row(
+        "SELECT status, failure_reason FROM finetuned_models WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+/// Marks a job as running, as a process killed mid-training leaves it.
+fn leave_running(data_dir: &Path, id: &str) {
+    let db = rusqlite::Connection::open(data_dir.join("finerank.db")).unwrap();
+    db.execute(
+        "UPDATE finetuned_models SET status = 'STATUS_FINETUNING' WHERE id = ?1",
+        [id],
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUICK).await;
+    let dataset = validated(&s, form(rows(20, 0), None)).await;
+    let dataset_id = dataset["id"].as_str().unwrap().to_string();
+    let (_, created) = s
+        .post(
+            "/v1/finetuning/finetuned-models",
+            &json!({"name": "a", "settings": settings(&dataset_id)}),
+        )
+        .await;
+    let ready_id = created["finetuned_model"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/finetuning/finetuned-models/{ready_id}");
+    until(&s, &path, |b| {
+        b["finetuned_model"]["status"] == "STATUS_READY"
+    })
+    .await;
+    let (_, before) = rerank(&s, &format!("{ready_id}-ft")).await;
+    s.stop().await;
+
+    // A job that was training when the process died: a long one, stopped mid-run.
+    let s = Server::start(dir.path(), &["--min-train-queries", "16"]).await;
+    let long = json!({"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": dataset_id,
+                      "hyperparameters": {"train_epochs": 100, "train_batch_size": 2}});
+    let (_, created) = s
+        .post(
+            "/v1/finetuning/finetuned-models",
+            &json!({"name": "b", "settings": long}),
+        )
+        .await;
+    let killed_id = created["finetuned_model"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until(
+        &s,
+        &format!("/v1/finetuning/finetuned-models/{killed_id}"),
+        |b| b["finetuned_model"]["status"] != "STATUS_QUEUED",
+    )
+    .await;
+    let (status, body) = rerank(&s, &format!("{killed_id}-ft")).await;
+    assert_eq!(status, 404);
+    assert!(
+        message(&body).contains("it answers once STATUS_READY (now STATUS_FINETUNING)"),
+        "{body}"
+    );
+    let (status, body) = s.delete(&format!("/v1/datasets/{dataset_id}")).await;
+    assert_eq!(status, 409, "a running job needs its dataset: {body}");
+    assert!(message(&body).contains(&killed_id), "{body}");
+    s.stop().await;
+    assert_eq!(
+        job_state(dir.path(), &killed_id),
+        (
+            "STATUS_FAILED".into(),
+            Some("the server shut down during training; resubmit".into())
+        )
+    );
+    leave_running(dir.path(), &killed_id);
+
+    let s = Server::start(dir.path(), QUICK).await;
+    let (_, killed) = s
+        .get(&format!("/v1/finetuning/finetuned-models/{killed_id}"))
+        .await;
+    let killed = &killed["finetuned_model"];
+    assert_eq!(killed["status"], "STATUS_FAILED", "{killed}");
+    assert_eq!(killed["failure_reason"], finerank_server::RESTART_REASON);
+    let (_, events) = s
+        .get(&format!(
+            "/v1/finetuning/finetuned-models/{killed_id}/events"
+        ))
+        .await;
+    assert_eq!(events["events"][0]["status"], "STATUS_FAILED");
+    assert_eq!(
+        events["events"][0]["message"],
+        finerank_server::RESTART_REASON
+    );
+
+    let (_, dataset_after) = s.get(&format!("/v1/datasets/{dataset_id}")).await;
+    assert_eq!(dataset_after["dataset"]["validation_status"], "validated");
+    let (_, ready) = s.get(&path).await;
+    assert_eq!(ready["finetuned_model"]["status"], "STATUS_READY");
+    let (status, after) = rerank(&s, &format!("{ready_id}-ft")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        after["results"], before["results"],
+        "the model answers as before"
+    );
+    s.stop().await;
+}

@@ -1,0 +1,111 @@
+//! Keys, the generated API description, metrics and answers for routes that do not exist.
+mod common;
+
+use common::{message, Server};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_keys_every_endpoint_but_health_needs_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--api-key", "k1", "--api-key", "second-key"]).await;
+    assert_eq!(s.get("/health").await.0, 200);
+    let rerank = json!({"query": "q", "documents": ["a"]});
+    for path in [
+        "/v1/models",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/v1/datasets",
+        "/nowhere",
+    ] {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, 401, "{path}: {body}");
+        assert!(message(&body).contains("Authorization: Bearer"), "{body}");
+    }
+    let wrong = s
+        .send(
+            s.client
+                .post(s.at("/v1/rerank"))
+                .bearer_auth("k2")
+                .json(&rerank),
+        )
+        .await;
+    assert_eq!(wrong.0, 401);
+    assert_eq!(message(&wrong.1), "invalid API key");
+    for key in ["k1", "second-key"] {
+        let (status, body) = s
+            .send(
+                s.client
+                    .post(s.at("/v1/rerank"))
+                    .bearer_auth(key)
+                    .json(&rerank),
+            )
+            .await;
+        assert_eq!(status, 200, "{key}: {body}");
+    }
+    let resp = s.client.get(s.at("/v1/models")).send().await.unwrap();
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_docs_metrics_and_fallbacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]).await;
+    let (status, spec) = s.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in [
+        "/v1/rerank",
+        "/v2/rerank",
+        "/rerank",
+        "/v1/datasets",
+        "/v1/datasets/{id}",
+        "/v1/finetuning/finetuned-models/{id}/events",
+        "/v1/finetuning/finetuned-models/{id}/training-step-metrics",
+        "/v1/models",
+        "/health",
+        "/metrics",
+    ] {
+        assert!(
+            spec["paths"][path].is_object(),
+            "{path} missing from the document"
+        );
+    }
+    assert!(spec["components"]["schemas"]["RerankV1Request"].is_object());
+    let docs = s.client.get(s.at("/docs")).send().await.unwrap();
+    assert!(docs.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = docs.text().await.unwrap();
+    assert!(
+        page.contains("openapi.json") && !page.contains("https://"),
+        "self-contained"
+    );
+
+    s.post(
+        "/v1/rerank",
+        &json!({"query": "q", "documents": ["a", "b"]}),
+    )
+    .await;
+    let m = s.metrics().await;
+    for name in [
+        r#"finerank_http_requests_total{method="POST",route="/v1/rerank",status="200"} 1"#,
+        "finerank_http_request_duration_seconds_bucket",
+        "finerank_rerank_queue_depth 0",
+        "finerank_rerank_batch_documents_sum 2",
+        "finerank_rerank_batch_tokens_count 1",
+        "finerank_rerank_inference_seconds_count 1",
+        "finerank_models_loaded 1",
+    ] {
+        assert!(m.contains(name), "{name} not in\n{m}");
+    }
+
+    let (status, body) = s.get("/v1/nothing-here").await;
+    assert_eq!(status, 404);
+    assert!(message(&body).contains("no route for GET /v1/nothing-here"));
+    let (status, body) = s.delete("/v1/rerank").await;
+    assert_eq!(status, 405);
+    assert!(message(&body).contains("DELETE is not allowed"));
+    s.stop().await;
+}
