@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Load benchmark of `finerank serve` (issue 3): requests/s and p50/p99 latency of /v1/rerank with
+# 100 CaseHOLD holdings a request, at concurrency 1, 8 and 32, with cross-request batching on
+# (the default) and off (--max-batch-requests 1). The load comes from wrk (Debian's package),
+# not from finerank. Usage: bench/serve-load.sh [seconds per run, default 20]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-20}
+command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)" >&2; exit 1; }
+scripts/bootstrap.sh
+cargo build -q --profile test -p finerank --bin finerank
+bin=$PWD/target/debug/finerank
+work=$(mktemp -d)
+server=""
+trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
+
+# One query and the 100 holdings of the first 20 test rows, as a Cohere v1 rerank body.
+.venv/bin/python - "$work/body.json" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open("../shared/data/casehold/test.jsonl")][:20]
+docs = [r[f"holding_{i}"] for r in rows for i in range(5)]
+json.dump({"model": "all-MiniLM-L6-v2", "query": rows[0]["citing_prompt"], "documents": docs, "top_n": 5},
+          open(sys.argv[1], "w"))
+PY
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$work/body.json"); wrk.body = f:read("*a"); f:close()
+LUA
+
+printf '| batching | concurrency | requests/s | p50 ms | p99 ms | non-2xx or errors |\n| --- | --- | --- | --- | --- | --- |\n'
+for mode in on off; do
+  extra=(); [ "$mode" = off ] && extra=(--max-batch-requests 1)
+  port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$bin" --device cpu serve --data-dir "$work/data-$mode" --port "$port" --queue-capacity 256 "${extra[@]}" \
+    > "$work/server-$mode.log" 2>&1 &
+  server=$!
+  until curl -sf "http://127.0.0.1:$port/health" >/dev/null; do sleep 0.5; done
+  url="http://127.0.0.1:$port/v1/rerank"
+  wrk -t1 -c1 -d3s -s "$work/post.lua" "$url" >/dev/null   # warm-up
+  for c in 1 8 32; do
+    out=$(wrk -t1 -c"$c" -d"${secs}s" --timeout 120s --latency -s "$work/post.lua" "$url")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+    bad=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {n+=1} END {print n+0}' <<<"$out")
+    ms() { awk -v v="$1" 'BEGIN { if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else { sub(/s$/, "", v); print v*1000 } }'; }
+    printf '| %s | %d | %s | %s | %s | %s |\n' "$mode" "$c" "$rps" "$(ms "$p50")" "$(ms "$p99")" "$bad"
+  done
+  kill "$server"; wait "$server" 2>/dev/null || true; server=""
+done
