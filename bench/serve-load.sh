@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}
 command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)" >&2; exit 1; }
 scripts/bootstrap.sh
-cargo build -q --profile test -p finerank --bin finerank
+cargo test -q --workspace --no-run >/dev/null 2>&1 || cargo test --workspace --no-run
 bin=$PWD/target/debug/finerank
 work=$(mktemp -d)
 server=""

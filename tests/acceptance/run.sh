@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-# The test profile is the one `cargo test` already built the binary with; reusing it saves a build.
-cargo build -q --profile test -p finerank --bin finerank
+# The binary exactly as `cargo test --workspace` builds it: the same command resolves the same
+# features, so after scripts/test.sh's test run this compiles nothing.
+cargo test -q --workspace --no-run >/dev/null 2>&1 || cargo test --workspace --no-run
 bin=$PWD/target/debug/finerank
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -96,10 +96,6 @@ impl Reranker {
         &self.model
     }
 
-    pub fn model_mut(&mut self) -> &mut Model {
-        &mut self.model
-    }
-
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
     }
@@ -167,7 +163,9 @@ impl Reranker {
 
     fn score_embeddings(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<GroupScores> {
         let policy = self.policy(opts);
-        let room = policy.max_len.saturating_sub(self.tokenizer.special_tokens(false));
+        let room = policy
+            .max_len
+            .saturating_sub(self.tokenizer.special_tokens(false));
         let (queries, truncated): (Vec<Encoded>, Vec<bool>) = groups
             .iter()
             .map(|g| {

@@ -20,8 +20,6 @@ use config::Config;
 pub use config::{Family, Kind};
 use encoder::Encoder;
 
-pub use tch::Device as TorchDevice;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("{path}: {source}")]
@@ -188,17 +186,8 @@ impl Model {
         self.kind
     }
 
-    pub fn family(&self) -> Family {
-        self.family
-    }
-
     pub fn device(&self) -> Device {
         self.vs.device()
-    }
-
-    /// The directory the model was loaded from (its tokenizer lives there).
-    pub fn source(&self) -> &Path {
-        &self.source
     }
 
     /// Most tokens one input may hold: the position table, or a bi-encoder's `max_seq_length`.
@@ -284,10 +273,6 @@ impl Model {
 
     pub fn var_store(&self) -> &nn::VarStore {
         &self.vs
-    }
-
-    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
-        &mut self.vs
     }
 
     /// Writes the model as a Hugging Face checkpoint directory at `dest`, atomically: everything

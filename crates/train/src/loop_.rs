@@ -333,7 +333,11 @@ fn cross_encoder_loss(
 /// give, but the compute spent on padding (a third of a random CaseHOLD batch) is not.
 fn forward_sorted(r: &Reranker, inputs: &[Encoded]) -> Tensor {
     // Small sub-batches keep a CPU's matmuls efficient and its padding low; a GPU wants big ones.
-    let budget = if r.model().device().is_cuda() { 65_536 } else { 2_048 };
+    let budget = if r.model().device().is_cuda() {
+        65_536
+    } else {
+        2_048
+    };
     let lengths: Vec<usize> = inputs.iter().map(Encoded::len).collect();
     let mut order = Vec::with_capacity(inputs.len());
     let outputs: Vec<Tensor> = plan_batches(&lengths, budget, usize::MAX)
@@ -349,5 +353,8 @@ fn forward_sorted(r: &Reranker, inputs: &[Encoded]) -> Tensor {
         position[i] = at as i64;
     }
     let stacked = Tensor::cat(&outputs, 0);
-    stacked.index_select(0, &Tensor::from_slice(&position).to_device(stacked.device()))
+    stacked.index_select(
+        0,
+        &Tensor::from_slice(&position).to_device(stacked.device()),
+    )
 }

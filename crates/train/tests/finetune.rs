@@ -63,6 +63,15 @@ fn job(base: &str, train: &Path, valid: &Path) -> FinetuneJob {
     }
 }
 
+/// A temporary registry and a one-epoch job on the small split, for `base`.
+fn setup(base: &str) -> (tempfile::TempDir, Registry, FinetuneJob) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (train, valid) = small_data(&tmp.path().join("data"));
+    let registry = Registry::open(&tmp.path().join("home")).unwrap();
+    let j = job(base, &train, &valid);
+    (tmp, registry, j)
+}
+
 fn tiny_bert() -> String {
     shared("fixtures/tiny-bert-cross-encoder")
         .display()
@@ -104,10 +113,7 @@ const PAIRS: [(&str, &str); 3] = [
 #[test]
 fn same_seed_same_model_and_nothing_partial_in_the_registry() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let (train, valid) = small_data(&tmp.path().join("data"));
-    let registry = Registry::open(&tmp.path().join("home")).unwrap();
-    let mut j = job(&tiny_bert(), &train, &valid);
+    let (tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.learning_rate = Some(1e-3);
     let (a, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
     let (b, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
@@ -175,10 +181,7 @@ fn assert_close(ours: &[f32], theirs: &[f32]) {
 #[test]
 fn transformers_loads_a_fine_tuned_cross_encoder_with_the_same_scores() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let (train, valid) = small_data(&tmp.path().join("data"));
-    let registry = Registry::open(&tmp.path().join("home")).unwrap();
-    let mut j = job(&tiny_bert(), &train, &valid);
+    let (_tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.learning_rate = Some(1e-3);
     let (record, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
     let (_, dir) = registry.get(&record.id).unwrap().unwrap();
@@ -197,10 +200,7 @@ fn default_model() -> String {
 #[test]
 fn minilm_few_steps_lower_the_loss_and_sentence_transformers_agrees() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let tmp = tempfile::tempdir().unwrap();
-    let (train, valid) = small_data(&tmp.path().join("data"));
-    let registry = Registry::open(&tmp.path().join("home")).unwrap();
-    let mut j = job(&default_model(), &train, &valid);
+    let (_tmp, registry, mut j) = setup(&default_model());
     // Three passes over the same 48 queries: the loss must fall as the model fits them.
     j.hyper = HyperOverrides {
         train_epochs: Some(3),
