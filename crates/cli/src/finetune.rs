@@ -25,8 +25,9 @@ pub struct Args {
     /// A readable name for the registry (the id is generated).
     #[arg(long)]
     name: Option<String>,
+    /// Cohere's hyperparameters; unset ones get defaults for the model and data.
     #[command(flatten)]
-    hyper: HyperArgs,
+    hyper: HyperOverrides,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Tokens per input (bi-encoder: each text; cross-encoder: the pair). Default 384.
@@ -61,33 +62,6 @@ impl From<KindArg> for Kind {
     }
 }
 
-/// Cohere's hyperparameters, under Cohere's names; unset ones get defaults for the model and data.
-#[derive(clap::Args, Clone, Default)]
-pub struct HyperArgs {
-    #[arg(long)]
-    train_epochs: Option<usize>,
-    #[arg(long)]
-    learning_rate: Option<f64>,
-    #[arg(long)]
-    train_batch_size: Option<usize>,
-    #[arg(long)]
-    early_stopping_patience: Option<usize>,
-    #[arg(long)]
-    early_stopping_threshold: Option<f64>,
-}
-
-impl From<HyperArgs> for HyperOverrides {
-    fn from(h: HyperArgs) -> HyperOverrides {
-        HyperOverrides {
-            train_epochs: h.train_epochs,
-            learning_rate: h.learning_rate,
-            train_batch_size: h.train_batch_size,
-            early_stopping_patience: h.early_stopping_patience,
-            early_stopping_threshold: h.early_stopping_threshold,
-        }
-    }
-}
-
 impl Args {
     pub fn job(self, ctx: &Ctx) -> FinetuneJob {
         FinetuneJob {
@@ -97,7 +71,7 @@ impl Args {
             name: self.name,
             train: self.train,
             valid: self.valid,
-            hyper: self.hyper.into(),
+            hyper: self.hyper,
             seed: self.seed,
             max_len: self.max_length,
             eval_every: self.eval_every,

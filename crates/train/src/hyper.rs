@@ -14,13 +14,25 @@ pub struct Hyperparameters {
     pub early_stopping_threshold: f64,
 }
 
-/// What the user set; the rest comes from [`Hyperparameters::defaults`].
+/// What the user set; the rest comes from [`Hyperparameters::defaults`]. With the `clap`
+/// feature these are also the command line's flags, under Cohere's names.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct HyperOverrides {
+    /// Passes over the training data.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub train_epochs: Option<usize>,
+    /// Peak AdamW learning rate (after warmup).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub learning_rate: Option<f64>,
+    /// Queries per optimizer step.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub train_batch_size: Option<usize>,
+    /// Evaluations without improvement before stopping (0: never stop early).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub early_stopping_patience: Option<usize>,
+    /// Least validation MRR@10 gain that counts as an improvement.
+    #[cfg_attr(feature = "clap", arg(long))]
     pub early_stopping_threshold: Option<f64>,
 }
 
