@@ -1,6 +1,6 @@
-//! Optional bearer keys. With keys configured, every endpoint but `/health` answers 401 without
-//! `Authorization: Bearer <key>`. Keys are compared as SHA-256 digests in constant time, so
-//! neither a key's content nor its length leaks through timing.
+//! Optional bearer keys. With keys configured, every endpoint but `/health` and the dashboard's
+//! static files answers 401 without `Authorization: Bearer <key>`. Keys are compared as SHA-256
+//! digests in constant time, so neither a key's content nor its length leaks through timing.
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderValue, StatusCode};
@@ -58,7 +58,8 @@ fn bearer(req: &Request) -> Option<&str> {
 
 pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let keys = &state.keys;
-    if !keys.enabled() || OPEN_PATHS.contains(&req.uri().path()) {
+    let path = req.uri().path();
+    if !keys.enabled() || OPEN_PATHS.contains(&path) || crate::dashboard::is_public(path) {
         return next.run(req).await;
     }
     let message = match bearer(&req) {

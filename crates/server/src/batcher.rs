@@ -151,6 +151,8 @@ impl Drop for Abandon<'_> {
 pub struct Batcher {
     shared: Arc<Shared>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// The default model's kind, known once it has loaded; hyperparameter defaults depend on it.
+    default_kind: Kind,
 }
 
 impl Batcher {
@@ -179,21 +181,26 @@ impl Batcher {
         let thread = std::thread::Builder::new()
             .name("rerank".into())
             .spawn(move || {
-                let loaded = worker.model(catalog.default_name()).map(|_| ());
+                let loaded = worker.model(catalog.default_name()).map(Reranker::kind);
                 let ok = loaded.is_ok();
                 let _ = loaded_tx.send(loaded);
                 if ok {
                     worker.run();
                 }
             })?;
-        loaded_rx
+        let default_kind = loaded_rx
             .recv()
             .map_err(|_| anyhow::anyhow!("the rerank thread died while loading the default model"))?
             .map_err(|e| anyhow::anyhow!("loading the default model: {}", e.message))?;
         Ok(Batcher {
             shared,
             thread: Arc::new(Mutex::new(Some(thread))),
+            default_kind,
         })
+    }
+
+    pub fn default_kind(&self) -> Kind {
+        self.default_kind
     }
 
     /// Queues a request and waits for its scores. Dropping the future (the client went away)

@@ -444,7 +444,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// Writes a run's progress and evaluations to the store as they come.
+/// Writes a run's progress, each step's loss and the evaluations to the store as they come.
 struct Recorder<'a> {
     store: &'a Store,
     id: &'a str,
@@ -478,7 +478,9 @@ impl Recorder<'_> {
                     epoch: *epoch,
                     loss: Some(*loss),
                 };
-                self.store.set_progress(self.id, &progress)
+                self.store
+                    .set_progress(self.id, &progress)
+                    .and_then(|()| self.store.add_step_loss(self.id, *step, *loss))
             }
             TrainEvent::Eval { step, metrics, .. } => {
                 let mut values = BTreeMap::from([

@@ -1,7 +1,7 @@
 //! `finerank serve`: the engine behind an HTTP API that code written for Cohere uses unchanged
 //! (only `base_url` changes): rerank (`/v1/rerank`, `/v2/rerank`), datasets and rerank
-//! fine-tuning, plus text-embeddings-inference's `/rerank`, health, Prometheus metrics and an
-//! OpenAPI document.
+//! fine-tuning, plus text-embeddings-inference's `/rerank`, health, Prometheus metrics, an
+//! OpenAPI document, and a web dashboard at `/` over the same API.
 //!
 //! Laid out like text-embeddings-inference: the router (`routes`, thin axum handlers) feeds the
 //! core (`batcher`: a bounded queue and one inference thread that batches concurrent requests
@@ -13,6 +13,7 @@ mod auth;
 mod batcher;
 mod catalog;
 mod config;
+mod dashboard;
 mod error;
 mod extract;
 mod jobs;
@@ -153,6 +154,7 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 pub fn app(state: AppState) -> Router {
     let (api, spec) = routes::router(state.config.max_upload_bytes).split_for_parts();
     api.merge(openapi::router(spec))
+        .merge(dashboard::router())
         .fallback(routes::ops::not_found)
         .method_not_allowed_fallback(routes::ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -1,6 +1,6 @@
 //! Everything the server must remember across restarts, in one SQLite database (WAL): datasets,
-//! fine-tuned models (which double as the job queue), their status events and training-step
-//! metrics.
+//! fine-tuned models (which double as the job queue), their status events, training-step
+//! metrics and per-step training losses.
 //!
 //! The schema is versioned by `PRAGMA user_version` and migrated forward at open. Every write is
 //! one transaction, so a crash never leaves half of a change, and every status change is a
@@ -19,7 +19,8 @@ use crate::jobs::{FinetuneMetrics, JobStatus, Progress, Settings};
 use crate::validator::{DatasetMetrics, ValidationStatus};
 
 /// Schema changes, in order; entry `i` takes the database from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE datasets (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -66,7 +67,16 @@ const MIGRATIONS: &[&str] = &[r#"
         metrics TEXT NOT NULL,
         PRIMARY KEY (model_id, step_number)
     );
-"#];
+"#,
+    r#"
+    CREATE TABLE step_losses (
+        model_id TEXT NOT NULL REFERENCES finetuned_models (id) ON DELETE CASCADE,
+        step_number INTEGER NOT NULL,
+        loss REAL NOT NULL,
+        PRIMARY KEY (model_id, step_number)
+    );
+"#,
+];
 
 /// Millisecond RFC 3339 in UTC: fixed width, so text order is time order.
 pub fn now() -> String {
@@ -676,6 +686,32 @@ impl Store {
             }
             Ok(())
         })
+    }
+
+    /// The training loss of one optimizer step.
+    pub fn add_step_loss(&self, id: &str, step: usize, loss: f64) -> Result<()> {
+        self.write(|tx| {
+            // As with step metrics, a deleted job's losses go with it.
+            tx.execute(
+                "INSERT OR REPLACE INTO step_losses (model_id, step_number, loss)
+                 SELECT id, ?2, ?3 FROM finetuned_models WHERE id = ?1",
+                params![id, step as i64, loss],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Losses of the steps after `after_step`, in step order.
+    pub fn step_losses(&self, id: &str, after_step: usize) -> Result<Vec<(usize, f64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT step_number, loss FROM step_losses WHERE model_id = ?1 AND step_number > ?2
+             ORDER BY step_number",
+        )?;
+        let rows = stmt.query_map(params![id, after_step as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))
+        })?;
+        rows.collect()
     }
 
     /// Jobs that were running when the process stopped.

@@ -206,7 +206,7 @@ impl Worker {
             dataset,
         };
         names.rename(&mut review);
-        summarize(&review, dataset)
+        summarize(&review, opts.max_len, dataset)
     }
 }
 
@@ -265,7 +265,16 @@ fn queries(stats: &Option<FileStats>) -> usize {
     stats.as_ref().map_or(0, |s| s.unique_queries)
 }
 
-fn summarize(review: &Review, dataset: &DatasetRow) -> Validation {
+/// The review as stored and served: the data crate's, plus the window its lengths were measured
+/// against, which a histogram needs to show what will be cut.
+#[derive(Serialize)]
+struct StoredReview<'a> {
+    #[serde(flatten)]
+    review: &'a Review,
+    max_len: usize,
+}
+
+fn summarize(review: &Review, max_len: usize, dataset: &DatasetRow) -> Validation {
     let (train_relevant, train_negatives) = passages(&review.train_rows);
     let (eval_relevant, eval_negatives) = passages(&review.valid_rows);
     let metrics = DatasetMetrics {
@@ -289,7 +298,7 @@ fn summarize(review: &Review, dataset: &DatasetRow) -> Validation {
         ok: review.ok,
         error: (!review.ok).then(|| lines(&review.errors).join("\n")),
         warnings: lines(&review.warnings),
-        review: serde_json::to_value(review).expect("reviews serialize"),
+        review: serde_json::to_value(StoredReview { review, max_len }).expect("reviews serialize"),
         metrics: Some(metrics),
     }
 }

@@ -104,7 +104,35 @@ async fn a_fine_tune_goes_from_queued_to_ready_and_answers_as_id_ft() {
         dataset["review"]["train"]["file"], "my train.jsonl",
         "no server path in the review"
     );
+    assert_eq!(
+        dataset["review"]["max_len"], 64,
+        "the window the lengths were measured against (--train-max-length)"
+    );
     let dataset_id = dataset["id"].as_str().unwrap();
+
+    // What the dashboard's form shows: defaults for this model kind and data size, and ranges.
+    let (status, hyper) = s
+        .get(&format!(
+            "/v1/finetuning/hyperparameters?dataset_id={dataset_id}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{hyper}");
+    assert_eq!(hyper["kind"], "cross-encoder");
+    assert_eq!(hyper["train_rows"], 20);
+    let field = |name: &str| {
+        hyper["hyperparameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {hyper}"))
+            .clone()
+    };
+    assert_eq!(field("train_epochs")["default"], 4.0);
+    assert_eq!(field("train_epochs")["maximum"], 100.0);
+    assert_eq!(field("learning_rate")["default"], 3e-5);
+    assert_eq!(field("learning_rate")["exclusive_minimum"], true);
+    assert!(field("early_stopping_patience")["maximum"].is_null());
 
     let (status, created) = s
         .post(
@@ -159,6 +187,19 @@ async fn a_fine_tune_goes_from_queued_to_ready_and_answers_as_id_ft() {
             "STATUS_READY"
         ]
     );
+    let (_, losses) = s.get(&format!("{path}/training-losses")).await;
+    let steps: Vec<u64> = losses["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert!(l["loss"].is_f64(), "{l}");
+            l["step_number"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(steps, [1, 2], "every step's loss, in order");
+    let (_, later) = s.get(&format!("{path}/training-losses?after_step=1")).await;
+    assert_eq!(later["losses"].as_array().unwrap().len(), 1, "{later}");
     let (_, steps) = s.get(&format!("{path}/training-step-metrics")).await;
     let steps = steps["step_metrics"].as_array().unwrap();
     assert_eq!(
@@ -296,6 +337,20 @@ async fn bad_datasets_and_settings_are_refused_with_reasons() {
         let (status, got) = s.post("/v1/finetuning/finetuned-models", &body).await;
         assert_eq!(status, 400, "{body}: {got}");
         assert!(message(&got).contains(text), "{body}: {got}");
+    }
+    for (query, text) in [
+        (format!("dataset_id={failed_id}"), "failed validation"),
+        (
+            format!("dataset_id={failed_id}&base_model=nope"),
+            "base_model",
+        ),
+        (String::new(), "dataset_id"),
+    ] {
+        let (status, got) = s
+            .get(&format!("/v1/finetuning/hyperparameters?{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}: {got}");
+        assert!(message(&got).contains(text), "{query}: {got}");
     }
 
     let to = |query: &str| s.client.post(s.at(&format!("/v1/datasets?{query}")));

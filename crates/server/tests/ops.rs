@@ -1,4 +1,5 @@
-//! Keys, the generated API description, metrics and answers for routes that do not exist.
+//! Keys, the generated API description, metrics, the dashboard's files and answers for routes
+//! that do not exist.
 mod common;
 
 use common::{message, Server};
@@ -45,6 +46,70 @@ async fn with_keys_every_endpoint_but_health_needs_one() {
     }
     let resp = s.client.get(s.at("/v1/models")).send().await.unwrap();
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    // The dashboard's page and files hold no data, and a browser cannot send a key when it
+    // navigates: they are open, and the page asks for the key.
+    for path in ["/", "/assets/js/app.js"] {
+        let resp = s.client.get(s.at(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    s.stop().await;
+}
+
+/// Every file the page and its modules load, with the type a browser needs to run it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]).await;
+    let get = |path: String| {
+        let s = &s;
+        async move {
+            let resp = s.client.get(s.at(&path)).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{path}");
+            let headers = resp.headers().clone();
+            let content_type = headers["content-type"].to_str().unwrap().to_string();
+            assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+            (content_type, resp.text().await.unwrap())
+        }
+    };
+    let (content_type, page) = get("/".into()).await;
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    assert!(
+        !page.contains("https://"),
+        "nothing from elsewhere: the server may be offline"
+    );
+    let mut files: Vec<String> = page
+        .split('"')
+        .filter(|part| part.starts_with("assets/"))
+        .map(|part| format!("/{part}"))
+        .collect();
+    assert!(files.contains(&"/assets/js/app.js".into()), "{files:?}");
+    let mut seen = Vec::new();
+    while let Some(path) = files.pop() {
+        if seen.contains(&path) {
+            continue;
+        }
+        let (content_type, body) = get(path.clone()).await;
+        let expected = match path.rsplit('.').next() {
+            Some("js") => "text/javascript",
+            Some("css") => "text/css",
+            Some("svg") => "image/svg+xml",
+            other => panic!("{path}: unexpected kind of file {other:?}"),
+        };
+        assert!(content_type.starts_with(expected), "{path}: {content_type}");
+        // ES modules import their siblings as "./name.js".
+        let dir = &path[..path.rfind('/').unwrap() + 1];
+        files.extend(
+            body.split('"')
+                .filter_map(|part| part.strip_prefix("./"))
+                .filter(|name| name.ends_with(".js"))
+                .map(|name| format!("{dir}{name}")),
+        );
+        seen.push(path);
+    }
+    assert!(seen.len() >= 10, "{seen:?}");
+    let (status, body) = s.get("/assets/nothing.js").await;
+    assert_eq!(status, 404);
+    assert!(message(&body).contains("no file"), "{body}");
     s.stop().await;
 }
 
@@ -62,6 +127,8 @@ async fn openapi_docs_metrics_and_fallbacks() {
         "/v1/datasets/{id}",
         "/v1/finetuning/finetuned-models/{id}/events",
         "/v1/finetuning/finetuned-models/{id}/training-step-metrics",
+        "/v1/finetuning/finetuned-models/{id}/training-losses",
+        "/v1/finetuning/hyperparameters",
         "/v1/models",
         "/health",
         "/metrics",

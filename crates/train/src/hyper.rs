@@ -70,33 +70,105 @@ impl Hyperparameters {
     }
 
     fn check(&self) -> Result<(), String> {
-        if !(1..=100).contains(&self.train_epochs) {
-            return Err(format!(
-                "train_epochs must be 1..=100, got {}",
-                self.train_epochs
-            ));
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate <= 0.1) {
-            return Err(format!(
-                "learning_rate must be in (0, 0.1], got {}",
-                self.learning_rate
-            ));
-        }
-        if !(2..=1024).contains(&self.train_batch_size) {
-            return Err(format!(
-                "train_batch_size must be 2..=1024, got {}",
-                self.train_batch_size
-            ));
-        }
-        if !(self.early_stopping_threshold >= 0.0 && self.early_stopping_threshold <= 0.1) {
-            return Err(format!(
-                "early_stopping_threshold must be in [0, 0.1], got {}",
-                self.early_stopping_threshold
-            ));
+        for spec in &HYPERPARAMETERS {
+            let value = (spec.value)(self);
+            if !spec.allows(value) {
+                return Err(format!(
+                    "{} must be {}, got {value}",
+                    spec.name,
+                    spec.range()
+                ));
+            }
         }
         Ok(())
     }
 }
+
+/// One hyperparameter: what it does and the values `Hyperparameters::with` accepts. Forms show
+/// these, so the ranges a user reads are the ones training enforces.
+pub struct HyperparameterSpec {
+    /// Cohere's field name.
+    pub name: &'static str,
+    pub description: &'static str,
+    /// The least value allowed; itself refused when `exclusive_minimum`.
+    pub minimum: f64,
+    pub exclusive_minimum: bool,
+    pub maximum: Option<f64>,
+    /// Whole numbers only.
+    pub integer: bool,
+    /// Reads this hyperparameter's value.
+    pub value: fn(&Hyperparameters) -> f64,
+}
+
+impl HyperparameterSpec {
+    pub fn allows(&self, v: f64) -> bool {
+        let above = if self.exclusive_minimum {
+            v > self.minimum
+        } else {
+            v >= self.minimum
+        };
+        above && self.maximum.is_none_or(|max| v <= max) && (!self.integer || v.fract() == 0.0)
+    }
+
+    fn range(&self) -> String {
+        let open = if self.exclusive_minimum { "(" } else { "[" };
+        match (self.integer, self.maximum) {
+            (true, Some(max)) => format!("{}..={max}", self.minimum),
+            (true, None) => format!("at least {}", self.minimum),
+            (false, Some(max)) => format!("in {open}{}, {max}]", self.minimum),
+            (false, None) => format!("in {open}{}, inf)", self.minimum),
+        }
+    }
+}
+
+pub const HYPERPARAMETERS: [HyperparameterSpec; 5] = [
+    HyperparameterSpec {
+        name: "train_epochs",
+        description: "Passes over the training data; small sets need more of them.",
+        minimum: 1.0,
+        exclusive_minimum: false,
+        maximum: Some(100.0),
+        integer: true,
+        value: |h| h.train_epochs as f64,
+    },
+    HyperparameterSpec {
+        name: "learning_rate",
+        description: "Peak AdamW learning rate, reached after a 10% warmup and then decayed to 0.",
+        minimum: 0.0,
+        exclusive_minimum: true,
+        maximum: Some(0.1),
+        integer: false,
+        value: |h| h.learning_rate,
+    },
+    HyperparameterSpec {
+        name: "train_batch_size",
+        description: "Queries per optimizer step; larger batches are steadier but slower per step.",
+        minimum: 2.0,
+        exclusive_minimum: false,
+        maximum: Some(1024.0),
+        integer: true,
+        value: |h| h.train_batch_size as f64,
+    },
+    HyperparameterSpec {
+        name: "early_stopping_patience",
+        description:
+            "Evaluations in a row without improvement before stopping; 0 never stops early.",
+        minimum: 0.0,
+        exclusive_minimum: false,
+        maximum: None,
+        integer: true,
+        value: |h| h.early_stopping_patience as f64,
+    },
+    HyperparameterSpec {
+        name: "early_stopping_threshold",
+        description: "The least gain in validation MRR@10 that counts as an improvement.",
+        minimum: 0.0,
+        exclusive_minimum: false,
+        maximum: Some(0.1),
+        integer: false,
+        value: |h| h.early_stopping_threshold,
+    },
+];
 
 /// Everything a training run needs besides its data.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -147,5 +219,69 @@ impl FinetuneConfig {
         let up = (step + 1) as f64 / warm as f64;
         let down = total.saturating_sub(step) as f64 / (total.saturating_sub(warm)).max(1) as f64;
         self.hyper.learning_rate * up.min(down.max(0.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accepts(name: &str, value: f64) -> bool {
+        let mut o = HyperOverrides::default();
+        match name {
+            "train_epochs" => o.train_epochs = Some(value as usize),
+            "learning_rate" => o.learning_rate = Some(value),
+            "train_batch_size" => o.train_batch_size = Some(value as usize),
+            "early_stopping_patience" => o.early_stopping_patience = Some(value as usize),
+            "early_stopping_threshold" => o.early_stopping_threshold = Some(value),
+            other => panic!("no hyperparameter {other}"),
+        }
+        Hyperparameters::defaults(Kind::CrossEncoder, 0)
+            .with(&o)
+            .is_ok()
+    }
+
+    /// Each bound is accepted (unless exclusive), the next value past it is refused, and every
+    /// default is in range.
+    #[test]
+    fn the_table_is_what_with_enforces() {
+        for s in &HYPERPARAMETERS {
+            let step = if s.integer { 1.0 } else { 1e-9 };
+            assert_eq!(
+                accepts(s.name, s.minimum),
+                !s.exclusive_minimum,
+                "{}",
+                s.name
+            );
+            assert!(accepts(s.name, s.minimum + step), "{}", s.name);
+            // An unsigned field cannot go below zero in the first place.
+            if s.minimum - step >= 0.0 || !s.integer {
+                assert!(!accepts(s.name, s.minimum - step), "{}", s.name);
+            }
+            match s.maximum {
+                Some(max) => {
+                    assert!(accepts(s.name, max), "{}", s.name);
+                    assert!(!accepts(s.name, max + step), "{}", s.name);
+                }
+                None => assert!(accepts(s.name, 1e6), "{}", s.name),
+            }
+            for kind in [Kind::BiEncoder, Kind::CrossEncoder] {
+                for rows in [256, 2000] {
+                    let defaults = Hyperparameters::defaults(kind, rows);
+                    assert!(s.allows((s.value)(&defaults)), "{}", s.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_and_its_range() {
+        let err = Hyperparameters::defaults(Kind::BiEncoder, 256)
+            .with(&HyperOverrides {
+                learning_rate: Some(0.0),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert_eq!(err, "learning_rate must be in (0, 0.1], got 0");
     }
 }

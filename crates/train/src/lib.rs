@@ -10,6 +10,8 @@ mod hyper;
 mod job;
 mod loop_;
 
-pub use hyper::{FinetuneConfig, HyperOverrides, Hyperparameters};
+pub use hyper::{
+    FinetuneConfig, HyperOverrides, HyperparameterSpec, Hyperparameters, HYPERPARAMETERS,
+};
 pub use job::{run_job, FinetuneJob, JobError, DEFAULT_MAX_LEN};
 pub use loop_::{finetune, Outcome, TrainEvent, ValidMetrics};

@@ -75,7 +75,8 @@ pub struct Dataset {
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics: Option<DatasetMetrics>,
     /// The full review: each file's statistics (queries, passages per query, token lengths and
-    /// their histogram, truncation, samples) and every problem found, with its line and fix.
+    /// their histogram, truncation, samples), every problem found, with its line and fix, and
+    /// `max_len`, the window in tokens that the lengths were measured against.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     review: Option<Value>,

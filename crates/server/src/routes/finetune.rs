@@ -6,14 +6,15 @@ use axum::Json;
 use finerank_engine::Kind;
 use finerank_train::{HyperOverrides, Hyperparameters as Hyper};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::datasets::{Empty, RERANK_DATASET_TYPE};
 use super::{check_name, parse_order, OrderedPageParams, PageParams, Paging};
+use crate::catalog::UnknownModel;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::jobs::{FinetuneMetrics, JobStatus, Progress, Settings};
-use crate::store::{EventRow, ModelRow, ModelUpdate, Order, StepRow};
+use crate::store::{DatasetRow, EventRow, ModelRow, ModelUpdate, Order, StepRow};
 use crate::validator::ValidationStatus;
 use crate::AppState;
 
@@ -99,6 +100,24 @@ pub struct StepMetricsResponse {
     next_page_token: String,
 }
 
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LossParams {
+    /// Only the steps after this one, so that a poller fetches what is new (default 0: all).
+    after_step: Option<usize>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StepLoss {
+    step_number: usize,
+    loss: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LossesResponse {
+    losses: Vec<StepLoss>,
+}
+
 impl From<ModelRow> for FinetunedModel {
     fn from(m: ModelRow) -> FinetunedModel {
         FinetunedModel {
@@ -150,17 +169,7 @@ async fn check_settings(state: &AppState, settings: &Settings) -> Result<(), Api
             base.base_type
         )));
     }
-    let canonical = state
-        .catalog
-        .canonical(base.name.as_deref().unwrap_or_default())
-        .map_err(|e| ApiError::bad_request(format!("base_model.name: {}", e.0)))?;
-    let catalog = state.catalog.clone();
-    crate::blocking(move || {
-        catalog
-            .dir(&canonical)
-            .map_err(|e| ApiError::bad_request(format!("base_model.name: {}", e.0)))
-    })
-    .await?;
+    existing_model(state, base.name.as_deref(), "base_model.name").await?;
     if let Some(h) = &settings.hyperparameters {
         if h.lora_alpha.is_some() || h.lora_rank.is_some() || h.lora_target_modules.is_some() {
             return Err(ApiError::bad_request(
@@ -172,13 +181,41 @@ async fn check_settings(state: &AppState, settings: &Settings) -> Result<(), Api
             .with(&HyperOverrides::from(h))
             .map_err(|e| ApiError::bad_request(format!("hyperparameters: {e}")))?;
     }
-    let id = settings.dataset_id.clone();
-    let dataset = state.db(move |s| s.dataset(&id)).await?.ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "settings.dataset_id: no dataset with id {:?}",
-            settings.dataset_id
-        ))
-    })?;
+    validated_dataset(state, &settings.dataset_id, "settings.dataset_id").await?;
+    Ok(())
+}
+
+/// The canonical name of a model that can be trained from (none: the default model); `field`
+/// names where the name came from.
+pub async fn existing_model(
+    state: &AppState,
+    name: Option<&str>,
+    field: &str,
+) -> Result<String, ApiError> {
+    let refused = |e: UnknownModel| ApiError::bad_request(format!("{field}: {}", e.0));
+    let canonical = state
+        .catalog
+        .canonical(name.unwrap_or_default())
+        .map_err(refused)?;
+    let catalog = state.catalog.clone();
+    let name = canonical.clone();
+    crate::blocking(move || Ok(catalog.dir(&name)))
+        .await?
+        .map_err(refused)?;
+    Ok(canonical)
+}
+
+/// A dataset a fine-tune can train on; `field` names where its id came from.
+pub async fn validated_dataset(
+    state: &AppState,
+    id: &str,
+    field: &str,
+) -> Result<DatasetRow, ApiError> {
+    let key = id.to_string();
+    let dataset = state
+        .db(move |s| s.dataset(&key))
+        .await?
+        .ok_or_else(|| ApiError::bad_request(format!("{field}: no dataset with id {id:?}")))?;
     if dataset.dataset_type != RERANK_DATASET_TYPE {
         return Err(ApiError::bad_request(format!(
             "dataset {} has type {:?}; rerank fine-tuning takes {RERANK_DATASET_TYPE:?}",
@@ -186,7 +223,7 @@ async fn check_settings(state: &AppState, settings: &Settings) -> Result<(), Api
         )));
     }
     match dataset.validation_status {
-        ValidationStatus::Validated => Ok(()),
+        ValidationStatus::Validated => Ok(dataset),
         ValidationStatus::Failed => Err(ApiError::bad_request(format!(
             "dataset {} failed validation: {}",
             dataset.id,
@@ -350,5 +387,26 @@ pub async fn step_metrics(
     Ok(Json(StepMetricsResponse {
         next_page_token: page.next(rows.total),
         step_metrics: rows.items.into_iter().map(StepMetrics::from).collect(),
+    }))
+}
+
+/// The training loss of every optimizer step, in step order. A finerank extension: Cohere's
+/// step metrics carry a loss only beside each evaluation, too few points for a curve.
+#[utoipa::path(get, path = "/v1/finetuning/finetuned-models/{id}/training-losses", tag = "finetuning",
+    params(("id" = String, Path), LossParams),
+    responses((status = 200, body = LossesResponse), (status = 404, body = ErrorBody)))]
+pub async fn losses(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<LossParams>,
+) -> Result<Json<LossesResponse>, ApiError> {
+    row(&state, &id).await?;
+    let after = p.after_step.unwrap_or(0);
+    let rows = state.db(move |s| s.step_losses(&id, after)).await?;
+    Ok(Json(LossesResponse {
+        losses: rows
+            .into_iter()
+            .map(|(step_number, loss)| StepLoss { step_number, loss })
+            .collect(),
     }))
 }

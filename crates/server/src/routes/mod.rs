@@ -2,6 +2,7 @@
 //! so that the document at `/openapi.json` is generated from the handlers themselves.
 pub mod datasets;
 pub mod finetune;
+pub mod hyperparameters;
 pub mod models;
 pub mod ops;
 pub mod rerank;
@@ -39,6 +40,8 @@ pub fn router(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(finetune::get, finetune::update, finetune::delete))
         .routes(routes!(finetune::events))
         .routes(routes!(finetune::step_metrics))
+        .routes(routes!(finetune::losses))
+        .routes(routes!(hyperparameters::get))
         .routes(routes!(models::list))
         .routes(routes!(models::get))
         .routes(routes!(ops::health))
