@@ -8,8 +8,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-20}
 command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)" >&2; exit 1; }
 scripts/bootstrap.sh
-cargo test -q --workspace --no-run >/dev/null 2>&1 || cargo test --workspace --no-run
-bin=$PWD/target/debug/finerank
+bin=$(tests/test-binary.sh)
 work=$(mktemp -d)
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT

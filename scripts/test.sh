@@ -4,7 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo test --workspace --no-fail-fast
+# The cargo-fuzz targets under fuzz/ (dataset readers, data review, chunking), 20 s each from
+# their committed seed corpora.
+scripts/fuzz.sh 20
 # `finerank serve` driven by the cohere SDK: the fine-tuning tutorial, bad requests, a SIGKILL restart.
 tests/acceptance/run.sh
+# Reliability and security from outside the process: API conformance, SIGKILLs, a full and a
+# read-only disk, overload and slow clients, keys, traversal and logs (RELIABILITY.md).
+tests/reliability/run.sh
 # The web dashboard in headless Chromium: upload, review, train, API tab, playground (runs/browser/).
 tests/browser/run.sh

@@ -5,15 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-# The binary exactly as `cargo test --workspace` builds it: the same command resolves the same
-# features, so after scripts/test.sh's test run this compiles nothing.
-cargo test -q --workspace --no-run >/dev/null 2>&1 || cargo test --workspace --no-run
-bin=$PWD/target/debug/finerank
+bin=$(tests/test-binary.sh)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 "$bin" prepare --input ../shared/data/casehold/train.jsonl --out "$work/data" >/dev/null
 py=.venv/bin/python
+export PYTHONPATH=$PWD/tests  # harness.py, shared with tests/reliability
 started=$(date +%s)
 status=0
 "$py" tests/acceptance/test_cohere_sdk.py "$bin" "$work/data" "$work" | tee "$work/sdk.out" || status=1

@@ -20,9 +20,7 @@ fi
 crates/server/assets/vendor.sh --check
 (cd tests/browser && npm ci --cache ../../.cache/npm --no-audit --no-fund --loglevel=error >/dev/null)
 
-# The binary exactly as `cargo test --workspace` builds it (see tests/acceptance/run.sh).
-cargo test -q --workspace --no-run >/dev/null 2>&1 || cargo test --workspace --no-run
-bin=$PWD/target/debug/finerank
+bin=$(tests/test-binary.sh)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$bin" prepare --input ../shared/data/casehold/train.jsonl --out "$work/data" >/dev/null

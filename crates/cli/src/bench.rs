@@ -3,6 +3,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::Context;
+
 use finerank_data::{example_to_train, read_raw, Mapping, TrainRow};
 use finerank_engine::{groups_of_test_rows, ScoreOptions};
 use finerank_train::{finetune, FinetuneConfig, Hyperparameters};
@@ -26,11 +28,17 @@ pub struct Args {
     /// Test queries to rerank (5 holdings each).
     #[arg(long, default_value_t = 200)]
     queries: usize,
-    /// Training steps to time.
+    /// Training steps to time (0: rerank only).
     #[arg(long, default_value_t = 6)]
     steps: usize,
     #[arg(long, default_value_t = 384)]
     max_length: usize,
+    /// Inputs per forward pass, at most (`bench/rerank-vs-st.py` sets the reference's batch).
+    #[arg(long, default_value_t = ScoreOptions::default().max_batch)]
+    batch_size: usize,
+    /// Also write every query's scores here (JSON), to check them against another stack.
+    #[arg(long)]
+    scores: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -46,33 +54,43 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let pairs: usize = groups.iter().map(|g| g.documents.len()).sum();
     let opts = ScoreOptions {
         max_len: Some(a.max_length),
+        max_batch: a.batch_size,
         ..Default::default()
     };
     reranker.score(&groups[..groups.len().min(8)], &opts); // warm-up
     let t = Instant::now();
-    reranker.score(&groups, &opts);
+    let scored = reranker.score(&groups, &opts);
     let rerank_secs = t.elapsed().as_secs_f64();
-
-    let train: Vec<TrainRow> = read_raw(&data.join("train.jsonl"), &Mapping::casehold())?
-        .iter()
-        .map(example_to_train)
-        .collect();
-    let hyper = Hyperparameters::defaults(reranker.kind(), train.len());
-    let mut cfg = FinetuneConfig::new(hyper, train.len(), a.max_length);
-    cfg.max_steps = Some(a.steps);
-    cfg.eval_every = usize::MAX;
-    let outcome = finetune(&mut reranker, &train, &[], &cfg, &mut |_| {}, &|| false)
-        .map_err(anyhow::Error::msg)?;
-
-    let result = serde_json::json!({
+    if let Some(path) = &a.scores {
+        let scores: Vec<&[f32]> = scored.iter().map(|g| g.scores.as_slice()).collect();
+        std::fs::write(path, serde_json::to_vec(&scores)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let mut result = serde_json::json!({
         "model": reranker.name(),
         "kind": reranker.kind(),
         "device": device,
         "max_length": a.max_length,
-        "rerank": { "queries": rows.len(), "pairs": pairs, "seconds": rerank_secs, "pairs_per_second": pairs as f64 / rerank_secs },
-        "train": { "steps": outcome.steps, "batch_size": cfg.hyper.train_batch_size, "seconds": outcome.train_seconds,
-                   "pairs_per_second": outcome.train_pairs_per_second },
+        "rerank": { "queries": rows.len(), "pairs": pairs, "batch_size": a.batch_size,
+                    "seconds": rerank_secs, "pairs_per_second": pairs as f64 / rerank_secs },
     });
+
+    if a.steps > 0 {
+        let train: Vec<TrainRow> = read_raw(&data.join("train.jsonl"), &Mapping::casehold())?
+            .iter()
+            .map(example_to_train)
+            .collect();
+        let hyper = Hyperparameters::defaults(reranker.kind(), train.len());
+        let mut cfg = FinetuneConfig::new(hyper, train.len(), a.max_length);
+        cfg.max_steps = Some(a.steps);
+        cfg.eval_every = usize::MAX;
+        let outcome = finetune(&mut reranker, &train, &[], &cfg, &mut |_| {}, &|| false)
+            .map_err(anyhow::Error::msg)?;
+        result["train"] = serde_json::json!({
+            "steps": outcome.steps, "batch_size": cfg.hyper.train_batch_size,
+            "seconds": outcome.train_seconds, "pairs_per_second": outcome.train_pairs_per_second,
+        });
+    }
     println!("{}", serde_json::to_string_pretty(&result)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -102,12 +102,18 @@ pub struct ModelArg {
     model: String,
 }
 
+/// The tokenizers crate traces every character of the text it normalizes, so at RUST_LOG=trace
+/// it would copy uploaded datasets, queries and documents into the log (and write gigabytes of
+/// it). It stays at `info` whatever RUST_LOG says.
+const QUIET_TOKENIZER: &str = "tokenizers=info";
+
 fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn".into())
+        .add_directive(QUIET_TOKENIZER.parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(filter)
         .init();
     let cli = Cli::parse();
     finerank_model::set_threads(cli.threads);

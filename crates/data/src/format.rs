@@ -131,9 +131,11 @@ pub(crate) fn write_atomically(files: &[(PathBuf, Vec<u8>)]) -> Result<(), DataE
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        // A temp file is private (0600); the finished file gets the usual mode, less the umask.
         let mut tmp = tempfile::Builder::new()
             .prefix(".finerank-")
             .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .tempfile_in(dir)
             .map_err(|e| DataError::io(dir, e))?;
         tmp.write_all(bytes)

@@ -557,9 +557,11 @@ fn split_sizes(split: &Split, n: usize, file: &str) -> Result<(usize, usize, usi
         |message: String, fix: String| invalid(Flaw::new("split", message, fix), file, None);
     let (train, valid, test) = match *split {
         Split::Counts { train, valid, test } => {
-            let asked = train + valid + test;
-            if asked > n {
-                let scale = |k: usize| k * n / asked;
+            // Each count comes from the command line and may be up to usize::MAX; their sum may
+            // not fit a usize, so it is taken in u128.
+            let asked = train as u128 + valid as u128 + test as u128;
+            if asked > n as u128 {
+                let scale = |k: usize| k as u128 * n as u128 / asked;
                 return Err(problem(
                     format!("the split asks for {train} train + {valid} validation + {test} test = {asked} examples, but only {n} are available"),
                     format!(

@@ -187,6 +187,10 @@ fn write_jsonl_replaces_atomically_and_leaves_no_temp_files() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["rows.jsonl"]);
+    // Readable by others like any file the user writes, not private like the temp file was.
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&path).unwrap().permissions());
+    assert_ne!(mode & 0o777, 0o600, "mode {mode:o}");
 
     let missing_dir = dir.path().join("no/such/dir/rows.jsonl");
     assert!(matches!(

@@ -404,3 +404,29 @@ fn oversized_split_fails_without_writing_anything() {
     assert_eq!(summary.files.len(), 2);
     assert!(!out.join("test.jsonl").exists());
 }
+
+/// Regression (found by `any_split_is_applied_or_refused`): counts whose sum overflows a usize
+/// panicked in a debug build and, wrapped to a small sum in a release build, were accepted and
+/// then panicked while splitting.
+#[test]
+fn split_counts_past_usize_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = PrepareOptions {
+        split: Split::Counts {
+            train: usize::MAX,
+            valid: 1,
+            test: 0,
+        },
+        limit: Some(10),
+        ..PrepareOptions::default()
+    };
+    let out = dir.path().join("out");
+    let p = problem(prepare(Path::new(CASEHOLD), &Mapping::casehold(), &opts, &out).unwrap_err());
+    assert!(
+        p.message
+            .contains("= 18446744073709551616 examples, but only 10"),
+        "{p}"
+    );
+    assert!(p.fix.contains("(e.g. train 9, valid 0, test 0)"), "{p}");
+    assert!(!out.exists());
+}

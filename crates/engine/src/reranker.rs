@@ -265,3 +265,47 @@ fn sigmoid(x: f32) -> f32 {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::rank;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// `rank` gives min(top_n, n) results: distinct document indices, each with its own
+        /// score, best first (NaN and infinities included, in `total_cmp`'s order), ties in
+        /// document order, and no document left out that beats one kept.
+        #[test]
+        fn rank_keeps_top_n_consistent(
+            // Any floats, and small whole ones so that ties are common.
+            scores in prop::collection::vec(
+                prop_oneof![any::<f32>(), (0..4u8).prop_map(f32::from)],
+                0..40,
+            ),
+            top_n in prop::option::of(0..50usize),
+        ) {
+            let ranked = rank(&scores, top_n);
+            prop_assert_eq!(ranked.len(), top_n.unwrap_or(scores.len()).min(scores.len()));
+            let mut kept = vec![false; scores.len()];
+            for r in &ranked {
+                let twice = std::mem::replace(&mut kept[r.index], true);
+                prop_assert!(!twice, "index {} twice", r.index);
+                prop_assert_eq!(r.relevance_score.to_bits(), scores[r.index].to_bits());
+            }
+            for pair in ranked.windows(2) {
+                let order = pair[0].relevance_score.total_cmp(&pair[1].relevance_score);
+                prop_assert!(order.is_gt() || (order.is_eq() && pair[0].index < pair[1].index));
+            }
+            if let Some(last) = ranked.last() {
+                for (i, s) in scores.iter().enumerate().filter(|&(i, _)| !kept[i]) {
+                    let order = s.total_cmp(&last.relevance_score);
+                    let behind = order.is_lt() || (order.is_eq() && i > last.index);
+                    prop_assert!(behind, "{} left out", i);
+                }
+            }
+        }
+    }
+}

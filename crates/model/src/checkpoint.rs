@@ -97,8 +97,10 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
     }
     let parent = dest.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
+    // A temp dir is private (0700); the finished model gets the usual mode, less the umask.
     let tmp = tempfile::Builder::new()
         .prefix(".partial-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .tempdir_in(parent)
         .map_err(|e| ModelError::io(parent, e))?;
     let dir = tmp.path();

@@ -7,13 +7,13 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::ApiError;
 use crate::AppState;
 
 /// Reachable without a key: load balancers and orchestrators probe it.
-const OPEN_PATHS: &[&str] = &["/health"];
+pub const OPEN_PATHS: &[&str] = &["/health"];
 
 pub struct Keys {
     digests: Vec<[u8; 32]>,
@@ -39,15 +39,16 @@ impl Keys {
     }
 
     fn accepts(&self, token: &str) -> bool {
-        let offered = digest(token);
-        // Every key is compared, whichever matches.
-        self.digests
-            .iter()
-            .fold(subtle::Choice::from(0), |found, key| {
-                found | key.ct_eq(&offered)
-            })
-            .into()
+        matches(&self.digests, &digest(token)).into()
     }
+}
+
+/// Whether `offered` is one of `keys`, in a time that depends on neither: every key is compared
+/// in full with `subtle`'s constant-time equality, whichever matches, and all are digests of the
+/// same length, so a key's length does not show either.
+fn matches(keys: &[[u8; 32]], offered: &[u8; 32]) -> Choice {
+    keys.iter()
+        .fold(Choice::from(0), |found, key| found | key.ct_eq(offered))
 }
 
 fn bearer(req: &Request) -> Option<&str> {
@@ -72,4 +73,43 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
         .headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_comparison_is_subtles_constant_time_one() {
+        // The type is the test: a `Choice` comes only from `subtle`'s constant-time operations,
+        // while `==` on the digests (which stops at the first byte that differs) gives a `bool`.
+        let keys = [digest("first"), digest("second-key")];
+        let found: Choice = matches(&keys, &digest("second-key"));
+        assert!(bool::from(found));
+        let missing: Choice = matches(&keys, &digest("second-kez"));
+        assert!(!bool::from(missing));
+    }
+
+    #[test]
+    fn only_a_whole_configured_key_is_accepted() {
+        let keys = Keys::new(&["first".into(), "second-key".into(), String::new()]);
+        assert!(keys.enabled());
+        assert!(keys.accepts("first") && keys.accepts("second-key"));
+        for wrong in [
+            "",
+            "firs",
+            "firstx",
+            "FIRST",
+            "second-ke",
+            "second-key ",
+            "first\0",
+            "second",
+        ] {
+            assert!(!keys.accepts(wrong), "{wrong:?} was accepted");
+        }
+        assert!(
+            !Keys::new(&[String::new()]).enabled(),
+            "an empty key is no key"
+        );
+    }
 }

@@ -1,9 +1,13 @@
 //! The one error type of the API. Every failure, from a malformed body to a model that will not
 //! load, becomes a status code and a body of `{"message": ...}`, as Cohere's API answers.
+use std::io;
+
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use finerank_engine::RegistryError;
+use rusqlite::ErrorCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -62,6 +66,24 @@ impl ApiError {
             format!("internal error: {message}"),
         )
     }
+
+    /// The data directory cannot take a write. Not the client's fault, but not a bug either: the
+    /// operator frees space or remounts, and the same request then succeeds, so the status says
+    /// which (507 full, 503 read-only) and the message names the cause.
+    fn storage(kind: io::ErrorKind, detail: impl std::fmt::Display) -> Option<ApiError> {
+        let (status, what) = match kind {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                (StatusCode::INSUFFICIENT_STORAGE, "full")
+            }
+            io::ErrorKind::ReadOnlyFilesystem => (StatusCode::SERVICE_UNAVAILABLE, "read-only"),
+            _ => return None,
+        };
+        tracing::error!("the data directory is {what}: {detail}");
+        Some(ApiError::new(
+            status,
+            format!("the server's data directory is {what} ({detail}); nothing was saved, retry once the operator has fixed it"),
+        ))
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -103,8 +125,66 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+impl From<io::Error> for ApiError {
+    fn from(e: io::Error) -> ApiError {
+        ApiError::storage(e.kind(), &e).unwrap_or_else(|| ApiError::internal(e))
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        match &e {
+            RegistryError::Io { source, .. } => ApiError::storage(source.kind(), &e),
+            _ => None,
+        }
+        .unwrap_or_else(|| ApiError::internal(e))
+    }
+}
+
 impl From<rusqlite::Error> for ApiError {
     fn from(e: rusqlite::Error) -> ApiError {
-        ApiError::internal(format!("database: {e}"))
+        let kind = match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => io::ErrorKind::StorageFull,
+            Some(ErrorCode::ReadOnly) => io::ErrorKind::ReadOnlyFilesystem,
+            _ => io::ErrorKind::Other,
+        };
+        ApiError::storage(kind, format!("database: {e}"))
+            .unwrap_or_else(|| ApiError::internal(format!("database: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_or_read_only_data_dir_says_so() {
+        let full = ApiError::from(io::Error::from(io::ErrorKind::StorageFull));
+        assert_eq!(full.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(full.message.contains("data directory is full"), "{full}");
+        let read_only = ApiError::from(io::Error::from(io::ErrorKind::ReadOnlyFilesystem));
+        assert_eq!(read_only.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(read_only.message.contains("read-only"), "{read_only}");
+        let other = ApiError::from(io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+
+        let sqlite = |code| {
+            ApiError::from(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_FULL).status,
+            StatusCode::INSUFFICIENT_STORAGE
+        );
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_READONLY).status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            sqlite(rusqlite::ffi::SQLITE_CORRUPT).status,
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use finerank_engine::Registry;
+use finerank_engine::{ModelRecord, Registry};
 use finerank_train::{run_job, FinetuneJob, HyperOverrides, Outcome, TrainEvent, ValidMetrics};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -147,6 +147,23 @@ pub struct FinetuneMetrics {
     pub hyperparameters: serde_json::Value,
 }
 
+impl FinetuneMetrics {
+    /// What the registry recorded of a run: its outcome and the hyperparameters it used.
+    fn from_record(record: ModelRecord) -> Result<FinetuneMetrics, String> {
+        let outcome: Outcome = serde_json::from_value(record.metrics)
+            .map_err(|e| format!("internal error: unreadable training outcome: {e}"))?;
+        Ok(FinetuneMetrics {
+            base: outcome.base,
+            finetuned: outcome.best,
+            best_step: outcome.best_step,
+            steps: outcome.steps,
+            stopped_early: outcome.stopped_early,
+            train_seconds: outcome.train_seconds,
+            hyperparameters: record.hyperparameters,
+        })
+    }
+}
+
 /// Handle on the training workers.
 pub struct Jobs {
     shared: Arc<Shared>,
@@ -258,11 +275,17 @@ impl Jobs {
 /// model was already published (the registry only ever holds whole models), which makes it ready.
 fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
     for (id, status) in store.running_jobs()? {
-        let published = registry.get(&format!("{id}-ft")).ok().flatten().is_some();
-        let (to, reason) = if published {
-            (JobStatus::Ready, None)
-        } else {
-            (JobStatus::Failed, Some(RESTART_REASON))
+        let (to, reason) = match registry.get(&format!("{id}-ft")).ok().flatten() {
+            Some((record, _)) => {
+                // The process may have died between publishing and storing the metrics; the
+                // registry's record has them.
+                match FinetuneMetrics::from_record(record) {
+                    Ok(metrics) => store.set_metrics(&id, &metrics)?,
+                    Err(e) => tracing::error!(%id, "{e}"),
+                }
+                (JobStatus::Ready, None)
+            }
+            None => (JobStatus::Failed, Some(RESTART_REASON)),
         };
         store.transition(&id, &[status], to, reason)?;
         tracing::warn!(%id, "a job left {} by the last run is now {}", status.as_str(), to.as_str());
@@ -378,17 +401,7 @@ impl Shared {
             &|| cancel.load(Ordering::Relaxed),
         )
         .map_err(|e| e.to_string())?;
-        let outcome: Outcome = serde_json::from_value(record.metrics)
-            .map_err(|e| format!("internal error: unreadable training outcome: {e}"))?;
-        Ok(FinetuneMetrics {
-            base: outcome.base,
-            finetuned: outcome.best,
-            best_step: outcome.best_step,
-            steps: outcome.steps,
-            stopped_early: outcome.stopped_early,
-            train_seconds: outcome.train_seconds,
-            hyperparameters: record.hyperparameters,
-        })
+        FinetuneMetrics::from_record(record)
     }
 
     /// The model is in the registry: load it for reranking, then open it to requests. If the job

@@ -41,6 +41,7 @@ use tower_http::trace::TraceLayer;
 pub use config::Config;
 pub use error::ApiError;
 pub use jobs::RESTART_REASON;
+pub use routes::rerank::decode_rerank_request;
 
 use batcher::Batcher;
 use catalog::Catalog;
@@ -82,6 +83,7 @@ impl AppState {
         let data_dir = config.data_dir();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
+        check_writable(&data_dir)?;
         let registry = Registry::open(&data_dir)?;
         let store =
             Arc::new(Store::open(&data_dir.join("finerank.db")).context("opening finerank.db")?);
@@ -131,6 +133,16 @@ impl AppState {
         let store = self.store.clone();
         blocking(move || f(&store).map_err(ApiError::from)).await
     }
+}
+
+/// A data directory that cannot take a write (a read-only mount, a full disk) stops the start
+/// with that cause, where SQLite would say "unable to open database file" or "disk I/O error".
+/// The probe is the size of the shared-memory index SQLite creates beside the database to open it.
+fn check_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+    let probe = dir.join(".finerank-write-test");
+    let written = std::fs::write(&probe, [0u8; 32 << 10]);
+    let _ = std::fs::remove_file(&probe);
+    written.with_context(|| format!("the data directory {} is not writable", dir.display()))
 }
 
 /// Runs blocking work (files, SQLite) on tokio's blocking threads.

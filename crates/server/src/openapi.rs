@@ -5,7 +5,9 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::AppState;
@@ -38,17 +40,86 @@ impl Modify for BearerKeys {
             "api_key",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
-        openapi.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+        openapi.security = Some(vec![SecurityRequirement::new(
             "api_key",
             Vec::<String>::new(),
         )]);
     }
 }
 
+/// The errors every operation can answer whatever its handler does, from the layers and
+/// extractors in front of it, so that a client generated from the document expects them: 401
+/// from the keys, 400 from a query or path that does not parse, 400/413/422 from a body, and
+/// 503/507 when a write finds the data directory read-only or full. /health is open. Applied to
+/// the finished document: the derive's modifiers run before the routes add their paths.
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                (false, &mut item.get),
+                (true, &mut item.post),
+                (true, &mut item.patch),
+                (true, &mut item.delete),
+            ];
+            for (writes, op) in operations {
+                let Some(op) = op.as_mut() else { continue };
+                if crate::auth::OPEN_PATHS.contains(&path.as_str()) {
+                    // An empty list overrides the document's global requirement.
+                    op.security = Some(Vec::new());
+                } else {
+                    add_error(
+                        op,
+                        401,
+                        "No API key, or a wrong one (when the server has keys)",
+                    );
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    add_error(op, 400, "A query or path parameter is invalid");
+                }
+                if op.request_body.is_some() {
+                    add_error(op, 400, "The body is malformed or a field is invalid");
+                    add_error(op, 413, "The body is larger than the server's limit");
+                    add_error(op, 422, "The body does not have the documented shape");
+                }
+                let stores = op
+                    .tags
+                    .iter()
+                    .flatten()
+                    .any(|t| t == "datasets" || t == "finetuning");
+                if writes && stores {
+                    add_error(op, 503, "The data directory is read-only");
+                    add_error(op, 507, "The data directory is full");
+                }
+            }
+        }
+    }
+}
+
+/// Documents `status` with the error body, unless the handler already did.
+fn add_error(op: &mut Operation, status: u16, description: &str) {
+    let body = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorBody")))
+        .build();
+    op.responses
+        .responses
+        .entry(status.to_string())
+        .or_insert_with(|| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content("application/json", body)
+                    .build(),
+            )
+        });
+}
+
 const DOCS_PAGE: &str = include_str!("docs.html");
 
 /// `/openapi.json` and `/docs`.
-pub fn router(spec: utoipa::openapi::OpenApi) -> Router<AppState> {
+pub fn router(mut spec: utoipa::openapi::OpenApi) -> Router<AppState> {
+    ErrorResponses.modify(&mut spec);
     let json = Bytes::from(spec.to_pretty_json().expect("the document serializes"));
     Router::new()
         .route(

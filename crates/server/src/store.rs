@@ -335,6 +335,12 @@ fn claim_oldest(
     Ok(id)
 }
 
+/// A count or position as SQLite's integer. Clients choose offsets and limits, and a wrapping
+/// cast would turn a huge one negative, which SQLite reads as "from the start" or "no limit".
+fn sql_int(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn count_by(tx: &Connection, sql: &str) -> Result<Vec<(String, usize)>> {
     let mut stmt = tx.prepare(sql)?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -409,7 +415,7 @@ impl Store {
                AND (?3 IS NULL OR created_at < ?3) AND (?4 IS NULL OR created_at > ?4)
              ORDER BY created_at DESC, rowid DESC LIMIT ?5 OFFSET ?6",
         )?;
-        let limit = f.limit.map_or(-1, |l| l as i64);
+        let limit = f.limit.map_or(-1, sql_int);
         let rows = stmt.query_map(
             params![
                 f.dataset_type,
@@ -417,7 +423,7 @@ impl Store {
                 f.before,
                 f.after,
                 limit,
-                f.offset as i64
+                sql_int(f.offset)
             ],
             dataset_row,
         )?;
@@ -551,7 +557,7 @@ impl Store {
         );
         let mut stmt = conn.prepare(&sql)?;
         let items = stmt
-            .query_map(params![limit as i64, offset as i64], model_row)?
+            .query_map(params![sql_int(limit), sql_int(offset)], model_row)?
             .collect::<Result<_>>()?;
         Ok(Page { items, total })
     }
@@ -708,7 +714,7 @@ impl Store {
             "SELECT step_number, loss FROM step_losses WHERE model_id = ?1 AND step_number > ?2
              ORDER BY step_number",
         )?;
-        let rows = stmt.query_map(params![id, after_step as i64], |r| {
+        let rows = stmt.query_map(params![id, sql_int(after_step)], |r| {
             Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))
         })?;
         rows.collect()
@@ -753,7 +759,7 @@ impl Store {
         );
         let mut stmt = conn.prepare(&sql)?;
         let items = stmt
-            .query_map(params![id, limit as i64, offset as i64], |r| {
+            .query_map(params![id, sql_int(limit), sql_int(offset)], |r| {
                 Ok(EventRow {
                     status: r.get(0)?,
                     message: r.get(1)?,
@@ -776,7 +782,7 @@ impl Store {
             "SELECT * FROM step_metrics WHERE model_id = ?1 ORDER BY step_number DESC LIMIT ?2 OFFSET ?3",
         )?;
         let items = stmt
-            .query_map(params![id, limit as i64, offset as i64], |r| {
+            .query_map(params![id, sql_int(limit), sql_int(offset)], |r| {
                 Ok(StepRow {
                     step_number: r.get::<_, i64>("step_number")? as usize,
                     created_at: r.get("created_at")?,

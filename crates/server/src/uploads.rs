@@ -90,9 +90,7 @@ impl Uploads {
         let dir = self
             .root
             .join(format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4()));
-        tokio::fs::create_dir(&dir)
-            .await
-            .map_err(ApiError::internal)?;
+        tokio::fs::create_dir(&dir).await?;
         let mut staged = Staged {
             dir,
             data: None,
@@ -121,15 +119,13 @@ impl Uploads {
             }
             let filename = display_name(field.file_name().unwrap_or(file));
             let path = staged.dir.join(file);
-            let mut out = tokio::fs::File::create(&path)
-                .await
-                .map_err(ApiError::internal)?;
+            let mut out = tokio::fs::File::create(&path).await?;
             let mut size_bytes = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(read_error)? {
                 size_bytes += chunk.len() as u64;
-                out.write_all(&chunk).await.map_err(ApiError::internal)?;
+                out.write_all(&chunk).await?;
             }
-            out.sync_all().await.map_err(ApiError::internal)?;
+            out.sync_all().await?;
             *slot = Some(FilePart {
                 filename,
                 size_bytes,

@@ -446,7 +446,7 @@ async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
         .unwrap()
         .to_string();
     let path = format!("/v1/finetuning/finetuned-models/{ready_id}");
-    until(&s, &path, |b| {
+    let ready_before = until(&s, &path, |b| {
         b["finetuned_model"]["status"] == "STATUS_READY"
     })
     .await;
@@ -491,6 +491,16 @@ async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
         )
     );
     leave_running(dir.path(), &killed_id);
+    // A process killed after publishing a model but before storing its metrics (the registry
+    // has them): the job comes back ready, with them.
+    leave_running(dir.path(), &ready_id);
+    rusqlite::Connection::open(dir.path().join("finerank.db"))
+        .unwrap()
+        .execute(
+            "UPDATE finetuned_models SET metrics = NULL WHERE id = ?1",
+            [&ready_id],
+        )
+        .unwrap();
 
     let s = Server::start(dir.path(), QUICK).await;
     let (_, killed) = s
@@ -514,11 +524,67 @@ async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
     assert_eq!(dataset_after["dataset"]["validation_status"], "validated");
     let (_, ready) = s.get(&path).await;
     assert_eq!(ready["finetuned_model"]["status"], "STATUS_READY");
+    assert_eq!(
+        ready["finetuned_model"]["metrics"],
+        ready_before["finetuned_model"]["metrics"]
+    );
     let (status, after) = rerank(&s, &format!("{ready_id}-ft")).await;
     assert_eq!(status, 200);
     assert_eq!(
         after["results"], before["results"],
         "the model answers as before"
+    );
+    s.stop().await;
+}
+
+/// Offsets come from clients: however large, they are past the end of every list, never wrapped
+/// into negative numbers (which SQLite reads as "from the start") nor overflowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_page_tokens_and_offsets_are_past_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUICK).await;
+    let dataset = validated(&s, form(rows(20, 0), None)).await;
+    let dataset_id = dataset["id"].as_str().unwrap();
+    let (_, created) = s
+        .post(
+            "/v1/finetuning/finetuned-models",
+            &json!({"name": "a", "settings": settings(dataset_id)}),
+        )
+        .await;
+    let id = created["finetuned_model"]["id"].as_str().unwrap();
+    until(&s, &format!("/v1/finetuning/finetuned-models/{id}"), |b| {
+        b["finetuned_model"]["status"] == "STATUS_READY"
+    })
+    .await;
+    let max = u64::MAX;
+    let wraps = 1u64 << 63; // negative once cast to SQLite's i64
+    let jobs = "/v1/finetuning/finetuned-models";
+    for (path, list) in [
+        (format!("/v1/models?page_token={max}"), "models"),
+        (format!("{jobs}?page_token={max}"), "finetuned_models"),
+        (format!("{jobs}?page_token={wraps}"), "finetuned_models"),
+        (format!("{jobs}/{id}/events?page_token={max}"), "events"),
+        (format!("{jobs}/{id}/events?page_token={wraps}"), "events"),
+        (
+            format!("{jobs}/{id}/training-step-metrics?page_token={wraps}"),
+            "step_metrics",
+        ),
+        (
+            format!("{jobs}/{id}/training-losses?after_step={wraps}"),
+            "losses",
+        ),
+        ("/v1/datasets?offset=1e19".into(), "datasets"),
+        ("/v1/datasets?offset=1e300".into(), "datasets"),
+    ] {
+        let (status, body) = s.get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(body[list], json!([]), "{path}: {body}");
+    }
+    let (_, body) = s.get("/v1/datasets?limit=1e19").await;
+    assert_eq!(
+        body["datasets"].as_array().unwrap().len(),
+        1,
+        "a huge limit is no limit"
     );
     s.stop().await;
 }

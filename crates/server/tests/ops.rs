@@ -139,6 +139,44 @@ async fn openapi_docs_metrics_and_fallbacks() {
         );
     }
     assert!(spec["components"]["schemas"]["RerankV1Request"].is_object());
+    // Schema names are global in the document: three list responses once shared one name, and
+    // two of the three lists were described with the third's fields.
+    for (path, field) in [
+        ("/v1/datasets", "datasets"),
+        ("/v1/finetuning/finetuned-models", "finetuned_models"),
+        ("/v1/models", "models"),
+    ] {
+        let reference = spec["paths"][path]["get"]["responses"]["200"]["content"]
+            ["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap();
+        let name = reference.rsplit('/').next().unwrap();
+        let schema = &spec["components"]["schemas"][name];
+        assert!(
+            schema["properties"][field].is_object(),
+            "{path}: {name} has no {field}"
+        );
+    }
+    // The errors the layers and extractors answer, whatever the handler: a client generated
+    // from the document expects them.
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let documented = |status: &str| op["responses"][status].is_object();
+            if path == "/health" {
+                assert_eq!(op["security"], json!([]), "/health needs no key");
+                continue;
+            }
+            assert!(documented("401"), "{method} {path}: 401");
+            if op["parameters"].as_array().is_some_and(|p| !p.is_empty()) {
+                assert!(documented("400"), "{method} {path}: 400");
+            }
+            if op["requestBody"].is_object() {
+                for status in ["400", "413", "422"] {
+                    assert!(documented(status), "{method} {path}: {status}");
+                }
+            }
+        }
+    }
     let docs = s.client.get(s.at("/docs")).send().await.unwrap();
     assert!(docs.headers()["content-type"]
         .to_str()

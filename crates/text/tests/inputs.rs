@@ -1,9 +1,15 @@
-//! Chunking and batching, checked on the tiny BERT fixture's tokenizer.
+//! Chunking and batching, checked on the tiny BERT fixture's tokenizer: worked examples, then
+//! the invariants of tests/invariants/mod.rs as properties of any text and options.
 
 mod common;
+mod invariants;
+
+use std::sync::LazyLock;
 
 use common::bert;
-use finerank_text::{chunk_pairs, chunk_singles, plan_batches, ChunkPolicy, Encoded};
+use finerank_text::{chunk_pairs, chunk_singles, ChunkPolicy, Encoded, TextTokenizer};
+use invariants::{check_batches, check_best_chunk_scores, check_text_pipeline};
+use proptest::prelude::*;
 
 const CLS: i64 = 101;
 const SEP: i64 = 102;
@@ -197,112 +203,72 @@ fn singles_are_split_for_bi_encoders() {
     assert_eq!(check_windows(&windows, &tokens, 4), tokens.len());
 }
 
-#[test]
-fn chunk_invariants_hold_for_random_inputs() {
-    let tok = bert();
-    let mut rng = Lcg(42);
-    for case in 0..150 {
-        let max_len = rng.below(80);
-        let policy = ChunkPolicy {
+/// Text the tokenizer splits into many ordinary words, or any characters at all (control
+/// characters, combining marks, the tokenizer's own special tokens such as `[SEP]`).
+fn text(max_words: usize) -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::collection::vec(prop::sample::select(&WORDS[..]), 0..max_words)
+            .prop_map(|words| words.join(" ")),
+        "(\\PC|\\s|\\[SEP\\]|\\[CLS\\]){0,60}",
+        any::<String>(),
+    ]
+}
+
+/// Windows from none to roomy, overlaps and query caps past the window.
+fn policy() -> impl Strategy<Value = ChunkPolicy> {
+    let parts = (
+        0..80usize,
+        0..90usize,
+        prop::option::of(0..6usize),
+        0..90usize,
+    );
+    parts.prop_map(
+        |(max_len, overlap, max_chunks, max_query_tokens)| ChunkPolicy {
             max_len,
-            overlap: rng.below(max_len + 4),
-            max_chunks: [None, Some(rng.below(5))][rng.below(2)],
-            max_query_tokens: rng.below(max_len + 4),
-        };
-        let query_words = rng.below(30);
-        let query = rng.text(query_words);
-        let docs: Vec<String> = (0..rng.below(4))
-            .map(|_| {
-                let words = rng.below(200);
-                rng.text(words)
-            })
-            .collect();
-        let doc_refs: Vec<&str> = docs.iter().map(String::as_str).collect();
-        let out = chunk_pairs(&tok, &query, &doc_refs, &policy);
-        let ctx = format!("case {case}: {policy:?}");
+            overlap,
+            max_chunks,
+            max_query_tokens,
+        },
+    )
+}
 
-        let query_tokens = tok.tokens(&query);
-        let kept_query = policy
-            .max_query_tokens
-            .min(max_len.saturating_sub(4))
-            .min(query_tokens.len());
-        assert_eq!(out.query_tokens, query_tokens.len(), "{ctx}");
-        assert_eq!(
-            out.query_truncated,
-            kept_query < query_tokens.len(),
-            "{ctx}"
-        );
-        let window = max_len.saturating_sub(3 + kept_query).max(1);
-        let overlap = policy.overlap.min(window - 1);
-        let cap = policy.max_chunks.map_or(usize::MAX, |c| c.max(1));
+static BERT: LazyLock<TextTokenizer> = LazyLock::new(bert);
 
-        assert!(out.doc_of.is_sorted(), "{ctx}");
-        for (d, doc) in docs.iter().enumerate() {
-            let windows: Vec<Vec<u32>> = out
-                .inputs
-                .iter()
-                .zip(&out.doc_of)
-                .filter(|(_, &o)| o == d)
-                .map(|(e, _)| {
-                    if max_len > 3 {
-                        assert!(e.len() <= max_len, "{ctx}");
-                    }
-                    let (q, w) = split_pair(e);
-                    assert_eq!(q, query_tokens[..kept_query], "{ctx}");
-                    assert!(w.len() <= window, "{ctx}");
-                    w
-                })
-                .collect();
-            assert!(!windows.is_empty() && windows.len() <= cap, "{ctx}");
-            let doc_tokens = tok.tokens(doc);
-            let covered = check_windows(&windows, &doc_tokens, overlap);
-            if windows.len() < cap {
-                assert_eq!(covered, doc_tokens.len(), "{ctx}");
-            }
-        }
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
-        // The chunk lengths then go through the batch planner.
-        let lengths: Vec<usize> = out.inputs.iter().map(Encoded::len).collect();
-        let batches = plan_batches(&lengths, 256, 8);
-        assert_eq!(
-            batches.iter().map(Vec::len).sum::<usize>(),
-            lengths.len(),
-            "{ctx}"
-        );
+    #[test]
+    fn text_pipeline_invariants_hold(
+        query in text(30),
+        documents in prop::collection::vec(text(200), 0..5),
+        policy in policy(),
+        max_tokens in 0..2000usize,
+        max_batch in 0..20usize,
+    ) {
+        let documents: Vec<&str> = documents.iter().map(String::as_str).collect();
+        check_text_pipeline(&BERT, &query, &documents, &policy, max_tokens, max_batch);
     }
 }
 
-#[test]
-fn batch_invariants_hold_for_random_lengths() {
-    let mut rng = Lcg(9);
-    for case in 0..500 {
-        let lengths: Vec<usize> = (0..rng.below(300)).map(|_| rng.below(600)).collect();
-        let max_tokens = rng.below(5000);
-        let max_batch = rng.below(65);
-        let batches = plan_batches(&lengths, max_tokens, max_batch);
-        let ctx = format!("case {case}: max_tokens {max_tokens}, max_batch {max_batch}");
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
 
-        let mut seen = vec![0; lengths.len()];
-        for b in &batches {
-            assert!(!b.is_empty() && b.len() <= max_batch.max(1), "{ctx}");
-            let lens: Vec<usize> = b.iter().map(|&i| lengths[i]).collect();
-            assert!(lens.windows(2).all(|w| w[0] >= w[1]), "{ctx}");
-            assert!(b.len() == 1 || lens[0] * b.len() <= max_tokens, "{ctx}");
-            b.iter().for_each(|&i| seen[i] += 1);
-        }
-        assert!(
-            seen.iter().all(|&n| n == 1),
-            "every index exactly once; {ctx}"
-        );
-        // Greedy: a batch was closed only because the next input did not fit.
-        for pair in batches.windows(2) {
-            let (prev, next) = (&pair[0], &pair[1]);
-            let padded = lengths[prev[0]];
-            assert!(lengths[next[0]] <= lengths[*prev.last().unwrap()], "{ctx}");
-            assert!(
-                prev.len() == max_batch.max(1) || padded * (prev.len() + 1) > max_tokens,
-                "{ctx}"
-            );
-        }
+    #[test]
+    fn batch_plan_invariants_hold(
+        lengths in prop::collection::vec(0..600usize, 0..300),
+        max_tokens in 0..5000usize,
+        max_batch in 0..65usize,
+    ) {
+        check_batches(&lengths, max_tokens, max_batch);
+    }
+
+    /// Any scores (NaN and infinities too) and owners, some past the last document.
+    #[test]
+    fn best_chunk_scores_take_each_documents_best(
+        chunks in prop::collection::vec((any::<f32>(), 0..8usize), 0..40),
+        n_docs in 0..6usize,
+    ) {
+        let (scores, doc_of): (Vec<f32>, Vec<usize>) = chunks.into_iter().unzip();
+        check_best_chunk_scores(&scores, &doc_of, n_docs);
     }
 }

@@ -87,7 +87,12 @@ pub struct Outcome {
     pub best_step: usize,
     pub steps: usize,
     pub stopped_early: bool,
+    /// Wall time of the whole run, evaluations included.
     pub train_seconds: f64,
+    /// Wall time from the start until the kept checkpoint was taken (absent in older records).
+    #[serde(default)]
+    pub best_seconds: f64,
+    /// Pairs read per second of optimizer steps (evaluations left out, as in a plain loop).
     pub train_pairs_per_second: f64,
 }
 
@@ -169,6 +174,8 @@ pub fn finetune(
     .map_err(|e| e.to_string())?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut best = (base.clone(), 0usize, snapshot(reranker.model().var_store()));
+    let mut best_seconds = 0.0;
+    let mut step_seconds = 0.0;
     let mut since_best = 0;
     let mut stopped_early = false;
     let mut pairs = 0usize;
@@ -185,6 +192,7 @@ pub fn finetune(
             if cancelled() {
                 return Err("cancelled".into());
             }
+            let step_started = Instant::now();
             let rows: Vec<&TrainRow> = batch.iter().map(|&i| &train[i]).collect();
             // One relevant passage per query and step; with several, each epoch draws afresh.
             let positives: Vec<&str> = rows
@@ -203,15 +211,17 @@ pub fn finetune(
             loss.backward();
             opt.clip_grad_norm(cfg.max_grad_norm);
             opt.step();
+            let loss = loss.double_value(&[]);
+            step_seconds += step_started.elapsed().as_secs_f64();
             step += 1;
             pairs += batch_pairs;
             on_event(&TrainEvent::Step {
                 step,
                 total_steps: total,
                 epoch: epoch + 1,
-                loss: loss.double_value(&[]),
+                loss,
                 learning_rate: lr,
-                pairs_per_second: pairs as f64 / started.elapsed().as_secs_f64(),
+                pairs_per_second: pairs as f64 / step_seconds,
             });
             if step % cfg.eval_every == 0 || step == total {
                 let metrics = evaluate(reranker);
@@ -225,6 +235,7 @@ pub fn finetune(
                 });
                 if improved {
                     best = (metrics, step, snapshot(reranker.model().var_store()));
+                    best_seconds = started.elapsed().as_secs_f64();
                     since_best = 0;
                 } else {
                     since_best += 1;
@@ -251,7 +262,8 @@ pub fn finetune(
         steps: step,
         stopped_early,
         train_seconds: seconds,
-        train_pairs_per_second: pairs as f64 / seconds.max(1e-9),
+        best_seconds,
+        train_pairs_per_second: pairs as f64 / step_seconds.max(1e-9),
     })
 }
 

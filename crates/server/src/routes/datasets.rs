@@ -99,7 +99,7 @@ pub struct GetResponse {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ListResponse {
+pub struct DatasetsListResponse {
     datasets: Vec<Dataset>,
 }
 
@@ -197,12 +197,10 @@ pub async fn create(
     };
     let app = state.clone();
     crate::blocking(move || {
-        app.uploads
-            .commit(&staged, &dataset.id)
-            .map_err(ApiError::internal)?;
+        app.uploads.commit(&staged, &dataset.id)?;
         app.store.insert_dataset(&dataset).map_err(|e| {
             let _ = app.uploads.remove(&dataset.id);
-            ApiError::internal(e)
+            ApiError::from(e)
         })
     })
     .await?;
@@ -250,11 +248,11 @@ fn count(name: &str, value: Option<f64>) -> Result<Option<usize>, ApiError> {
 
 /// Datasets, newest first.
 #[utoipa::path(get, path = "/v1/datasets", tag = "datasets", params(ListParams),
-    responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = DatasetsListResponse), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
-) -> Result<Json<ListResponse>, ApiError> {
+) -> Result<Json<DatasetsListResponse>, ApiError> {
     let validation_status = match p.validation_status.as_deref() {
         None => None,
         Some(s) => Some(ValidationStatus::parse(s).ok_or_else(|| {
@@ -272,7 +270,7 @@ pub async fn list(
         offset: count("offset", p.offset)?.unwrap_or(0),
     };
     let rows = state.db(move |s| s.datasets(&filter)).await?;
-    Ok(Json(ListResponse {
+    Ok(Json(DatasetsListResponse {
         datasets: rows.into_iter().map(Dataset::from).collect(),
     }))
 }

@@ -62,7 +62,7 @@ pub struct ModelResponse {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ListResponse {
+pub struct ListFinetunedModelsResponse {
     finetuned_models: Vec<FinetunedModel>,
     /// Empty when there are no more.
     next_page_token: String,
@@ -258,17 +258,17 @@ pub async fn create(
 
 /// Fine-tuned models, oldest first unless `order_by=created_at desc`.
 #[utoipa::path(get, path = "/v1/finetuning/finetuned-models", tag = "finetuning", params(OrderedPageParams),
-    responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ListFinetunedModelsResponse), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<OrderedPageParams>,
-) -> Result<Json<ListResponse>, ApiError> {
+) -> Result<Json<ListFinetunedModelsResponse>, ApiError> {
     let order = parse_order(p.order_by.as_deref(), Order::Oldest)?;
     let page = Paging::new(p.page_size, p.page_token.as_deref())?;
     let rows = state
         .db(move |s| s.models(order, page.offset, page.size))
         .await?;
-    Ok(Json(ListResponse {
+    Ok(Json(ListFinetunedModelsResponse {
         next_page_token: page.next(rows.total),
         total_size: rows.total,
         finetuned_models: rows.items.into_iter().map(FinetunedModel::from).collect(),
@@ -344,7 +344,7 @@ pub async fn delete(
     let model = format!("{id}-ft");
     state.batcher.evict(&model);
     let registry = state.catalog.registry().clone();
-    crate::blocking(move || registry.delete(&model).map_err(ApiError::internal)).await?;
+    crate::blocking(move || registry.delete(&model).map_err(ApiError::from)).await?;
     Ok(Json(Empty {}))
 }
 

@@ -60,7 +60,7 @@ async fn kind_of(state: &AppState, canonical: &str) -> Result<Kind, ApiError> {
     }
     let registry = state.catalog.registry().clone();
     let id = canonical.to_string();
-    let record = crate::blocking(move || registry.get(&id).map_err(ApiError::internal)).await?;
+    let record = crate::blocking(move || registry.get(&id).map_err(ApiError::from)).await?;
     record.map(|(r, _)| r.kind).ok_or_else(|| {
         ApiError::bad_request(format!(
             "base_model: no fine-tuned model {canonical:?} is ready"

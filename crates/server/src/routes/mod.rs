@@ -99,7 +99,8 @@ impl Paging {
 
     /// The token of the page after this one; empty when this is the last.
     pub fn next(&self, total: usize) -> String {
-        let next = self.offset + self.size;
+        // The offset comes from the client's token, so it may be anywhere up to usize::MAX.
+        let next = self.offset.saturating_add(self.size);
         if next < total {
             next.to_string()
         } else {

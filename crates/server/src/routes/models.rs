@@ -34,7 +34,7 @@ pub struct ModelInfo {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct ListResponse {
+pub struct ListModelsResponse {
     models: Vec<ModelInfo>,
     /// Empty when there are no more.
     next_page_token: String,
@@ -91,18 +91,18 @@ async fn all(state: &AppState) -> Result<Vec<ModelInfo>, ApiError> {
         ..ModelInfo::new(alias, false)
     }));
     let registry = catalog.registry().clone();
-    let records = crate::blocking(move || registry.list().map_err(ApiError::internal)).await?;
+    let records = crate::blocking(move || registry.list().map_err(ApiError::from)).await?;
     models.extend(records.into_iter().map(ModelInfo::finetuned));
     Ok(models)
 }
 
 /// Models that `/v1/rerank` answers to.
 #[utoipa::path(get, path = "/v1/models", tag = "models", params(ListParams),
-    responses((status = 200, body = ListResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ListModelsResponse), (status = 400, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(p): ApiQuery<ListParams>,
-) -> Result<Json<ListResponse>, ApiError> {
+) -> Result<Json<ListModelsResponse>, ApiError> {
     let page = Paging::new(p.page_size, p.page_token.as_deref())?;
     let mut models = match p.endpoint.as_deref() {
         None | Some(RERANK) => all(&state).await?,
@@ -117,7 +117,7 @@ pub async fn list(
         .skip(page.offset)
         .take(page.size)
         .collect();
-    Ok(Json(ListResponse {
+    Ok(Json(ListModelsResponse {
         models,
         next_page_token: page.next(total),
     }))

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::batcher::{DocLimit, RerankJob, Scored};
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{parse_json, ApiJson};
 use crate::jobs::JobStatus;
 use crate::AppState;
 
@@ -109,6 +109,80 @@ pub struct TeiRank {
     score: f32,
     #[serde(skip_serializing_if = "Option::is_none")]
     text: Option<String>,
+}
+
+impl RerankV1Request {
+    /// The texts to score, `top_n` and the windows scored per document.
+    fn checked(&self) -> Result<(Vec<String>, Option<usize>, usize), ApiError> {
+        let top_n = positive("top_n", self.top_n)?;
+        let chunks =
+            positive("max_chunks_per_doc", self.max_chunks_per_doc)?.unwrap_or(V1_DEFAULT_CHUNKS);
+        let texts = self
+            .documents
+            .iter()
+            .enumerate()
+            .map(|(i, d)| document_text(i, d, self.rank_fields.as_deref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((texts, top_n, chunks))
+    }
+}
+
+impl RerankV2Request {
+    /// `top_n` and the tokens scored per document.
+    fn checked(&self) -> Result<(Option<usize>, usize), ApiError> {
+        let top_n = positive("top_n", self.top_n)?;
+        let tokens =
+            positive("max_tokens_per_doc", self.max_tokens_per_doc)?.unwrap_or(V2_DEFAULT_TOKENS);
+        Ok((top_n, tokens))
+    }
+}
+
+impl TeiRerankRequest {
+    fn limit(&self) -> Result<DocLimit, ApiError> {
+        if let Some(direction) = self
+            .truncation_direction
+            .as_deref()
+            .filter(|d| !d.eq_ignore_ascii_case("right"))
+        {
+            return Err(ApiError::unprocessable(format!(
+                "truncation_direction {direction:?} is not supported; texts are cut from the right"
+            )));
+        }
+        // Truncating keeps the first window only.
+        Ok(if self.truncate {
+            DocLimit::Chunks(1)
+        } else {
+            DocLimit::All
+        })
+    }
+}
+
+/// Decodes a rerank request body as the endpoint at `path` (`/v1/rerank`, `/v2/rerank` or TEI's
+/// `/rerank`) does, with every check its handler makes before queueing, and returns the texts it
+/// would score and its `top_n`. Public so tests can feed the decoder any bytes without a model.
+pub fn decode_rerank_request(
+    path: &str,
+    body: &[u8],
+) -> Result<(Vec<String>, Option<usize>), ApiError> {
+    match path {
+        "/v1/rerank" => {
+            let (texts, top_n, _) = parse_json::<RerankV1Request>(body)?.checked()?;
+            Ok((texts, top_n))
+        }
+        "/v2/rerank" => {
+            let req: RerankV2Request = parse_json(body)?;
+            let (top_n, _) = req.checked()?;
+            Ok((req.documents, top_n))
+        }
+        "/rerank" => {
+            let req: TeiRerankRequest = parse_json(body)?;
+            req.limit()?;
+            Ok((req.texts, None))
+        }
+        other => Err(ApiError::not_found(format!(
+            "{other} is not a rerank endpoint"
+        ))),
+    }
 }
 
 /// Checks shared by every endpoint, then a place in the queue.
@@ -267,15 +341,7 @@ pub async fn v1(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RerankV1Request>,
 ) -> Result<Json<RerankResponse>, ApiError> {
-    let top_n = positive("top_n", req.top_n)?;
-    let chunks =
-        positive("max_chunks_per_doc", req.max_chunks_per_doc)?.unwrap_or(V1_DEFAULT_CHUNKS);
-    let texts = req
-        .documents
-        .iter()
-        .enumerate()
-        .map(|(i, d)| document_text(i, d, req.rank_fields.as_deref()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (texts, top_n, chunks) = req.checked()?;
     let scored = score(
         &state,
         req.model.as_deref(),
@@ -303,9 +369,7 @@ pub async fn v2(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RerankV2Request>,
 ) -> Result<Json<RerankResponse>, ApiError> {
-    let top_n = positive("top_n", req.top_n)?;
-    let tokens =
-        positive("max_tokens_per_doc", req.max_tokens_per_doc)?.unwrap_or(V2_DEFAULT_TOKENS);
+    let (top_n, tokens) = req.checked()?;
     let kept = req
         .return_documents
         .unwrap_or(false)
@@ -344,20 +408,7 @@ pub async fn tei(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<TeiRerankRequest>,
 ) -> Result<Json<Vec<TeiRank>>, ApiError> {
-    if let Some(direction) = req
-        .truncation_direction
-        .as_deref()
-        .filter(|d| !d.eq_ignore_ascii_case("right"))
-    {
-        return Err(ApiError::unprocessable(format!(
-            "truncation_direction {direction:?} is not supported; texts are cut from the right"
-        )));
-    }
-    let limit = if req.truncate {
-        DocLimit::Chunks(1)
-    } else {
-        DocLimit::All
-    };
+    let limit = req.limit()?;
     let kept = req.return_text.then(|| req.texts.clone());
     let scored = score(&state, None, &req.query, req.texts, limit).await?;
     let ranks = rank(&scored.scores, None)

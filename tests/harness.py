@@ -1,5 +1,6 @@
-"""What the acceptance scripts share: a `finerank serve` process they start, kill and restart,
-and a tally of named checks that keeps going after a failure and reports at the end."""
+"""What the Python test suites of `finerank serve` (tests/acceptance, tests/reliability) share: a
+server process they start, kill and restart, and a tally of named checks that keeps going after a
+failure and reports at the end. Their run.sh scripts put this folder on PYTHONPATH."""
 import atexit
 import contextlib
 import json
@@ -39,10 +40,13 @@ def free_port():
 
 
 class Server:
-    """`finerank serve` on a free port over `data_dir`, logging to `log`."""
+    """`finerank serve` on a free port over `data_dir`, logging to `log`, with `flags` (the
+    acceptance suite's by default) and `env` added to a copy of the environment without any
+    FINERANK_* variable."""
 
-    def __init__(self, binary, data_dir, log, flags=()):
+    def __init__(self, binary, data_dir, log, flags=SERVER_FLAGS, env=None):
         self.binary, self.data_dir, self.log_path, self.flags = binary, data_dir, log, list(flags)
+        self.env = dict(env or {})
         self.proc = None
         self.url = None
 
@@ -52,7 +56,8 @@ class Server:
         log = open(self.log_path, "a")
         cmd = [self.binary, "--device", "cpu", "serve", "--data-dir", self.data_dir, "--port", str(port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("FINERANK_")}
-        self.proc = subprocess.Popen(cmd + SERVER_FLAGS + self.flags, stdout=log, stderr=log, env=env)
+        env.update(self.env)
+        self.proc = subprocess.Popen(cmd + self.flags, stdout=log, stderr=log, env=env)
         _started.append(self.proc)
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -63,7 +68,7 @@ class Server:
                     if r.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
+                time.sleep(0.05)
         raise RuntimeError(f"finerank serve did not answer /health within {timeout}s; see {self.log_path}")
 
     def stop(self):
@@ -75,6 +80,14 @@ class Server:
         """SIGKILL: no chance to clean up."""
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
+
+    def rss_bytes(self):
+        """The process's resident memory."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS in /proc status")
 
     def get(self, path, key=API_KEY):
         req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {key}"})

@@ -1,0 +1,136 @@
+"""Benchmark 1 of issue 5: in-process rerank throughput, finerank against sentence-transformers.
+
+Both score the same CaseHOLD (query, holding) pairs in this one run, on this machine, with the same
+max length, the same batch size and the same number of threads:
+  - a cross-encoder of MiniLM-L6's shape (the default model's encoder under a seeded fresh
+    one-logit head, saved once with transformers), against `CrossEncoder.predict`;
+  - the default MiniLM as a bi-encoder, against `SentenceTransformer.encode` of the queries and the
+    holdings followed by the cosine, mapped to [0, 1] as finerank maps it.
+Each side is timed REPEATS times after a warm-up and keeps its best time. The scores must agree to
+within 1e-3. Prints a table and writes runs/bench/rerank-vs-st.json.
+
+Usage: bench/rerank-vs-st.py FINERANK_BINARY   (env: QUERIES=200 MAXLEN=384 BATCH=32 THREADS=2
+REPEATS=3 FINERANK_CASEHOLD=../shared/data/casehold)
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+# Loading reports and progress bars would bury the table.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sentence_transformers import CrossEncoder, SentenceTransformer  # noqa: E402
+from transformers import AutoModelForSequenceClassification  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.environ.get("FINERANK_CASEHOLD", os.path.join(ROOT, "..", "shared", "data", "casehold"))
+BASE = os.path.join(ROOT, ".venv", "default-model")
+QUERIES = int(os.environ.get("QUERIES", "200"))
+MAXLEN = int(os.environ.get("MAXLEN", "384"))
+BATCH = int(os.environ.get("BATCH", "32"))
+THREADS = int(os.environ.get("THREADS", "2"))
+REPEATS = int(os.environ.get("REPEATS", "3"))
+TOLERANCE = 1e-3
+
+
+def best_of(fn):
+    fn()  # warm-up: first-call allocations and lazy initialisation
+    best, out = float("inf"), None
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def finerank(binary, model, kind, scores_path):
+    def run():
+        out = subprocess.run(
+            [binary, "--device", "cpu", "--threads", str(THREADS), "bench", "--model", model,
+             "--kind", kind, "--data", DATA, "--queries", str(QUERIES), "--steps", "0",
+             "--max-length", str(MAXLEN), "--batch-size", str(BATCH), "--scores", scores_path],
+            check=True, capture_output=True, text=True).stdout
+        return json.loads(out)["rerank"]["seconds"]
+    # finerank times its own scoring (after its own warm-up), leaving out process start and load.
+    secs = min(run() for _ in range(REPEATS))
+    return secs, np.array(json.load(open(scores_path)), dtype=np.float64)
+
+
+def cross_encoder_dir(work):
+    """MiniLM-L6's encoder under a fresh, seeded one-logit head, in Hugging Face layout."""
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(BASE, num_labels=1)
+    out = os.path.join(work, "minilm-cross-encoder")
+    model.save_pretrained(out)
+    for name in os.listdir(BASE):
+        if name.startswith(("tokenizer", "vocab", "special_tokens")):
+            shutil.copy(os.path.join(BASE, name), out)
+    return out
+
+
+def main():
+    binary = sys.argv[1]
+    torch.set_num_threads(THREADS)
+    rows = [json.loads(line) for line in open(os.path.join(DATA, "test.jsonl"))][:QUERIES]
+    queries = [r["citing_prompt"] for r in rows]
+    holdings = [r[f"holding_{i}"] for r in rows for i in range(5)]
+    pairs = list(zip([q for q in queries for _ in range(5)], holdings))
+    results = []
+    with tempfile.TemporaryDirectory() as work:
+        scores_path = os.path.join(work, "scores.json")
+
+        ce_dir = cross_encoder_dir(work)
+        ce = CrossEncoder(ce_dir, max_length=MAXLEN, device="cpu")
+        ref_secs, ref = best_of(lambda: ce.predict(pairs, batch_size=BATCH))
+        ours_secs, ours = finerank(binary, ce_dir, "cross-encoder", scores_path)
+        # A pair longer than the window is cut differently on purpose: transformers trims the
+        # longest side, finerank keeps the query and scores the document's windows. Scores are
+        # compared where both read the same tokens.
+        fits = np.array([len(ids) <= MAXLEN for ids in ce.tokenizer(
+            [q for q, _ in pairs], [h for _, h in pairs])["input_ids"]])
+        print(f"{(~fits).sum()} of {len(pairs)} cross-encoder pairs exceed {MAXLEN} tokens; "
+              "their scores are left out of the comparison")
+        diff = np.abs(ours.reshape(-1) - np.asarray(ref).reshape(-1))[fits].max()
+        results.append(("cross-encoder (MiniLM-L6 shape)", "CrossEncoder.predict", ours_secs, ref_secs, diff))
+
+        st = SentenceTransformer(BASE, device="cpu")
+        st.max_seq_length = MAXLEN
+
+        def encode():
+            q = st.encode(queries, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True)
+            h = st.encode(holdings, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True)
+            return (np.einsum("qd,qkd->qk", q, h.reshape(len(queries), 5, -1)) + 1) / 2
+        ref_secs, ref = best_of(encode)
+        ours_secs, ours = finerank(binary, BASE, "bi-encoder", scores_path)
+        results.append(("bi-encoder (all-MiniLM-L6-v2)", "SentenceTransformer.encode",
+                        ours_secs, ref_secs, np.abs(ours - ref).max()))
+
+    n = len(pairs)
+    print(f"{n} CaseHOLD pairs ({len(rows)} queries x 5 holdings), max length {MAXLEN}, "
+          f"batch {BATCH}, {THREADS} threads, best of {REPEATS}")
+    print("| model | reference | finerank pairs/s | reference pairs/s | ratio | max score diff |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    report = []
+    for model, ref_name, ours_secs, ref_secs, diff in results:
+        print(f"| {model} | {ref_name} | {n / ours_secs:.1f} | {n / ref_secs:.1f} | "
+              f"{ref_secs / ours_secs:.2f}x | {diff:.1e} |")
+        report.append({"model": model, "reference": ref_name, "pairs": n,
+                       "finerank_pairs_per_second": n / ours_secs, "reference_pairs_per_second": n / ref_secs,
+                       "ratio": ref_secs / ours_secs, "max_abs_score_diff": float(diff)})
+    os.makedirs(os.path.join(ROOT, "runs", "bench"), exist_ok=True)
+    json.dump({"max_length": MAXLEN, "batch_size": BATCH, "threads": THREADS, "results": report},
+              open(os.path.join(ROOT, "runs", "bench", "rerank-vs-st.json"), "w"), indent=2)
+    bad = [r for r in report if r["max_abs_score_diff"] > TOLERANCE]
+    if bad:
+        sys.exit(f"scores disagree by more than {TOLERANCE}: {[r['model'] for r in bad]}")
+
+
+if __name__ == "__main__":
+    main()
