@@ -105,9 +105,9 @@ class Api:
         raise AssertionError(f"no metric {name}")
 
 
-def wait_for(fetch, done, timeout):
-    """`harness.wait_until`, polling fast: these tests race the server on purpose."""
-    return wait_until(fetch, done, timeout, interval=0.05)
+def wait_for(fetch, done, timeout, interval=0.05):
+    """`harness.wait_until`, polling fast by default: these tests race the server on purpose."""
+    return wait_until(fetch, done, timeout, interval)
 
 
 def rows(n, tag="lease", marker="", padding=0):
