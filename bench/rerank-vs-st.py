@@ -9,7 +9,7 @@ max length, the same batch size and the same number of threads:
 Each side is timed REPEATS times after a warm-up and keeps its best time. The scores must agree to
 within 1e-3. Prints a table and writes runs/bench/rerank-vs-st.json.
 
-Usage: bench/rerank-vs-st.py FINERANK_BINARY   (env: QUERIES=200 MAXLEN=384 BATCH=32 THREADS=2
+Usage: .venv/bin/python bench/rerank-vs-st.py FINERANK_BINARY   (env: QUERIES=200 MAXLEN=384 BATCH=32 THREADS=2
 REPEATS=3 FINERANK_CASEHOLD=../shared/data/casehold)
 """
 import json

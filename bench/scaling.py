@@ -3,7 +3,7 @@
 default model. Fits a line to time against documents and reports its R^2; writes
 runs/bench/scaling.json and the plot docs/scaling.png.
 
-Usage: bench/scaling.py FINERANK_BINARY   (env: FINERANK_CASEHOLD=../shared/data/casehold)
+Usage: .venv/bin/python bench/scaling.py FINERANK_BINARY   (env: FINERANK_CASEHOLD=../shared/data/casehold)
 """
 import json
 import os
