@@ -11,8 +11,8 @@
 # Usage: bench/finetune-vs-peer.sh [256] [2000]   (default: both; the 2000 run takes ~40 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-sizes=("${@:-256 2000}")
-read -r -a sizes <<<"${sizes[*]}"
+sizes=("$@")
+[ ${#sizes[@]} -gt 0 ] || sizes=(256 2000)
 scripts/bootstrap.sh
 cargo build -q --release -p finerank
 bin=$PWD/target/release/finerank
