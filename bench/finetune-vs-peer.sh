@@ -8,6 +8,8 @@
 #   2000: `demo --full`'s split, the first 1,846 rows (2 epochs); finerank validates on the last 154.
 # finerank's pairs/s counts optimizer steps only, as the peer's does; its wall time includes its
 # validation runs, and "to best" is when the kept checkpoint was taken.
+# finerank runs in fp32 as the peer does on a CPU; FINERANK_PRECISION=bf16 runs it under bf16
+# autocast instead (the peer stays fp32), and the results then go to *-bf16.json.
 # Usage: bench/finetune-vs-peer.sh [256] [2000]   (default: both; the 2000 run takes ~40 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,7 @@ mkdir -p "$out"
 py=.venv/bin/python
 export FINERANK_HOME=$work/home
 
+echo "finerank trains in ${FINERANK_PRECISION:-f32} (and is evaluated in f32); the peer in f32"
 printf '| rows | finerank pairs/s | peer pairs/s | ratio | finerank to best / total s | peer total s | finerank acc@1 | peer acc@1 |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n'
 for n in "${sizes[@]}"; do
   case $n in
@@ -41,11 +44,11 @@ for n in "${sizes[@]}"; do
   "$bin" --device cpu finetune --train "$work/$n/train.jsonl" --valid "$work/$n/valid.jsonl" --seed 0 \
     >"$work/ft-$n.json" 2>"$work/ft-$n.log"
   id=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$work/ft-$n.json")
-  "$bin" --device cpu eval --model "$id" --test "$data/test.jsonl" --max-length 384 --bootstrap 0 --json >"$work/eval-$n.json"
+  "$bin" --device cpu --precision f32 eval --model "$id" --test "$data/test.jsonl" --max-length 384 --bootstrap 0 --json >"$work/eval-$n.json"
   MODEL=.venv/default-model DATA="$work/peer-$n" NTRAIN="$rows" SEEDS=0 MODES=bi MAXLEN=384 \
     "$py" ../shared/reference/peer_finetune.py >"$work/peer-$n.jsonl"
 
-  "$py" - "$n" "$work/ft-$n.json" "$work/eval-$n.json" "$work/peer-$n.jsonl" "$out/finetune-vs-peer-$n.json" <<'PY'
+  "$py" - "$n" "$work/ft-$n.json" "$work/eval-$n.json" "$work/peer-$n.jsonl" "$out/finetune-vs-peer-$n${FINERANK_PRECISION:+-$FINERANK_PRECISION}.json" <<'PY'
 import json, sys
 n, ft, ev, peer, dest = sys.argv[1:]
 ours = json.load(open(ft))["metrics"]

@@ -2,7 +2,7 @@
 //! tiny BERT fixture's tokenizer (from ../shared, which CI has too). The input is six option
 //! bytes, then text: its first line the query, every further line a document. Byte by byte:
 //! `max_len`, `overlap`, `max_chunks` (0: none, k: k - 1, so Some(0) is reached),
-//! `max_query_tokens`, the batch token budget in units of 8, and `max_batch`.
+//! `query_reserve`, the batch token budget in units of 8, and `max_batch`.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -20,7 +20,7 @@ static TOKENIZER: LazyLock<TextTokenizer> = LazyLock::new(|| {
 });
 
 fuzz_target!(|bytes: &[u8]| {
-    let Some((&[max_len, overlap, max_chunks, max_query_tokens, budget, max_batch], text)) =
+    let Some((&[max_len, overlap, max_chunks, query_reserve, budget, max_batch], text)) =
         bytes.split_first_chunk::<6>()
     else {
         return;
@@ -29,7 +29,7 @@ fuzz_target!(|bytes: &[u8]| {
         max_len: max_len.into(),
         overlap: overlap.into(),
         max_chunks: usize::from(max_chunks).checked_sub(1),
-        max_query_tokens: max_query_tokens.into(),
+        query_reserve: query_reserve.into(),
     };
     // Invalid UTF-8 becomes U+FFFD, which the tokenizer must take like any other text.
     let text = String::from_utf8_lossy(text);

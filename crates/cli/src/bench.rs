@@ -44,7 +44,7 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let data = casehold_dir(a.data)?;
     let mut reranker = ctx.load(&a.model.model, a.kind.map(Into::into))?;
-    let device = finerank_model::describe_device(reranker.model().device());
+    let device = reranker.model().describe_device();
 
     let rows: Vec<_> = read_test_rows(&data.join("test.jsonl"))?
         .into_iter()

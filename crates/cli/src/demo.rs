@@ -137,6 +137,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         eval_every: None,
         max_steps: None,
         device: ctx.device,
+        precision: ctx.precision,
         min_train_queries: None,
         min_valid_queries: None,
     };

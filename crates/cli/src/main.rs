@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use finerank_engine::{resolve, DeviceChoice, LoadOptions, Registry, Reranker, DEFAULT_MODEL};
+use finerank_engine::{
+    resolve, DeviceChoice, LoadOptions, Precision, Registry, Reranker, DEFAULT_MODEL,
+};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +32,9 @@ struct Cli {
     /// Where the model runs; `auto` takes a GPU when libtorch sees one.
     #[arg(long, global = true, value_enum, default_value = "auto")]
     device: DeviceArg,
+    /// The arithmetic: `auto` is bf16 autocast on a GPU and fp32 on a CPU.
+    #[arg(long, global = true, value_enum, env = "FINERANK_PRECISION", default_value = "auto")]
+    precision: PrecisionArg,
     /// libtorch threads (0 = libtorch's default, one per core).
     #[arg(long, global = true, env = "FINERANK_THREADS", default_value_t = 0)]
     threads: usize,
@@ -42,6 +47,13 @@ enum DeviceArg {
     Auto,
     Cpu,
     Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PrecisionArg {
+    Auto,
+    F32,
+    Bf16,
 }
 
 #[derive(Subcommand)]
@@ -70,6 +82,7 @@ enum Command {
 pub struct Ctx {
     home: PathBuf,
     device: DeviceChoice,
+    precision: Precision,
 }
 
 impl Ctx {
@@ -89,6 +102,7 @@ impl Ctx {
             &LoadOptions {
                 device: self.device,
                 kind,
+                precision: self.precision,
             },
         )?)
     }
@@ -123,6 +137,11 @@ fn main() -> ExitCode {
             DeviceArg::Auto => DeviceChoice::Auto,
             DeviceArg::Cpu => DeviceChoice::Cpu,
             DeviceArg::Cuda => DeviceChoice::Cuda,
+        },
+        precision: match cli.precision {
+            PrecisionArg::Auto => Precision::Auto,
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
         },
     };
     let result = match cli.command {

@@ -16,6 +16,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     // with `finerank finetune` are served and `finerank models` lists the server's.
     config.data_dir.get_or_insert_with(|| ctx.home.clone());
     config.device = ctx.device;
+    config.precision = ctx.precision;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

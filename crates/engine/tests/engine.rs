@@ -19,6 +19,7 @@ fn load(dir: &Path, kind: Option<Kind>) -> Reranker {
         &LoadOptions {
             device: DeviceChoice::Cpu,
             kind,
+            ..LoadOptions::default()
         },
     )
     .unwrap()

@@ -8,6 +8,7 @@
 mod checkpoint;
 mod config;
 mod encoder;
+mod precision;
 
 use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use tch::{Device, Kind as DType, Tensor};
 use config::Config;
 pub use config::{Family, Kind};
 use encoder::Encoder;
+pub use precision::Precision;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -64,14 +66,6 @@ impl DeviceChoice {
     }
 }
 
-/// A short description of the accelerator, for logs and benchmark records.
-pub fn describe_device(device: Device) -> String {
-    match device {
-        Device::Cuda(i) => format!("cuda:{i} (cudnn: {})", tch::Cuda::cudnn_is_available()),
-        _ => format!("cpu ({} threads)", tch::get_num_threads()),
-    }
-}
-
 /// libtorch's intra-op thread count (0 leaves libtorch's default).
 pub fn set_threads(n: usize) {
     if n > 0 {
@@ -109,6 +103,7 @@ pub struct Model {
     source: PathBuf,
     window: usize,
     dropout: f64,
+    bf16: bool,
     /// Tensors the checkpoint had that this model does not use (a bi-encoder's pooler, buffers);
     /// written back on save so nothing the user had is lost.
     extras: Vec<(String, Tensor)>,
@@ -120,6 +115,7 @@ pub struct LoadOptions {
     /// Build as this kind instead of the checkpoint's own (e.g. a cross-encoder from a bi-encoder
     /// base: the new classification head starts from a fresh initialisation).
     pub kind: Option<Kind>,
+    pub precision: Precision,
 }
 
 impl Model {
@@ -168,6 +164,7 @@ impl Model {
         .unwrap_or(usize::MAX)
         .min(config.max_tokens(family));
         let dropout = config.hidden_dropout_prob;
+        let bf16 = opts.precision.bf16_on(device);
         Ok(Model {
             vs,
             encoder,
@@ -178,6 +175,7 @@ impl Model {
             source: dir.to_path_buf(),
             window,
             dropout,
+            bf16,
             extras,
         })
     }
@@ -188,6 +186,18 @@ impl Model {
 
     pub fn device(&self) -> Device {
         self.vs.device()
+    }
+
+    /// Where and in what arithmetic the model runs, for logs and benchmark records.
+    pub fn describe_device(&self) -> String {
+        let device = match self.device() {
+            Device::Cuda(i) => format!("cuda:{i} (cudnn: {})", tch::Cuda::cudnn_is_available()),
+            _ => format!("cpu ({} threads)", tch::get_num_threads()),
+        };
+        match self.bf16 {
+            true => format!("{device}, bf16 autocast"),
+            false => device,
+        }
     }
 
     /// Most tokens one input may hold: the position table, or a bi-encoder's `max_seq_length`.
@@ -204,7 +214,12 @@ impl Model {
     /// [batch, hidden]. With `train`, dropout is on and the graph is kept for backward.
     pub fn forward_t<E: Borrow<Encoded>>(&self, inputs: &[E], train: bool) -> Tensor {
         let (ids, type_ids, mask) = self.batch_tensors(inputs);
-        let hidden = self.encoder.forward(&ids, &type_ids, &mask, train);
+        let encode = || self.encoder.forward(&ids, &type_ids, &mask, train);
+        // Only the encoder runs in bf16; pooling and the head read its output in fp32.
+        let hidden = match self.bf16 {
+            true => precision::bf16_autocast(self.device(), encode).to_kind(DType::Float),
+            false => encode(),
+        };
         match &self.head {
             Head::MeanPool => {
                 let m = mask.to_kind(hidden.kind()).unsqueeze(-1);

@@ -2,7 +2,7 @@
 //! own tokenization produces, and a saved model reloads to the same outputs.
 use std::path::{Path, PathBuf};
 
-use finerank_model::{DeviceChoice, Kind, LoadOptions, Model};
+use finerank_model::{DeviceChoice, Kind, LoadOptions, Model, Precision};
 use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
 
@@ -15,7 +15,7 @@ fn shared(rel: &str) -> PathBuf {
 fn cpu() -> LoadOptions {
     LoadOptions {
         device: DeviceChoice::Cpu,
-        kind: None,
+        ..LoadOptions::default()
     }
 }
 
@@ -158,6 +158,7 @@ fn cross_encoder_from_bi_encoder_base_gets_a_fresh_head() {
         &LoadOptions {
             device: DeviceChoice::Cpu,
             kind: Some(Kind::CrossEncoder),
+            ..LoadOptions::default()
         },
     )
     .unwrap();
@@ -176,4 +177,50 @@ fn bad_checkpoints_are_refused_with_the_file_named() {
     std::fs::write(tmp.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
     let err = Model::load(tmp.path(), &cpu()).err().unwrap().to_string();
     assert!(err.contains("config.json"), "{err}");
+}
+
+#[test]
+fn bf16_autocast_stays_close_trains_and_leaves_no_trace() {
+    let dir = default_model();
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let inputs: Vec<Encoded> = ["a party seeking mandamus must serve the clerk", "paris"]
+        .iter()
+        .map(|t| tok.encode_single(t, 64))
+        .collect();
+    let f32_model = Model::load(&dir, &cpu()).unwrap();
+    let before = f32_model.infer(&inputs);
+    let bf16 = Model::load(
+        &dir,
+        &LoadOptions {
+            device: DeviceChoice::Cpu,
+            precision: Precision::Bf16,
+            ..LoadOptions::default()
+        },
+    )
+    .unwrap();
+    assert!(bf16.describe_device().contains("bf16"));
+    let got = bf16.infer(&inputs);
+    for (g, want) in got.iter().zip(&before) {
+        let c = cosine(g, want);
+        // bf16 keeps 8 bits of mantissa: close to fp32, but not equal, or autocast never ran.
+        assert!(c >= 0.999 && g != want, "cosine {c}");
+    }
+    // The autocast region is closed: the fp32 model reads exactly as before.
+    assert_eq!(f32_model.infer(&inputs), before);
+
+    // Gradients flow back through the bf16 casts into the fp32 weights.
+    let loss = bf16.forward_t(&inputs, true).sum(tch::Kind::Float);
+    loss.backward();
+    let grads: f64 = bf16
+        .var_store()
+        .trainable_variables()
+        .iter()
+        .map(|v| v.grad().abs().sum(tch::Kind::Float).double_value(&[]))
+        .sum();
+    assert!(grads.is_finite() && grads > 0.0, "{grads}");
+    assert!(bf16
+        .var_store()
+        .trainable_variables()
+        .iter()
+        .all(|v| v.kind() == tch::Kind::Float));
 }

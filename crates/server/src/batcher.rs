@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use axum::http::StatusCode;
-use finerank_engine::{DeviceChoice, Group, Kind, LoadOptions, Reranker, ScoreOptions};
+use finerank_engine::{DeviceChoice, Group, Kind, LoadOptions, Precision, Reranker, ScoreOptions};
 use tokio::sync::oneshot;
 
 use crate::catalog::{Catalog, UnknownModel};
@@ -176,6 +176,7 @@ impl Batcher {
             models: Vec::new(),
             cache_size: config.model_cache,
             device: config.device,
+            precision: config.precision,
         };
         let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -283,6 +284,7 @@ struct Worker {
     models: Vec<(String, Reranker)>,
     cache_size: usize,
     device: DeviceChoice,
+    precision: Precision,
 }
 
 impl Worker {
@@ -377,6 +379,7 @@ impl Worker {
             let opts = LoadOptions {
                 device: self.device,
                 kind: None,
+                precision: self.precision,
             };
             let reranker = Reranker::load(name, &dir, &opts)
                 .map_err(|e| ApiError::internal(format!("loading model {name}: {e}")))?;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use finerank_engine::{DeviceChoice, Registry, DEFAULT_MODEL};
+use finerank_engine::{DeviceChoice, Precision, Registry, DEFAULT_MODEL};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Config {
@@ -79,6 +79,9 @@ pub struct Config {
     /// Where models run; set from the CLI's global --device.
     #[arg(skip)]
     pub device: DeviceChoice,
+    /// Their arithmetic; set from the CLI's global --precision.
+    #[arg(skip)]
+    pub precision: Precision,
 }
 
 fn parse_alias(s: &str) -> Result<(String, String), String> {

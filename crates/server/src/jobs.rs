@@ -381,6 +381,7 @@ impl Shared {
             eval_every: None,
             max_steps: cfg.max_train_steps,
             device: cfg.device,
+            precision: cfg.precision,
             min_train_queries: Some(cfg.min_train_queries),
             min_valid_queries: Some(cfg.min_eval_queries),
         })

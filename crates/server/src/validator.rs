@@ -157,7 +157,7 @@ impl Worker {
             // Only the tokenizer is used: the CPU is enough whatever --device says.
             let opts = LoadOptions {
                 device: DeviceChoice::Cpu,
-                kind: None,
+                ..LoadOptions::default()
             };
             let reranker = Reranker::load(name, &dir, &opts).map_err(|e| e.to_string())?;
             self.reranker = Some(reranker);

@@ -13,19 +13,21 @@ pub struct ChunkPolicy {
     /// Windows kept per document (the first ones); `None` = all. `Some(0)` acts as
     /// `Some(1)`, since every document needs a score.
     pub max_chunks: Option<usize>,
-    /// The query may use at most this many tokens; the rest of the window is for the
-    /// document. Also capped so at least one document token fits.
-    pub max_query_tokens: usize,
+    /// The query's guaranteed share of the window when a pair does not fit. A query
+    /// that fits beside a document is kept whole with it; beside a longer document it
+    /// gives up tokens down to this floor, and the document is chunked in what is left.
+    /// Also capped so at least one document token fits.
+    pub query_reserve: usize,
 }
 
 impl ChunkPolicy {
-    /// overlap = max_len / 8 (rounded), all chunks, query up to max_len / 2.
+    /// overlap = max_len / 8 (rounded), all chunks, query cut no lower than max_len / 2.
     pub fn new(max_len: usize) -> Self {
         Self {
             max_len,
             overlap: (max_len + 4) / 8,
             max_chunks: None,
-            max_query_tokens: max_len / 2,
+            query_reserve: max_len / 2,
         }
     }
 }
@@ -37,17 +39,20 @@ pub struct PairChunks {
     pub inputs: Vec<Encoded>,
     /// `doc_of[i]` = index of the document that `inputs[i]` came from.
     pub doc_of: Vec<usize>,
-    /// The query was cut to fit; the caller must report it, not hide it.
+    /// The query was cut beside at least one document; the caller must report it, not
+    /// hide it.
     pub query_truncated: bool,
     /// The query's token count before any cut.
     pub query_tokens: usize,
 }
 
-/// Tokenizes the query once and the documents once (in parallel), and splits each
-/// document that does not fit beside the query into overlapping windows. The
-/// document is cut, never the query, unless the query alone exceeds
-/// `max_query_tokens` (then its first tokens are kept and `query_truncated` is set).
-/// An empty document still yields one input (query + empty second segment).
+/// Tokenizes the query once and the documents once (in parallel). A document that
+/// fits beside the whole query is paired with it as is, so a pair that fits the window
+/// reads exactly what Hugging Face's tokenizer gives. Otherwise the query's last tokens
+/// go first, down to `query_reserve` (its first tokens are kept and
+/// `query_truncated` is set), and the document is split into overlapping windows of
+/// the room left beside that query. An empty document still yields one input (query +
+/// empty second segment).
 ///
 /// Every input has at most `max_len` tokens provided `max_len` exceeds the pair's
 /// special tokens by at least one; below that each input holds the specials plus one
@@ -59,29 +64,43 @@ pub fn chunk_pairs(
     policy: &ChunkPolicy,
 ) -> PairChunks {
     let content = policy.max_len.saturating_sub(tok.special_tokens(true));
-    let mut query_ids = tok.tokens(query);
-    let query_tokens = query_ids.len();
-    query_ids.truncate(policy.max_query_tokens.min(content.saturating_sub(1)));
-    let window = content.saturating_sub(query_ids.len()).max(1);
-
+    let query_ids = tok.tokens(query);
+    let mut query_truncated = false;
     let mut inputs = Vec::new();
     let mut doc_of = Vec::new();
     for (doc, doc_ids) in tok.tokens_batch(documents).iter().enumerate() {
+        let kept = query_share(query_ids.len(), doc_ids.len(), content, policy);
+        query_truncated |= kept < query_ids.len();
+        let window = content.saturating_sub(kept).max(1);
         for range in windows(doc_ids.len(), window, policy) {
-            inputs.push(tok.pair_from_tokens(&query_ids, &doc_ids[range]));
+            inputs.push(tok.pair_from_tokens(&query_ids[..kept], &doc_ids[range]));
             doc_of.push(doc);
         }
     }
     PairChunks {
         inputs,
         doc_of,
-        query_truncated: query_ids.len() < query_tokens,
-        query_tokens,
+        query_truncated,
+        query_tokens: query_ids.len(),
     }
 }
 
+/// Query tokens kept beside a document of `doc_tokens`, with `content` tokens of room
+/// in all: the whole query when both fit; otherwise what the document leaves, but never
+/// less than `query_reserve`; and always one token short of the room, so the document
+/// gets at least one.
+fn query_share(
+    query_tokens: usize,
+    doc_tokens: usize,
+    content: usize,
+    policy: &ChunkPolicy,
+) -> usize {
+    let beside = content.saturating_sub(doc_tokens).max(policy.query_reserve);
+    query_tokens.min(beside).min(content.saturating_sub(1))
+}
+
 /// The bi-encoder counterpart: each text is split into overlapping windows of at
-/// most `max_len` tokens including specials (`max_query_tokens` is unused,
+/// most `max_len` tokens including specials (`query_reserve` is unused,
 /// `overlap` and `max_chunks` apply). Returns the inputs and, for each, the index
 /// of the text it came from. An empty text yields one input.
 pub fn chunk_singles(
@@ -171,7 +190,7 @@ mod tests {
     fn default_policy() {
         let p = ChunkPolicy::new(512);
         assert_eq!(
-            (p.overlap, p.max_chunks, p.max_query_tokens),
+            (p.overlap, p.max_chunks, p.query_reserve),
             (64, None, 256)
         );
         assert_eq!(ChunkPolicy::new(60).overlap, 8); // 7.5 rounds up

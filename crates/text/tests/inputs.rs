@@ -140,18 +140,41 @@ fn long_document_is_split_into_overlapping_windows() {
 }
 
 #[test]
-fn long_query_is_cut_and_reported() {
+fn long_query_is_cut_only_as_far_as_each_document_needs() {
     let tok = bert();
     let query = Lcg(1).text(100);
     let query_tokens = tok.tokens(&query);
-    let out = chunk_pairs(&tok, &query, &["paris", ""], &ChunkPolicy::new(64));
+    let long_doc = Lcg(2).text(200);
+    let out = chunk_pairs(
+        &tok,
+        &query,
+        &["paris", "", &long_doc],
+        &ChunkPolicy::new(64),
+    );
     assert!(out.query_truncated);
     assert_eq!(out.query_tokens, query_tokens.len());
-    assert_eq!(out.inputs.len(), 2);
-    for e in &out.inputs {
+    for (e, &doc) in out.inputs.iter().zip(&out.doc_of) {
         assert!(e.len() <= 64);
-        assert_eq!(split_pair(e).0, query_tokens[..32]);
+        let kept = split_pair(e).0.len();
+        // 61 tokens of room: "paris" and the empty document leave 60 for the query (one is
+        // always the document's); the long document is chunked beside half the window.
+        let expected = if doc == 2 { 32 } else { 60 };
+        assert_eq!(split_pair(e).0, query_tokens[..expected], "document {doc}, kept {kept}");
     }
+    assert!(out.doc_of.iter().filter(|&&d| d == 2).count() > 1);
+}
+
+#[test]
+fn pair_that_fits_reads_what_hugging_face_reads() {
+    let tok = bert();
+    // Longer than half the window, but it fits beside the document: nothing is cut.
+    let query = Lcg(3).text(30);
+    let doc = "the court held that the insurer owed a duty to defend";
+    let (q, d) = (tok.tokens(&query).len(), tok.tokens(doc).len());
+    assert!(q > 32 && q + d + 3 <= 64, "query {q} tokens, document {d}");
+    let out = chunk_pairs(&tok, &query, &[doc], &ChunkPolicy::new(64));
+    assert!(!out.query_truncated);
+    assert_eq!(out.inputs, [tok.encode_pair_longest_first(&query, doc, 64)]);
 }
 
 #[test]
@@ -223,11 +246,11 @@ fn policy() -> impl Strategy<Value = ChunkPolicy> {
         0..90usize,
     );
     parts.prop_map(
-        |(max_len, overlap, max_chunks, max_query_tokens)| ChunkPolicy {
+        |(max_len, overlap, max_chunks, query_reserve)| ChunkPolicy {
             max_len,
             overlap,
             max_chunks,
-            max_query_tokens,
+            query_reserve,
         },
     )
 }

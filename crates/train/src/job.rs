@@ -3,8 +3,8 @@ use std::path::{Path, PathBuf};
 
 use finerank_data::{validate, Problem, Review, TrainRow, ValidateOptions};
 use finerank_engine::{
-    now_rfc3339, resolve, DeviceChoice, EngineError, Kind, LoadOptions, ModelRecord, Registry,
-    Reranker,
+    now_rfc3339, resolve, DeviceChoice, EngineError, Kind, LoadOptions, ModelRecord, Precision,
+    Registry, Reranker,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -35,6 +35,8 @@ pub struct FinetuneJob {
     pub max_steps: Option<usize>,
     #[serde(skip)]
     pub device: DeviceChoice,
+    #[serde(skip)]
+    pub precision: Precision,
     /// Cohere's minimums (256 training and 64 validation queries) unless overridden.
     pub min_train_queries: Option<usize>,
     pub min_valid_queries: Option<usize>,
@@ -89,6 +91,7 @@ pub fn run_job(
         &LoadOptions {
             device: job.device,
             kind: job.kind,
+            precision: job.precision,
         },
     )?;
     let kind = reranker.kind();

@@ -156,7 +156,7 @@ pub fn finetune(
         epochs: cfg.hyper.train_epochs,
         train_rows: train.len(),
         valid_rows: valid.len(),
-        device: finerank_model::describe_device(reranker.model().device()),
+        device: reranker.model().describe_device(),
     });
     let base = evaluate(reranker);
     on_event(&TrainEvent::Eval {
@@ -309,7 +309,8 @@ fn cross_encoder_loss(
     positives: &[&str],
     cfg: &FinetuneConfig,
 ) -> (Tensor, usize) {
-    // The first window of each passage: the document is cut before the query.
+    // Each passage's first window, beside as much of the query as fits (at least half the
+    // window), as scoring reads it.
     let policy = ChunkPolicy {
         max_chunks: Some(1),
         ..ChunkPolicy::new(cfg.max_len)

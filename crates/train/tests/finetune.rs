@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use finerank_data::{prepare, Mapping, PrepareOptions, Split};
-use finerank_engine::{resolve, DeviceChoice, Kind, LoadOptions, Registry, Reranker, ScoreOptions};
+use finerank_engine::{
+    resolve, DeviceChoice, Kind, LoadOptions, Precision, Registry, Reranker, ScoreOptions,
+};
 use finerank_train::{run_job, FinetuneJob, HyperOverrides, JobError, TrainEvent};
 
 /// libtorch's random generator is process-wide: a training run beside another in this binary
@@ -58,6 +60,7 @@ fn job(base: &str, train: &Path, valid: &Path) -> FinetuneJob {
         eval_every: None,
         max_steps: None,
         device: DeviceChoice::Cpu,
+        precision: Precision::F32,
         min_train_queries: Some(8),
         min_valid_queries: Some(8),
     }
@@ -85,7 +88,7 @@ fn scores(registry: &Registry, id: &str, pairs: &[(&str, &str)]) -> Vec<f32> {
         &dir,
         &LoadOptions {
             device: DeviceChoice::Cpu,
-            kind: None,
+            ..LoadOptions::default()
         },
     )
     .unwrap();

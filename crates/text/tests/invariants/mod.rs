@@ -37,9 +37,10 @@ pub fn check_text_pipeline(
     }
 }
 
-/// `chunk_pairs` keeps the query's first tokens, as many as its cap and the window allow
-/// (leaving one for the document), says whether it cut the query, and gives every document,
-/// in order, the windows of [`check_windows`], each beside the kept query.
+/// `chunk_pairs` pairs each document with as much of the query's start as fits beside all of it,
+/// but never less than the query's cap (or the whole query, if shorter), and always leaves one
+/// token for the document. It says whether it cut the query for any document, and gives every
+/// document, in order, the windows of [`check_windows`], each beside its kept query.
 pub fn check_pair_chunks(
     tok: &TextTokenizer,
     query: &str,
@@ -50,21 +51,36 @@ pub fn check_pair_chunks(
     let ctx = || format!("query {query:?}, documents {documents:?}, {policy:?}");
     let query_ids = tok.tokens(query);
     let content = policy.max_len.saturating_sub(tok.special_tokens(true));
-    let kept = query_ids
-        .len()
-        .min(policy.max_query_tokens)
-        .min(content.saturating_sub(1));
-    assert_eq!(out.query_tokens, query_ids.len(), "{}", ctx());
-    assert_eq!(out.query_truncated, kept < query_ids.len(), "{}", ctx());
-    assert_eq!(out.inputs.len(), out.doc_of.len(), "{}", ctx());
     let texts = tok.tokens_batch(documents);
+    let kept: Vec<usize> = texts
+        .iter()
+        .map(|doc| {
+            let fits = query_ids.len() + doc.len() <= content;
+            let share = if fits {
+                query_ids.len()
+            } else {
+                query_ids
+                    .len()
+                    .min((content - doc.len().min(content)).max(policy.query_reserve))
+            };
+            share.min(content.saturating_sub(1))
+        })
+        .collect();
+    assert_eq!(out.query_tokens, query_ids.len(), "{}", ctx());
+    assert_eq!(
+        out.query_truncated,
+        kept.iter().any(|&k| k < query_ids.len()),
+        "{}",
+        ctx()
+    );
+    assert_eq!(out.inputs.len(), out.doc_of.len(), "{}", ctx());
     check_windows(
         &out.inputs,
         &out.doc_of,
         &texts,
-        content - kept,
+        |d| content - kept[d],
         policy,
-        |w| tok.pair_from_tokens(&query_ids[..kept], w),
+        |d, w| tok.pair_from_tokens(&query_ids[..kept[d]], w),
     );
     // Within the window, except where it has no room even for one document token.
     let limit = policy.max_len.max(tok.special_tokens(true) + 1);
@@ -80,9 +96,9 @@ pub fn check_single_chunks(tok: &TextTokenizer, texts: &[&str], policy: &ChunkPo
         &inputs,
         &owner,
         &tok.tokens_batch(texts),
-        room,
+        |_| room,
         policy,
-        |w| tok.single_from_tokens(w),
+        |_, w| tok.single_from_tokens(w),
     );
     let limit = policy.max_len.max(tok.special_tokens(false) + 1);
     assert!(
@@ -92,30 +108,30 @@ pub fn check_single_chunks(tok: &TextTokenizer, texts: &[&str], policy: &ChunkPo
 }
 
 /// `inputs[i]` belongs to text `owner[i]`. Texts own consecutive runs of inputs, in order, at
-/// least one each. With `room` tokens per window (at least one), a text's windows start
-/// `room - overlap` apart (the overlap capped so each window adds a token), are `room` long
-/// except the last, and cover the text, unless `max_chunks` stopped them first. `encode` makes
-/// the input from a window's tokens.
+/// least one each. With `room(t)` tokens per window of text `t` (at least one), its windows
+/// start `room - overlap` apart (the overlap capped so each window adds a token), are `room`
+/// long except the last, and cover the text, unless `max_chunks` stopped them first.
+/// `encode(t, window)` makes the input from a window's tokens.
 fn check_windows(
     inputs: &[Encoded],
     owner: &[usize],
     texts: &[Vec<u32>],
-    room: usize,
+    room: impl Fn(usize) -> usize,
     policy: &ChunkPolicy,
-    encode: impl Fn(&[u32]) -> Encoded,
+    encode: impl Fn(usize, &[u32]) -> Encoded,
 ) {
-    let window = room.max(1);
-    let stride = window - policy.overlap.min(window - 1);
     let cap = policy.max_chunks.map_or(usize::MAX, |c| c.max(1));
     let mut at = 0;
     for (t, ids) in texts.iter().enumerate() {
+        let window = room(t).max(1);
+        let stride = window - policy.overlap.min(window - 1);
         let ctx = || format!("text {t} of {} tokens, {policy:?}", ids.len());
         let run = owner[at..].iter().take_while(|&&o| o == t).count();
         let needed = 1 + ids.len().saturating_sub(window).div_ceil(stride);
         assert_eq!(run, needed.min(cap), "{}", ctx());
         for (k, input) in inputs[at..at + run].iter().enumerate() {
             let range: Range<usize> = k * stride..(k * stride + window).min(ids.len());
-            assert_eq!(*input, encode(&ids[range]), "window {k}; {}", ctx());
+            assert_eq!(*input, encode(t, &ids[range]), "window {k}; {}", ctx());
         }
         at += run;
     }
