@@ -165,8 +165,9 @@ pub fn check_best_chunk_scores(scores: &[f32], doc_of: &[usize], n_docs: usize) 
 }
 
 /// Every input in exactly one batch of at most `max_batch` (0 acting as 1), longest first within
-/// a batch, padded to its first input within `max_tokens` unless that input is alone; and greedy:
-/// a batch closes only because the next input would not fit.
+/// a batch, padded to its first input within `max_tokens` unless that input is alone, none padded
+/// to more than twice its length; and greedy: a batch closes only because the next input would
+/// not fit or would be padded more than that.
 pub fn check_batches(lengths: &[usize], max_tokens: usize, max_batch: usize) {
     let batches = plan_batches(lengths, max_tokens, max_batch);
     let ctx = || format!("{lengths:?}, max_tokens {max_tokens}, max_batch {max_batch}");
@@ -181,6 +182,11 @@ pub fn check_batches(lengths: &[usize], max_tokens: usize, max_batch: usize) {
             "{b:?}; {}",
             ctx()
         );
+        assert!(
+            lens.iter().all(|&l| l.saturating_mul(2) >= lens[0]),
+            "{b:?}; {}",
+            ctx()
+        );
         b.iter().for_each(|&i| seen[i] += 1);
     }
     assert!(seen.iter().all(|&n| n == 1), "{batches:?}; {}", ctx());
@@ -190,7 +196,9 @@ pub fn check_batches(lengths: &[usize], max_tokens: usize, max_batch: usize) {
         assert!(lengths[next[0]] <= last, "{batches:?}; {}", ctx());
         let grown = lengths[prev[0]].saturating_mul(prev.len() + 1);
         assert!(
-            prev.len() == cap || grown > max_tokens,
+            prev.len() == cap
+                || grown > max_tokens
+                || lengths[next[0]].saturating_mul(2) < lengths[prev[0]],
             "{batches:?}; {}",
             ctx()
         );
