@@ -63,6 +63,17 @@ FULL = ("full", "no space")
 READ_ONLY = ("read-only",)
 
 
+def refuses_to_start(binary, data_dir, log, cause):
+    """The server exits at start on an unwritable data dir, naming the OS's `cause`, without a panic."""
+    try:
+        tiny_server(binary, data_dir, log).start(timeout=60)
+        raise AssertionError(f"the server started on a data dir that gives {cause!r}")
+    except RuntimeError as e:
+        assert "exited" in str(e), e
+    text = open(log).read()
+    assert "not writable" in text and cause in text and "panicked" not in text, text
+
+
 def full_disk(checks, binary, work, mnt):
     data_dir, log = os.path.join(mnt, "data"), os.path.join(work, "disk.log")
     server = tiny_server(binary, data_dir, log).start()
@@ -181,14 +192,7 @@ def main(binary, work):
             assert server.stop() == 0
             remount = sh("mount", "-o", "remount,ro", mnt)
             assert remount.returncode == 0, remount.stderr
-            log = os.path.join(work, "disk-ro.log")
-            try:
-                tiny_server(binary, data_dir, log).start(timeout=60)
-                raise AssertionError("the server started on a read-only data dir")
-            except RuntimeError as e:
-                assert "exited" in str(e), e
-            text = open(log).read()
-            assert "not writable" in text and "Read-only file system" in text and "panicked" not in text, text
+            refuses_to_start(binary, data_dir, os.path.join(work, "disk-ro.log"), "Read-only file system")
 
         with checks.check("writable again: the server starts with everything intact"):
             assert sh("mount", "-o", "remount,rw", mnt).returncode == 0
@@ -201,14 +205,7 @@ def main(binary, work):
         with checks.check("a full disk at start: the server exits with the cause, no panic"):
             assert server.stop() == 0
             fill(os.path.join(mnt, "filler"))
-            log = os.path.join(work, "disk-full-start.log")
-            try:
-                tiny_server(binary, data_dir, log).start(timeout=60)
-                raise AssertionError("the server started on a full data dir")
-            except RuntimeError as e:
-                assert "exited" in str(e), e
-            text = open(log).read()
-            assert "not writable" in text and "No space left on device" in text and "panicked" not in text, text
+            refuses_to_start(binary, data_dir, os.path.join(work, "disk-full-start.log"), "No space left on device")
     finally:
         for d in ("uploads", "staging"):
             sh("umount", os.path.join(mnt, "data", d))
