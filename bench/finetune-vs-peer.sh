@@ -2,7 +2,8 @@
 # Benchmark 3 of issue 5: fine-tuning throughput, finerank against the plain PyTorch +
 # transformers loop that produced the issues' reference figures (../shared/reference/
 # peer_finetune.py), in one run on this machine. Both train the default MiniLM as a bi-encoder
-# on the same rows with the same loss, batch, max length (384), epochs, learning rate and seed;
+# on the same rows with the same loss, batch, max length (384), epochs and seed, each at its own
+# default learning rate (finerank 4e-5, the peer 2e-5);
 # both are then measured on the 200 CaseHOLD test rows.
 #   256: the tutorial's split, 256 training rows (4 epochs); finerank validates on its 154 rows.
 #   2000: `demo --full`'s split, the first 1,846 rows (2 epochs); finerank validates on the last 154.
