@@ -12,7 +12,8 @@ Each side is timed REPEATS times after a warm-up and keeps its best time. The sc
 within 1e-3. Prints a table and writes runs/bench/rerank-vs-st.json.
 
 Usage: .venv/bin/python bench/rerank-vs-st.py FINERANK_BINARY   (env: QUERIES=200 MAXLEN=384 BATCH=32 THREADS=2
-REPEATS=3 PRECISIONS=f32,bf16 FINERANK_CASEHOLD=../shared/data/casehold)
+REPEATS=3 PRECISIONS=f32,bf16 DEVICE=cpu MODEL=.venv/default-model OUT=runs/bench
+FINERANK_CASEHOLD=../shared/data/casehold; bench/gpu.sh sets DEVICE=cuda, where the reference stays fp32)
 """
 import json
 import os
@@ -33,7 +34,9 @@ from transformers import AutoModelForSequenceClassification  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.environ.get("FINERANK_CASEHOLD", os.path.join(ROOT, "..", "shared", "data", "casehold"))
-BASE = os.path.join(ROOT, ".venv", "default-model")
+BASE = os.environ.get("MODEL", os.path.join(ROOT, ".venv", "default-model"))
+DEVICE = os.environ.get("DEVICE", "cpu")
+OUT = os.environ.get("OUT", os.path.join(ROOT, "runs", "bench"))
 QUERIES = int(os.environ.get("QUERIES", "200"))
 MAXLEN = int(os.environ.get("MAXLEN", "384"))
 BATCH = int(os.environ.get("BATCH", "32"))
@@ -56,7 +59,7 @@ def best_of(fn):
 def finerank(binary, model, kind, precision, scores_path):
     def run():
         out = subprocess.run(
-            [binary, "--device", "cpu", "--precision", precision, "--threads", str(THREADS),
+            [binary, "--device", DEVICE, "--precision", precision, "--threads", str(THREADS),
              "bench", "--model", model,
              "--kind", kind, "--data", DATA, "--queries", str(QUERIES), "--steps", "0",
              "--max-length", str(MAXLEN), "--batch-size", str(BATCH), "--scores", scores_path],
@@ -91,7 +94,7 @@ def main():
         scores_path = os.path.join(work, "scores.json")
 
         ce_dir = cross_encoder_dir(work)
-        ce = CrossEncoder(ce_dir, max_length=MAXLEN, device="cpu")
+        ce = CrossEncoder(ce_dir, max_length=MAXLEN, device=DEVICE)
         ref_secs, ref = best_of(lambda: ce.predict(pairs, batch_size=BATCH))
         # A pair that fits the window is read whole by both stacks. Past the window, transformers
         # cuts the longer text first, while finerank keeps half the window for the query and
@@ -106,7 +109,7 @@ def main():
             results.append((f"cross-encoder (MiniLM-L6 shape), finerank {precision}", "CrossEncoder.predict",
                             ours_secs, ref_secs, diff))
 
-        st = SentenceTransformer(BASE, device="cpu")
+        st = SentenceTransformer(BASE, device=DEVICE)
         st.max_seq_length = MAXLEN
 
         def encode():
@@ -131,9 +134,9 @@ def main():
         report.append({"model": model, "reference": ref_name, "pairs": n,
                        "finerank_pairs_per_second": n / ours_secs, "reference_pairs_per_second": n / ref_secs,
                        "ratio": ref_secs / ours_secs, "max_abs_score_diff": float(diff)})
-    os.makedirs(os.path.join(ROOT, "runs", "bench"), exist_ok=True)
-    json.dump({"max_length": MAXLEN, "batch_size": BATCH, "threads": THREADS, "results": report},
-              open(os.path.join(ROOT, "runs", "bench", "rerank-vs-st.json"), "w"), indent=2)
+    os.makedirs(OUT, exist_ok=True)
+    json.dump({"device": DEVICE, "max_length": MAXLEN, "batch_size": BATCH, "threads": THREADS, "results": report},
+              open(os.path.join(OUT, "rerank-vs-st.json"), "w"), indent=2)
     bad = [r for r in report if r["max_abs_score_diff"] > TOLERANCE]
     if bad:
         sys.exit(f"scores disagree by more than {TOLERANCE}: {[r['model'] for r in bad]}")

@@ -5,6 +5,7 @@
 //! already-tokenized inputs, exposes its tensors for training, and saves itself back in the same
 //! layout so that transformers and sentence-transformers load the result. Nothing above this
 //! crate sees a tensor except the training loop.
+mod attention;
 mod checkpoint;
 mod config;
 mod encoder;
@@ -55,14 +56,20 @@ pub enum DeviceChoice {
 
 impl DeviceChoice {
     pub fn resolve(self) -> Result<Device, ModelError> {
-        match self {
-            DeviceChoice::Auto => Ok(Device::cuda_if_available()),
-            DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Cuda if tch::Cuda::is_available() => Ok(Device::Cuda(0)),
-            DeviceChoice::Cuda => Err(ModelError::Invalid(
-                "--device cuda: libtorch sees no CUDA device; use --device cpu".into(),
-            )),
+        let device = match self {
+            DeviceChoice::Auto => Device::cuda_if_available(),
+            DeviceChoice::Cpu => Device::Cpu,
+            DeviceChoice::Cuda if tch::Cuda::is_available() => Device::Cuda(0),
+            DeviceChoice::Cuda => {
+                return Err(ModelError::Invalid(
+                    "--device cuda: libtorch sees no CUDA device; use --device cpu".into(),
+                ))
+            }
+        };
+        if device.is_cuda() {
+            attention::avoid_cudnn_kernel();
         }
+        Ok(device)
     }
 }
 
