@@ -30,8 +30,9 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Router};
 use finerank_engine::Registry;
@@ -162,6 +163,26 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
+/// An error answer to a request with a body may come before the body was read (a refused upload,
+/// a wrong key), and hyper then closes the connection rather than read the rest. Saying so in the
+/// answer tells a keep-alive client to open a new connection for its next request, instead of
+/// sending it into one that is closing, which it would see as a reset.
+async fn close_after_error_with_body(req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|len| len.as_bytes() != b"0");
+    let mut response = next.run(req).await;
+    let status = response.status();
+    if has_body && (status.is_client_error() || status.is_server_error()) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// The whole HTTP API over a started state.
 pub fn app(state: AppState) -> Router {
     let (api, spec) = routes::router(state.config.max_upload_bytes).split_for_parts();
@@ -179,6 +200,7 @@ pub fn app(state: AppState) -> Router {
             metrics::track,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(close_after_error_with_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -261,6 +261,16 @@ async fn bad_requests_get_4xx_with_a_clear_message() {
         message(&got).contains("limit of 200000 bytes (--max-body-bytes)"),
         "{got}"
     );
+    // The server stopped reading that body, so it closes the connection, and says so; a request
+    // without a body, or one that succeeds, keeps the connection open.
+    let connection = |resp: reqwest::Response| resp.headers().get("connection").cloned();
+    let refused = s.client.post(s.at("/v1/rerank")).json(&big).send();
+    assert_eq!(connection(refused.await.unwrap()).unwrap(), "close");
+    let fine = json!({"query": "q", "documents": ["a"]});
+    let accepted = s.client.post(s.at("/v1/rerank")).json(&fine).send();
+    assert_eq!(connection(accepted.await.unwrap()), None);
+    let unknown = s.client.get(s.at("/v1/nowhere")).send();
+    assert_eq!(connection(unknown.await.unwrap()), None);
     s.stop().await;
 }
 
