@@ -189,10 +189,7 @@ mod tests {
     #[test]
     fn default_policy() {
         let p = ChunkPolicy::new(512);
-        assert_eq!(
-            (p.overlap, p.max_chunks, p.query_reserve),
-            (64, None, 256)
-        );
+        assert_eq!((p.overlap, p.max_chunks, p.query_reserve), (64, None, 256));
         assert_eq!(ChunkPolicy::new(60).overlap, 8); // 7.5 rounds up
         assert_eq!(ChunkPolicy::new(3).overlap, 0);
     }

@@ -159,7 +159,11 @@ fn long_query_is_cut_only_as_far_as_each_document_needs() {
         // 61 tokens of room: "paris" and the empty document leave 60 for the query (one is
         // always the document's); the long document is chunked beside half the window.
         let expected = if doc == 2 { 32 } else { 60 };
-        assert_eq!(split_pair(e).0, query_tokens[..expected], "document {doc}, kept {kept}");
+        assert_eq!(
+            split_pair(e).0,
+            query_tokens[..expected],
+            "document {doc}, kept {kept}"
+        );
     }
     assert!(out.doc_of.iter().filter(|&&d| d == 2).count() > 1);
 }
