@@ -6,7 +6,7 @@
 //! its own longest input, so nearly every batch is a shape not seen before. On an H200, a forward
 //! and backward pass at MiniLM's shape took 278 ms at a new length against 0.95 ms with the
 //! memory-efficient kernel (`bench/sdpa-shapes.py`), and switching cuDNN's kernel off raised bf16
-//! fine-tuning from 76 to 698 pairs/s (`bench/gpu.sh run`). libtorch then takes the
+//! cross-encoder fine-tuning from 76 to 698 pairs/s (`bench/gpu.sh run`). libtorch then takes the
 //! memory-efficient kernel, which needs no plan.
 //!
 //! tch has no call for this switch, so, as in `precision`, ATen's own C++ function is called:
