@@ -13,24 +13,28 @@ use crate::evaluate::{read_test_rows, report, score_model};
 use crate::Ctx;
 
 /// Tokens per input for training and for both models' evaluation, so the comparison is fair.
-const MAX_LEN: usize = 384;
+pub const MAX_LEN: usize = 384;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// A directory with CaseHOLD's train.jsonl and test.jsonl (default: the shared copy).
     #[arg(long, env = "FINERANK_CASEHOLD")]
-    data: Option<PathBuf>,
+    pub data: Option<PathBuf>,
     /// Train on all of train.jsonl (less 154 validation rows) instead of the tutorial's 256 rows.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "retrieval")]
     full: bool,
-    /// Where the prepared files and the report go.
-    #[arg(long, default_value = "runs/demo")]
-    out: PathBuf,
+    /// CaseHOLD as search: mine negatives from a corpus of every holding, fine-tune, and re-rank
+    /// BM25's top 100 for the 200 test queries.
+    #[arg(long)]
+    retrieval: bool,
+    /// Where the prepared files and the report go (default: runs/demo, or runs/demo-retrieval).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub seed: u64,
     /// Base model (default: the embedded default model).
     #[arg(long, default_value = DEFAULT_MODEL)]
-    base: String,
+    pub base: String,
 }
 
 /// The CaseHOLD rows shipped beside the project for development and CI.
@@ -53,9 +57,13 @@ fn step(n: usize, what: &str) {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    if a.retrieval {
+        return crate::demo_retrieval::run(ctx, a);
+    }
     let started = Instant::now();
     let data = casehold_dir(a.data)?;
-    let prepared = a.out.join("data");
+    let out = a.out.unwrap_or_else(|| "runs/demo".into());
+    let prepared = out.join("data");
 
     step(1, "prepare: CaseHOLD rows -> rerank fine-tuning JSONL");
     let split = match a.full {
@@ -180,14 +188,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         "seconds": started.elapsed().as_secs_f64(),
     });
     std::fs::write(
-        a.out.join("report.json"),
+        out.join("report.json"),
         serde_json::to_string_pretty(&json)?,
     )
-    .with_context(|| format!("writing {}", a.out.join("report.json").display()))?;
-    std::fs::write(a.out.join("report.md"), md)?;
+    .with_context(|| format!("writing {}", out.join("report.json").display()))?;
+    std::fs::write(out.join("report.md"), md)?;
     eprintln!(
         "\nreport written to {}/report.md and report.json ({:.0} s)",
-        a.out.display(),
+        out.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)

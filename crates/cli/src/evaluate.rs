@@ -6,18 +6,34 @@ use std::process::ExitCode;
 use anyhow::Context;
 use finerank_data::{examples_to_test, read_raw, read_test, Mapping, TestRow};
 use finerank_engine::{assess, ScoreOptions};
-use finerank_eval::{compare, ranks_csv, render_table, summarize, Bootstrap, QueryMetrics, Report};
+use finerank_eval::{
+    compare, ranks_csv, render_retrieval, render_table, retrieval_csv, summarize, Bootstrap,
+    QueryMetrics, Report,
+};
 
 use crate::progress::bar;
-use crate::{Ctx, ModelArg};
+use crate::{retrieval, Ctx, ModelArg};
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArg,
     /// Test JSONL: {query, documents, gold_indices} rows, or raw CaseHOLD rows.
+    #[arg(long, required_unless_present = "beir", conflicts_with = "beir")]
+    test: Option<PathBuf>,
+    /// Evaluate as search uses a reranker instead: a BEIR folder (corpus.jsonl, queries.jsonl,
+    /// qrels/<split>.tsv), whose first stage's top k each model re-ranks.
     #[arg(long)]
-    test: PathBuf,
+    beir: Option<PathBuf>,
+    /// The qrels split to evaluate on, with --beir.
+    #[arg(long, default_value = "test", requires = "beir")]
+    split: String,
+    /// A TREC run file ("qid Q0 docid rank score tag") to re-rank instead of BM25's top k.
+    #[arg(long, requires = "beir")]
+    run: Option<PathBuf>,
+    /// How many of the first stage's candidates each model re-ranks, with --beir.
+    #[arg(long, default_value_t = 100, requires = "beir")]
+    top_k: usize,
     /// A second model to compare against (typically the base model).
     #[arg(long)]
     compare: Option<String>,
@@ -33,7 +49,7 @@ pub struct Args {
     /// Also write the JSON report here.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Write each query's first relevant rank (per model) as CSV here.
+    /// Write per-query figures as CSV here (first relevant ranks; with --beir, every metric).
     #[arg(long)]
     csv: Option<PathBuf>,
 }
@@ -91,12 +107,55 @@ pub fn report(
     })
 }
 
+/// Writes `json` to `--out` and `csv` to `--csv` when asked.
+fn write_outputs(a: &Args, json: &str, csv: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if let Some(out) = &a.out {
+        std::fs::write(out, json).with_context(|| format!("writing {}", out.display()))?;
+    }
+    if let Some(path) = &a.csv {
+        std::fs::write(path, csv()).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn run_retrieval(ctx: &Ctx, a: &Args, beir: &Path, boot: Bootstrap) -> anyhow::Result<ExitCode> {
+    let setup = retrieval::Setup {
+        beir,
+        split: &a.split,
+        run: a.run.as_deref(),
+        top_k: a.top_k,
+        max_len: a.max_length,
+        boot,
+    };
+    // The baseline first, so the report compares the model against it as well as the first stage.
+    let models: Vec<&str> = a
+        .compare
+        .iter()
+        .map(String::as_str)
+        .chain([a.model.model.as_str()])
+        .collect();
+    let report = retrieval::evaluate(ctx, &setup, &models)?;
+    let json = serde_json::to_string_pretty(&report)?;
+    if a.json {
+        println!("{json}");
+    } else {
+        println!("{}", render_retrieval(&report));
+    }
+    write_outputs(a, &json, || retrieval_csv(&report))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
-    let rows = read_test_rows(&a.test)?;
     let boot = Bootstrap {
         resamples: a.bootstrap,
         ..Default::default()
     };
+    let test = match (&a.test, &a.beir) {
+        (_, Some(beir)) => return run_retrieval(ctx, &a, &beir.clone(), boot),
+        (Some(test), None) => test,
+        (None, None) => unreachable!("clap requires --test or --beir"),
+    };
+    let rows = read_test_rows(test)?;
     let ours = score_model(ctx, &a.model.model, &rows, a.max_length)?;
     let theirs = a
         .compare
@@ -112,16 +171,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         println!(
             "{} queries from {}\n{}",
             rows.len(),
-            a.test.display(),
+            test.display(),
             render_table(&report)
         );
     }
-    if let Some(out) = &a.out {
-        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
-    }
-    if let Some(csv) = &a.csv {
-        std::fs::write(csv, ranks_csv(&a.model.model, &ours, baseline))
-            .with_context(|| format!("writing {}", csv.display()))?;
-    }
+    write_outputs(&a, &json, || ranks_csv(&a.model.model, &ours, baseline))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,12 +2,15 @@
 //! flow; `demo` runs them all on the embedded default model.
 mod bench;
 mod demo;
+mod demo_retrieval;
 mod evaluate;
 mod finetune;
+mod mine;
 mod models;
 mod prepare;
 mod progress;
 mod rerank;
+mod retrieval;
 mod serve;
 mod validate;
 
@@ -70,13 +73,16 @@ enum Command {
     Validate(validate::Args),
     /// Rank documents for a query.
     Rerank(rerank::Args),
+    /// Mine hard negatives from a corpus (BEIR layout) into training and validation files.
+    Mine(mine::Args),
     /// Fine-tune a model and register it as <uuid>-ft.
     Finetune(finetune::Args),
     /// Measure a model on a test set, optionally against another.
     Eval(evaluate::Args),
     /// List, show or delete fine-tuned models.
     Models(models::Args),
-    /// The whole flow on CaseHOLD: prepare, review, assess, fine-tune, evaluate.
+    /// The whole flow on CaseHOLD: prepare, review, assess, fine-tune, evaluate (--retrieval:
+    /// mine negatives from a corpus and evaluate over BM25's top 100).
     Demo(demo::Args),
     /// Rerank and training throughput on this machine.
     Bench(bench::Args),
@@ -172,6 +178,7 @@ fn main() -> ExitCode {
         Command::Prepare(a) => prepare::run(a),
         Command::Validate(a) => validate::run(&ctx, a),
         Command::Rerank(a) => rerank::run(&ctx, a),
+        Command::Mine(a) => mine::run(&ctx, a),
         Command::Finetune(a) => finetune::run(&ctx, a),
         Command::Eval(a) => evaluate::run(&ctx, a),
         Command::Models(a) => models::run(&ctx, a),

@@ -13,6 +13,31 @@ pub fn bar(len: usize, prefix: &str) -> ProgressBar {
     pb
 }
 
+/// One bar per stage of a multi-stage job (indexing, embedding, scoring, ...): a new stage
+/// finishes the last stage's bar and starts its own.
+#[derive(Default)]
+pub struct StageBars {
+    current: Option<(String, ProgressBar)>,
+}
+
+impl StageBars {
+    pub fn update(&mut self, stage: &str, done: usize, total: usize) {
+        if self.current.as_ref().is_none_or(|(s, _)| s != stage) {
+            self.finish();
+            self.current = Some((stage.to_string(), bar(total, stage)));
+        }
+        if let Some((_, pb)) = &self.current {
+            pb.set_position(done as u64);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some((_, pb)) = self.current.take() {
+            pb.finish_and_clear();
+        }
+    }
+}
+
 /// Draws a training run: steps with loss and speed, and a line per evaluation.
 pub struct TrainProgress {
     bar: Option<ProgressBar>,
@@ -89,6 +114,13 @@ impl TrainProgress {
                     format!("early stop at step {step}: no improvement since step {best_step}");
                 self.println(line);
             }
+            TrainEvent::NoImprovement {
+                steps,
+                base_mrr_at_10,
+            } => self.println(format!(
+                "warning: no checkpoint of {steps} steps beat the base model on validation \
+                 (base MRR@10 {base_mrr_at_10:.3}); the saved model holds the base's weights"
+            )),
         }
     }
 

@@ -208,8 +208,8 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         .map(|(i, l)| (i + 1, l))
 }
 
-/// The non-blank lines of a JSONL file, decoded; a line that is not UTF-8 yields its problem
-/// so a validator can report it and carry on.
+/// The non-blank lines of a JSONL (or TSV, or TREC) file, decoded; a line that is not UTF-8
+/// yields its problem so a validator can report it and carry on.
 pub(crate) fn jsonl_lines(bytes: &[u8]) -> impl Iterator<Item = (usize, Result<&str, Flaw>)> {
     lines(strip_bom(bytes))
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
@@ -266,11 +266,11 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn missing(field: &str, fix: impl Into<String>) -> Flaw {
+pub(crate) fn missing(field: &str, fix: impl Into<String>) -> Flaw {
     Flaw::new("missing_field", format!("missing field `{field}`"), fix)
 }
 
-fn wrong_type(field: &str, wanted: &str, found: &Value, fix: impl Into<String>) -> Flaw {
+pub(crate) fn wrong_type(field: &str, wanted: &str, found: &Value, fix: impl Into<String>) -> Flaw {
     Flaw::new(
         "wrong_type",
         format!("`{field}` must be {wanted}, found {}", type_name(found)),

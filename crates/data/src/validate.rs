@@ -265,6 +265,20 @@ impl FileCheck<'_> {
                 ),
             );
         }
+        if !rows.is_empty() && rows.iter().all(|r| r.hard_negatives.is_empty()) {
+            self.warn(
+                None,
+                Flaw::new(
+                    "no_negatives",
+                    format!(
+                        "no {role} row has hard negatives: the model learns only to tell each \
+                         query's passage from other queries' passages, which it mostly can already"
+                    ),
+                    "mine hard negatives from your document collection with \
+                     `finerank mine --beir DIR --out DIR` and train on the files it writes",
+                ),
+            );
+        }
         (Some(stats), rows)
     }
 

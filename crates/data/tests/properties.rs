@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use std::path::Path;
 
 use finerank_data::*;
-use invariants::{check_jsonl_readers, check_raw_reader, check_validate};
+use invariants::{check_beir_reader, check_jsonl_readers, check_raw_reader, check_validate};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence, Index};
 use serde::Serialize;
@@ -272,12 +272,61 @@ fn casehold_file(dir: &Path, rows: usize) -> std::path::PathBuf {
     path
 }
 
+/// A small BEIR collection, NUL-separated as `check_beir_reader` takes it, often valid and
+/// often one id, grade or column off.
+fn beir_folder() -> BoxedStrategy<Vec<u8>> {
+    let id = prop_oneof![
+        Just("a".to_string()),
+        Just("b".to_string()),
+        Just("7".to_string()),
+        "[a-z0-9 \t]{0,3}"
+    ];
+    let doc = (id.clone(), "[a-z ]{0,8}").prop_map(|(id, text)| {
+        format!(
+            "{}\n",
+            serde_json::json!({"_id": id, "title": "", "text": text})
+        )
+    });
+    let query = (id.clone(), "[a-z ]{0,8}")
+        .prop_map(|(id, text)| format!("{}\n", serde_json::json!({"_id": id, "text": text})));
+    let qrel = (
+        id.clone(),
+        id,
+        prop_oneof![
+            Just("1".to_string()),
+            Just("0".to_string()),
+            "[-0-9.x]{0,2}"
+        ],
+    )
+        .prop_map(|(q, d, g)| format!("{q}\t{d}\t{g}\n"));
+    (
+        prop::collection::vec(doc, 0..4),
+        prop::collection::vec(query, 0..3),
+        prop::collection::vec(qrel, 0..4),
+    )
+        .prop_map(|(docs, queries, qrels)| {
+            format!(
+                "{}\0{}\0query-id\tcorpus-id\tscore\n{}",
+                docs.concat(),
+                queries.concat(),
+                qrels.concat()
+            )
+            .into_bytes()
+        })
+        .boxed()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 
     #[test]
     fn jsonl_readers_take_any_bytes(bytes in any_file()) {
         check_jsonl_readers(tempfile::tempdir().unwrap().path(), &bytes);
+    }
+
+    #[test]
+    fn beir_reader_takes_any_bytes(bytes in prop_oneof![beir_folder(), any_file().boxed()]) {
+        check_beir_reader(tempfile::tempdir().unwrap().path(), &bytes);
     }
 
     #[test]

@@ -211,6 +211,22 @@ impl Reranker {
             .collect()
     }
 
+    /// A bi-encoder's unit-length embeddings of `texts`, each read up to the window as
+    /// sentence-transformers' `encode` reads it (cut, not chunked): what dense retrieval over a
+    /// corpus compares by dot product. `None` for a cross-encoder, which has no embeddings.
+    pub fn embed(&self, texts: &[&str], opts: &ScoreOptions) -> Option<Vec<Vec<f32>>> {
+        if self.kind() != Kind::BiEncoder {
+            return None;
+        }
+        let max_len = self.policy(opts).max_len;
+        let inputs: Vec<Encoded> = texts
+            .iter()
+            .map(|t| self.tokenizer.encode_single(t, max_len))
+            .collect();
+        let refs: Vec<&Encoded> = inputs.iter().collect();
+        Some(self.run(&refs, opts))
+    }
+
     /// Runs the model over `inputs` in length-sorted batches and returns outputs in input order.
     fn run(&self, inputs: &[&Encoded], opts: &ScoreOptions) -> Vec<Vec<f32>> {
         let lengths: Vec<usize> = inputs.iter().map(|e| e.len()).collect();

@@ -38,7 +38,7 @@ pub fn query_metrics(s: &Scored) -> QueryMetrics {
     let n = s.scores.len();
     let mut order: Vec<usize> = (0..n).collect();
     // `sort_by` is stable, which is what makes ties resolve by original order.
-    order.sort_by(|&i, &j| by_score_desc(s.scores[i], s.scores[j]));
+    order.sort_by(|&i, &j| by_score_desc(s.scores[i].into(), s.scores[j].into()));
     let mut rank_of = vec![0usize; n];
     for (pos, &idx) in order.iter().enumerate() {
         rank_of[idx] = pos + 1;
@@ -64,7 +64,6 @@ pub fn query_metrics(s: &Scored) -> QueryMetrics {
         };
     };
 
-    let discount = |rank: usize| 1.0 / ((rank + 1) as f64).log2();
     let dcg: f64 = ranks
         .iter()
         .take_while(|&&r| r <= 10)
@@ -88,9 +87,15 @@ pub fn query_metrics(s: &Scored) -> QueryMetrics {
     }
 }
 
+/// The standard DCG discount `1 / log2(rank + 1)` for a 1-based rank.
+pub(crate) fn discount(rank: usize) -> f64 {
+    1.0 / ((rank + 1) as f64).log2()
+}
+
 /// Descending by score with NaN after every number. Equal scores compare
-/// `Equal` so the stable sort keeps them in input order.
-fn by_score_desc(a: f32, b: f32) -> Ordering {
+/// `Equal`, leaving the tie-break to the caller. Takes f64 so both the f32
+/// reranker scores (widened losslessly) and f64 retrieval scores share it.
+pub(crate) fn by_score_desc(a: f64, b: f64) -> Ordering {
     // false < true puts non-NaN first; with both NaN, partial_cmp is None -> Equal.
     a.is_nan()
         .cmp(&b.is_nan())

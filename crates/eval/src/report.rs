@@ -4,7 +4,10 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Comparison, Estimate, Metrics, QueryMetrics};
+use crate::{
+    Comparison, Estimate, Metrics, PairedDiff, QueryMetrics, RetrievalComparison, RetrievalMetrics,
+    RetrievalSummary,
+};
 
 /// A finished evaluation, ready to print or serialize.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -128,6 +131,142 @@ pub fn ranks_csv(a_label: &str, a: &[QueryMetrics], b: Option<(&str, &[QueryMetr
             let _ = write!(out, ",{}", cell(qs, i));
         }
         out.push('\n');
+    }
+    out
+}
+
+/// One system of a retrieval evaluation: a first stage alone, or a model re-ranking its top k.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct System {
+    pub name: String,
+    /// Tokens per model input the system read with; none for the first stage.
+    pub window: Option<usize>,
+    pub metrics: RetrievalSummary,
+    #[serde(skip)]
+    pub per_query: Vec<RetrievalMetrics>,
+}
+
+/// System B against system A on the same queries: the differences are B − A.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Paired {
+    pub a: String,
+    pub b: String,
+    pub comparison: RetrievalComparison,
+}
+
+/// A finished retrieval evaluation: the first stage and each re-ranking model, then the pairs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetrievalReport {
+    pub collection: String,
+    pub split: String,
+    pub queries: usize,
+    pub corpus_docs: usize,
+    pub first_stage: String,
+    pub top_k: usize,
+    pub systems: Vec<System>,
+    pub comparisons: Vec<Paired>,
+    /// The judged queries, in the order of every system's `per_query`.
+    #[serde(skip)]
+    pub query_ids: Vec<String>,
+}
+
+fn interval(e: &Estimate) -> String {
+    format!("{:.3} [{:.3}, {:.3}]", e.mean, e.ci_low, e.ci_high)
+}
+
+fn diff(d: &PairedDiff) -> String {
+    format!(
+        "{:+.3} [{:+.3}, {:+.3}] p={}",
+        d.diff.mean,
+        d.diff.ci_low,
+        d.diff.ci_high,
+        format_p(d.p_value)
+    )
+}
+
+const RETRIEVAL_METRICS: [&str; 5] = ["nDCG@10", "Recall@10", "Recall@100", "MRR@10", "MAP@100"];
+
+fn summary_cells(m: &RetrievalSummary) -> [String; 5] {
+    [
+        &m.ndcg_at_10,
+        &m.recall_at_10,
+        &m.recall_at_100,
+        &m.mrr_at_10,
+        &m.map_at_100,
+    ]
+    .map(interval)
+}
+
+fn comparison_cells(c: &RetrievalComparison) -> [String; 5] {
+    [
+        &c.ndcg_at_10,
+        &c.recall_at_10,
+        &c.recall_at_100,
+        &c.mrr_at_10,
+        &c.map_at_100,
+    ]
+    .map(diff)
+}
+
+/// A Markdown table per section: each system's metrics, then each paired difference.
+pub fn render_retrieval(r: &RetrievalReport) -> String {
+    let mut out = format!(
+        "{} queries of split `{}` over {} documents; {} top {} re-ranked; 95% bootstrap CIs, \
+         randomization-test p-values.\n\n| system | window | {} |\n|---|---|{}\n",
+        r.queries,
+        r.split,
+        r.corpus_docs,
+        r.first_stage,
+        r.top_k,
+        RETRIEVAL_METRICS.join(" | "),
+        "---|".repeat(RETRIEVAL_METRICS.len()),
+    );
+    for s in &r.systems {
+        let window = s.window.map_or("-".into(), |w| w.to_string());
+        let _ = writeln!(
+            out,
+            "| {} | {window} | {} |",
+            s.name,
+            summary_cells(&s.metrics).join(" | ")
+        );
+    }
+    let _ = write!(
+        out,
+        "\n| B − A | {} |\n|---|{}\n",
+        RETRIEVAL_METRICS.join(" | "),
+        "---|".repeat(RETRIEVAL_METRICS.len())
+    );
+    for p in &r.comparisons {
+        let _ = writeln!(
+            out,
+            "| {} − {} | {} |",
+            p.b,
+            p.a,
+            comparison_cells(&p.comparison).join(" | ")
+        );
+    }
+    out
+}
+
+/// One row per query and system: the per-query metrics behind every figure of the report.
+pub fn retrieval_csv(r: &RetrievalReport) -> String {
+    let mut out = String::from(
+        "query_id,system,ndcg_at_10,recall_at_10,recall_at_100,mrr_at_10,map_at_100\n",
+    );
+    for s in &r.systems {
+        for (id, m) in r.query_ids.iter().zip(&s.per_query) {
+            let _ = writeln!(
+                out,
+                "{},{},{},{},{},{},{}",
+                csv_field(id),
+                csv_field(&s.name),
+                m.ndcg_at_10,
+                m.recall_at_10,
+                m.recall_at_100,
+                m.mrr_at_10,
+                m.map_at_100
+            );
+        }
     }
     out
 }
@@ -257,6 +396,41 @@ mod tests {
             csv,
             "query,\"first_relevant_rank_base, v1\",\"first_relevant_rank_say \"\"hi\"\"\"\n0,2,1\n1,1,1\n2,11,\n"
         );
+    }
+
+    #[test]
+    fn retrieval_csv_has_a_row_per_query_and_system_with_quoted_names() {
+        let m = |v: f64| RetrievalMetrics {
+            ndcg_at_10: v,
+            recall_at_10: v,
+            recall_at_100: v,
+            mrr_at_10: v,
+            map_at_100: v,
+        };
+        let summary = crate::summarize_retrieval(&[m(0.5)], &crate::Bootstrap::default());
+        let system = |name: &str, v: f64| System {
+            name: name.into(),
+            window: None,
+            metrics: summary.clone(),
+            per_query: vec![m(v), m(1.0)],
+        };
+        let r = RetrievalReport {
+            collection: "c".into(),
+            split: "test".into(),
+            queries: 2,
+            corpus_docs: 9,
+            first_stage: "bm25".into(),
+            top_k: 100,
+            systems: vec![system("bm25", 0.25), system("a,b", 0.5)],
+            comparisons: Vec::new(),
+            query_ids: vec!["q1".into(), "q\"2".into()],
+        };
+        let csv = retrieval_csv(&r);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 1 + 2 * 2, "{csv}");
+        assert_eq!(lines[1], "q1,bm25,0.25,0.25,0.25,0.25,0.25");
+        assert_eq!(lines[4], "\"q\"\"2\",\"a,b\",1,1,1,1,1");
+        assert!(render_retrieval(&r).contains("| a,b | - | 0.500 ["));
     }
 
     #[test]

@@ -139,6 +139,9 @@ pub struct FinetuneMetrics {
     #[schema(value_type = Object)]
     pub finetuned: ValidMetrics,
     pub best_step: usize,
+    /// Whether a checkpoint beat the base on validation. When none did, the model is the base's
+    /// weights under a new id, and says so rather than pass for an improvement.
+    pub improved: bool,
     pub steps: usize,
     pub stopped_early: bool,
     pub train_seconds: f64,
@@ -153,6 +156,7 @@ impl FinetuneMetrics {
         let outcome: Outcome = serde_json::from_value(record.metrics)
             .map_err(|e| format!("internal error: unreadable training outcome: {e}"))?;
         Ok(FinetuneMetrics {
+            improved: outcome.improved(),
             base: outcome.base,
             finetuned: outcome.best,
             best_step: outcome.best_step,
@@ -510,7 +514,7 @@ impl Recorder<'_> {
                 }
                 self.store.add_step_metrics(self.id, *step, &values)
             }
-            TrainEvent::EarlyStop { .. } => Ok(()),
+            TrainEvent::EarlyStop { .. } | TrainEvent::NoImprovement { .. } => Ok(()),
         };
         // Losing a progress row is not worth stopping the training for.
         if let Err(e) = written {

@@ -163,8 +163,13 @@ async fn a_fine_tune_goes_from_queued_to_ready_and_answers_as_id_ft() {
     assert_eq!(status, 200, "{tuned}");
     let (_, base) = rerank(&s, "").await;
     // The model kept is the best checkpoint on validation, which is the base model itself when
-    // no step improved on it.
-    let improved = ready["metrics"]["best_step"].as_u64().unwrap() > 0;
+    // no step improved on it; the metrics say which.
+    let improved = ready["metrics"]["improved"].as_bool().unwrap();
+    assert_eq!(
+        improved,
+        ready["metrics"]["best_step"].as_u64().unwrap() > 0,
+        "{ready}"
+    );
     assert_eq!(
         tuned["results"] != base["results"],
         improved,

@@ -78,6 +78,11 @@ pub enum TrainEvent {
         step: usize,
         best_step: usize,
     },
+    /// No checkpoint beat the base model on validation: the run ends holding the base's weights.
+    NoImprovement {
+        steps: usize,
+        base_mrr_at_10: f64,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -96,20 +101,60 @@ pub struct Outcome {
     pub train_pairs_per_second: f64,
 }
 
-/// Validation rows as ranking tasks: relevant passages first, then the hard negatives.
+impl Outcome {
+    /// Whether some checkpoint beat the base on validation; if not, the kept weights are the base's.
+    pub fn improved(&self) -> bool {
+        self.best_step > 0
+    }
+}
+
+/// Candidates a validation query is ranked against when its row has no hard negatives.
+const BORROWED_DISTRACTORS: usize = 9;
+
+/// Validation rows as ranking tasks: relevant passages first, then the hard negatives. A row
+/// without negatives would rank its relevant passages against nothing, where every model scores
+/// MRR@10 = 1 and no checkpoint can beat the base; it is ranked instead against the relevant
+/// passages of the next rows (wrapping around), which a model can get wrong.
 fn as_test_rows(rows: &[TrainRow]) -> Vec<TestRow> {
     rows.iter()
-        .map(|r| TestRow {
-            query: r.query.clone(),
-            documents: r
-                .relevant_passages
-                .iter()
-                .chain(&r.hard_negatives)
-                .cloned()
-                .collect(),
-            gold_indices: (0..r.relevant_passages.len()).collect(),
+        .enumerate()
+        .map(|(i, r)| {
+            let borrowed = if r.hard_negatives.is_empty() {
+                borrowed_passages(rows, i, BORROWED_DISTRACTORS)
+            } else {
+                Vec::new()
+            };
+            TestRow {
+                query: r.query.clone(),
+                documents: r
+                    .relevant_passages
+                    .iter()
+                    .chain(&r.hard_negatives)
+                    .chain(borrowed)
+                    .cloned()
+                    .collect(),
+                gold_indices: (0..r.relevant_passages.len()).collect(),
+            }
         })
         .collect()
+}
+
+/// Up to `n` distinct relevant passages of the rows after `row`, wrapping around, that are not
+/// among `row`'s own relevant passages (two queries may share one).
+fn borrowed_passages(rows: &[TrainRow], row: usize, n: usize) -> Vec<&String> {
+    let own = &rows[row].relevant_passages;
+    let mut borrowed = Vec::with_capacity(n);
+    for k in 1..rows.len() {
+        if borrowed.len() == n {
+            break;
+        }
+        if let Some(p) = rows[(row + k) % rows.len()].relevant_passages.first() {
+            if !own.contains(p) && !borrowed.contains(&p) {
+                borrowed.push(p);
+            }
+        }
+    }
+    borrowed
 }
 
 fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
@@ -254,6 +299,12 @@ pub fn finetune(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    if best.1 == 0 {
+        on_event(&TrainEvent::NoImprovement {
+            steps: step,
+            base_mrr_at_10: base.mrr_at_10,
+        });
+    }
     restore(reranker.model().var_store(), &best.2);
     Ok(Outcome {
         base,
@@ -317,15 +368,25 @@ fn cross_encoder_loss(
     };
     let mut inputs = Vec::new();
     let mut sizes = Vec::new();
-    for (row, pos) in rows.iter().zip(positives) {
-        let docs: Vec<&str> = std::iter::once(*pos)
-            .chain(
-                row.hard_negatives
-                    .iter()
-                    .take(cfg.max_negatives)
-                    .map(String::as_str),
-            )
-            .collect();
+    for (i, (row, pos)) in rows.iter().zip(positives).enumerate() {
+        // A group of one has a softmax of exactly 1 and a loss of exactly 0: a row without hard
+        // negatives learns against the other queries' positives in the batch instead.
+        let negatives: Vec<&str> = if row.hard_negatives.is_empty() {
+            positives
+                .iter()
+                .enumerate()
+                .filter(|&(j, p)| j != i && p != pos)
+                .map(|(_, p)| *p)
+                .take(cfg.max_negatives)
+                .collect()
+        } else {
+            row.hard_negatives
+                .iter()
+                .take(cfg.max_negatives)
+                .map(String::as_str)
+                .collect()
+        };
+        let docs: Vec<&str> = std::iter::once(*pos).chain(negatives).collect();
         sizes.push(docs.len() as i64);
         inputs.extend(chunk_pairs(r.tokenizer(), &row.query, &docs, &policy).inputs);
     }
@@ -370,4 +431,39 @@ fn forward_sorted(r: &Reranker, inputs: &[Encoded]) -> Tensor {
         0,
         &Tensor::from_slice(&position).to_device(stacked.device()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(q: &str, relevant: &[&str], negatives: &[&str]) -> TrainRow {
+        TrainRow {
+            query: q.into(),
+            relevant_passages: relevant.iter().map(|s| s.to_string()).collect(),
+            hard_negatives: negatives.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn validation_without_negatives_ranks_against_other_queries_passages() {
+        let mut rows: Vec<TrainRow> = (0..12)
+            .map(|i| row(&format!("q{i}"), &[&format!("p{i}")], &[]))
+            .collect();
+        // Two queries sharing one relevant passage: it is never a distractor for either.
+        rows[1].relevant_passages = vec!["p0".into()];
+        rows.push(row("mined", &["pm"], &["n1", "n2"]));
+        let tasks = as_test_rows(&rows);
+
+        assert_eq!(tasks[0].gold_indices, [0]);
+        assert_eq!(tasks[0].documents.len(), 1 + BORROWED_DISTRACTORS);
+        assert_eq!(tasks[0].documents[0], "p0");
+        assert!(!tasks[0].documents[1..].contains(&"p0".to_string()));
+        // The last rows wrap around to the first ones.
+        assert_eq!(tasks[11].documents[1], "pm");
+        let p0 = tasks[11].documents.iter().filter(|d| *d == "p0").count();
+        assert_eq!(p0, 1, "a passage two queries share is borrowed once");
+        // A row with mined negatives is ranked against those alone.
+        assert_eq!(tasks[12].documents, ["pm", "n1", "n2"]);
+    }
 }

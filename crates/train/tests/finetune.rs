@@ -235,3 +235,80 @@ fn minilm_few_steps_lower_the_loss_and_sentence_transformers_agrees() {
         &hf_scores(&dir, "bi-encoder"),
     );
 }
+
+/// The training file of `j` rewritten without its hard negatives, as users often have their data.
+fn without_negatives(j: &mut FinetuneJob) {
+    let stripped: String = std::fs::read_to_string(&j.train)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut row: serde_json::Value = serde_json::from_str(l).unwrap();
+            row.as_object_mut().unwrap().remove("hard_negatives");
+            format!("{row}\n")
+        })
+        .collect();
+    let path = j.train.with_file_name("no-negatives.jsonl");
+    std::fs::write(&path, stripped).unwrap();
+    j.train = path;
+}
+
+/// A cross-encoder's listwise loss over a group of one is exactly zero: without hard negatives
+/// it would train on nothing. It learns against the other queries' passages in the batch instead.
+#[test]
+fn a_cross_encoder_without_negatives_still_has_a_loss_to_learn_from() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_tmp, registry, mut j) = setup(&tiny_bert());
+    without_negatives(&mut j);
+    j.max_steps = Some(3);
+    let mut losses = Vec::new();
+    run_job(
+        &j,
+        &registry,
+        &mut |e| {
+            if let TrainEvent::Step { loss, .. } = e {
+                losses.push(*loss)
+            }
+        },
+        &|| false,
+    )
+    .unwrap();
+    assert_eq!(losses.len(), 3);
+    // Seven in-batch negatives and a near-uniform fresh head: about ln 8 a query.
+    assert!(losses.iter().all(|&l| l > 1.0), "{losses:?}");
+}
+
+/// A run where no checkpoint beats the base says so, in its events and its recorded outcome.
+#[test]
+fn a_run_that_never_beats_the_base_says_so() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_tmp, registry, mut j) = setup(&tiny_bert());
+    j.hyper.learning_rate = Some(1e-30);
+    let mut said = None;
+    let (record, _) = run_job(
+        &j,
+        &registry,
+        &mut |e| {
+            if let TrainEvent::NoImprovement { steps, .. } = e {
+                said = Some(*steps)
+            }
+        },
+        &|| false,
+    )
+    .unwrap();
+    assert_eq!(said, Some(6), "no NoImprovement event");
+    let outcome: finerank_train::Outcome = serde_json::from_value(record.metrics).unwrap();
+    assert!(!outcome.improved());
+    assert_eq!(outcome.best_step, 0);
+
+    // The same data with a real learning rate does beat the base, and says nothing of the kind.
+    j.hyper.learning_rate = Some(1e-3);
+    let mut said = false;
+    run_job(
+        &j,
+        &registry,
+        &mut |e| said |= matches!(e, TrainEvent::NoImprovement { .. }),
+        &|| false,
+    )
+    .unwrap();
+    assert!(!said);
+}

@@ -10,8 +10,8 @@ use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 
 use finerank_data::{
-    example_to_train, read_documents, read_raw, read_test, read_train, validate, write_jsonl,
-    DataError, FileStats, Mapping, Problem, ValidateOptions,
+    example_to_train, read_beir, read_documents, read_raw, read_test, read_train, validate,
+    write_beir, write_jsonl, DataError, FileStats, Mapping, Problem, ValidateOptions,
 };
 use serde::Serialize;
 
@@ -46,6 +46,53 @@ pub fn check_jsonl_readers(dir: &Path, bytes: &[u8]) {
             assert!(!documents.is_empty());
         }
     }
+}
+
+/// The BEIR reader on `bytes` cut at NUL bytes into corpus.jsonl, queries.jsonl and
+/// qrels/test.tsv. A rejection names one of the three files (and a line it has) and a fix; an
+/// accepted collection gives every judged query a relevant document in the corpus, and comes back
+/// unchanged from `write_beir` and `read_beir`.
+pub fn check_beir_reader(dir: &Path, bytes: &[u8]) {
+    let mut parts = bytes.splitn(3, |&b| b == 0);
+    std::fs::create_dir_all(dir.join("qrels")).expect("creating qrels/");
+    let files: Vec<(PathBuf, &[u8])> = ["corpus.jsonl", "queries.jsonl", "qrels/test.tsv"]
+        .iter()
+        .map(|name| {
+            let part = parts.next().unwrap_or_default();
+            (write(dir, name, part), part)
+        })
+        .collect();
+    let beir = match read_beir(dir, "test") {
+        Ok(beir) => beir,
+        Err(DataError::Invalid(problem)) => {
+            let (path, part) = files
+                .iter()
+                .find(|(path, _)| problem.file == path.display().to_string())
+                .unwrap_or_else(|| panic!("the problem names no input file: {problem}"));
+            check_problem(&problem, path, part);
+            return;
+        }
+        Err(e @ DataError::Io { .. }) => panic!("the harness could not read its files: {e}"),
+    };
+    let j = &beir.judgements;
+    assert!(!beir.corpus.is_empty());
+    assert_eq!(j.queries.len(), j.grades.len());
+    for (i, grades) in j.grades.iter().enumerate() {
+        assert!(
+            grades.iter().all(|&(d, _)| d < beir.corpus.len()),
+            "{grades:?}"
+        );
+        assert!(
+            !j.relevant(i).is_empty(),
+            "query {} has no relevant document",
+            j.queries[i].id
+        );
+    }
+    let again = dir.join("round-trip");
+    write_beir(&again, &beir.corpus, &j.queries, &[("test", j)]).expect("writing what was read");
+    let back = read_beir(&again, "test").expect("re-reading what was written");
+    assert_eq!(back.corpus.docs, beir.corpus.docs);
+    assert_eq!(&back.judgements, j);
 }
 
 /// `prepare`'s raw reader on `bytes` as CSV and as JSONL, with the CaseHOLD mapping and the two

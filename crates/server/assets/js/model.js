@@ -175,7 +175,18 @@ function timeline(job, events) {
 function metricsView(m) {
   if (!m) return el("p", { class: "muted" }, "The validation metrics appear here when training finishes.");
   const rows = METRICS.map(([key, label]) => [label, fixed(m.base[key]), fixed(m.finetuned[key]), delta(m.finetuned[key] - m.base[key])]);
+  const noGain = m.improved
+    ? []
+    : [
+        el(
+          "div",
+          { class: "error-box", role: "alert" },
+          "No checkpoint beat the base model on validation: this model holds the base's weights. " +
+            "If the data has no hard negatives, mine them first (finerank mine) and train again.",
+        ),
+      ];
   return [
+    ...noGain,
     table([{ label: "Metric" }, { label: "Base model", num: true }, { label: "Fine-tuned", num: true }, { label: "Difference", num: true }], rows, {
       caption: "Validation metrics against the base model",
     }),
