@@ -12,10 +12,21 @@ import json
 import sys
 import time
 
+import uuid
+
+import datasets.arrow_dataset
 import torch
 from datasets import Dataset
-from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, losses, util
-from sentence_transformers.training_args import BatchSamplers, SentenceTransformerTrainingArguments
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, util
+from sentence_transformers.sentence_transformer import losses
+from sentence_transformers.sentence_transformer.training_args import (
+    BatchSamplers,
+    SentenceTransformerTrainingArguments,
+)
+
+# datasets 5.2 fails to hash a new dataset's Arrow table here (dill cannot pickle pyarrow's
+# MonthDayNano type); the fingerprint only names its cache files, so a random one does.
+datasets.arrow_dataset.generate_fingerprint = lambda dataset: uuid.uuid4().hex
 
 beir, train_file, out = sys.argv[1:4]
 torch.manual_seed(0)

@@ -52,6 +52,28 @@ pub fn casehold_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// A fine-tune of the demo's base on `dir`'s train.jsonl and valid.jsonl at the default
+/// hyperparameters, reading `MAX_LEN` tokens as the evaluation does.
+pub fn default_job(ctx: &Ctx, a: &Args, name: &str, dir: &Path) -> FinetuneJob {
+    FinetuneJob {
+        id: None,
+        base: a.base.clone(),
+        kind: None,
+        name: Some(name.into()),
+        train: dir.join("train.jsonl"),
+        valid: Some(dir.join("valid.jsonl")),
+        hyper: HyperOverrides::default(),
+        seed: a.seed,
+        max_len: Some(MAX_LEN),
+        eval_every: None,
+        max_steps: None,
+        device: ctx.device,
+        precision: ctx.precision,
+        min_train_queries: None,
+        min_valid_queries: None,
+    }
+}
+
 fn step(n: usize, what: &str) {
     eprintln!("\n[{n}/6] {what}");
 }
@@ -61,8 +83,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         return crate::demo_retrieval::run(ctx, a);
     }
     let started = Instant::now();
-    let data = casehold_dir(a.data)?;
-    let out = a.out.unwrap_or_else(|| "runs/demo".into());
+    let data = casehold_dir(a.data.clone())?;
+    let out = a.out.clone().unwrap_or_else(|| "runs/demo".into());
     let prepared = out.join("data");
 
     step(1, "prepare: CaseHOLD rows -> rerank fine-tuning JSONL");
@@ -132,23 +154,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     }
 
     step(4, "fine-tune with the default hyperparameters");
-    let job = FinetuneJob {
-        id: None,
-        base: a.base.clone(),
-        kind: None,
-        name: Some("casehold-demo".into()),
-        train: prepared.join("train.jsonl"),
-        valid: Some(prepared.join("valid.jsonl")),
-        hyper: HyperOverrides::default(),
-        seed: a.seed,
-        max_len: Some(MAX_LEN),
-        eval_every: None,
-        max_steps: None,
-        device: ctx.device,
-        precision: ctx.precision,
-        min_train_queries: None,
-        min_valid_queries: None,
-    };
+    let job = default_job(ctx, &a, "casehold-demo", &prepared);
     let record = crate::finetune::train(ctx, &job)?;
     eprintln!("registered {}", record.id);
 

@@ -14,9 +14,8 @@ use finerank_data::{
 };
 use finerank_eval::{render_retrieval, Bootstrap};
 use finerank_retrieve::MineOptions;
-use finerank_train::{FinetuneJob, HyperOverrides};
 
-use crate::demo::{casehold_dir, Args, MAX_LEN};
+use crate::demo::{casehold_dir, default_job, Args, MAX_LEN};
 use crate::mine::{mine_rows, render_report};
 use crate::retrieval::{evaluate, Setup};
 use crate::Ctx;
@@ -30,8 +29,11 @@ fn step(n: usize, what: &str) {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let data = casehold_dir(a.data)?;
-    let out = a.out.unwrap_or_else(|| "runs/demo-retrieval".into());
+    let data = casehold_dir(a.data.clone())?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| "runs/demo-retrieval".into());
 
     step(
         1,
@@ -103,23 +105,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     }
 
     step(4, "fine-tune with the default hyperparameters");
-    let job = FinetuneJob {
-        id: None,
-        base: a.base.clone(),
-        kind: None,
-        name: Some("casehold-retrieval-demo".into()),
-        train: prepared.join("train.jsonl"),
-        valid: Some(prepared.join("valid.jsonl")),
-        hyper: HyperOverrides::default(),
-        seed: a.seed,
-        max_len: Some(MAX_LEN),
-        eval_every: None,
-        max_steps: None,
-        device: ctx.device,
-        precision: ctx.precision,
-        min_train_queries: None,
-        min_valid_queries: None,
-    };
+    let job = default_job(ctx, &a, "casehold-retrieval-demo", &prepared);
     let record = crate::finetune::train(ctx, &job)?;
     eprintln!("registered {}", record.id);
 

@@ -1,30 +1,15 @@
 //! The command line as a user meets it: good runs print JSON, bad files get errors that name the
 //! file, the line and the fix, and nothing half-written is left behind.
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{finerank, text};
 
 fn shared(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared")
         .join(rel)
-}
-
-fn finerank(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_finerank"))
-        .args(["--device", "cpu"])
-        .args(args)
-        .env("FINERANK_HOME", home)
-        .env_remove("FINERANK_MODEL")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {

@@ -1,28 +1,13 @@
 //! A corpus as users have it (BEIR's layout, no negatives): `finerank mine` turns it into training
 //! data, `finerank eval --beir` measures re-ranking of a first stage's top k, and bad collections
 //! get errors that name the file, the line and the fix.
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use common::{finerank, text};
 
 use serde_json::Value;
-
-fn finerank(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_finerank"))
-        .args(["--device", "cpu"])
-        .args(args)
-        .env("FINERANK_HOME", home)
-        .env_remove("FINERANK_MODEL")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// A small BEIR folder from the first CaseHOLD rows: 40 training and 20 test queries, each with
 /// its correct holding as the one relevant document, over a corpus of all their holdings.
