@@ -68,6 +68,7 @@ struct MiningArgs {
     /// Take the best-scored survivors, or draw them at random.
     #[arg(long, value_enum, default_value = "top")]
     sampling: SamplingArg,
+    /// Makes a run repeat exactly: the validation split and random sampling draw from it.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where indexes and embeddings are cached (default: `.finerank-cache` inside the BEIR folder).
