@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 
 use finerank_data::{prepare, Mapping, PrepareOptions, Split};
 use finerank_engine::{
-    resolve, DeviceChoice, Kind, LoadOptions, Precision, Registry, Reranker, ScoreOptions,
+    resolve, DeviceChoice, Kind, LoadOptions, ModelRecord, Precision, Registry, Reranker,
+    ScoreOptions,
 };
 use finerank_train::{run_job, FinetuneJob, HyperOverrides, JobError, TrainEvent};
 
@@ -96,6 +97,23 @@ fn scores(registry: &Registry, id: &str, pairs: &[(&str, &str)]) -> Vec<f32> {
         .iter()
         .map(|(q, d)| r.rerank(q, &[d], None, &ScoreOptions::default()).results[0].relevance_score)
         .collect()
+}
+
+/// Runs `j` to the end and returns its record with the loss of every step.
+fn train_with_losses(j: &FinetuneJob, registry: &Registry) -> (ModelRecord, Vec<f64>) {
+    let mut losses = Vec::new();
+    let (record, _) = run_job(
+        j,
+        registry,
+        &mut |e| {
+            if let TrainEvent::Step { loss, .. } = e {
+                losses.push(*loss)
+            }
+        },
+        &|| false,
+    )
+    .unwrap();
+    (record, losses)
 }
 
 const PAIRS: [(&str, &str); 3] = [
@@ -212,18 +230,7 @@ fn minilm_few_steps_lower_the_loss_and_sentence_transformers_agrees() {
         ..Default::default()
     };
     j.hyper.early_stopping_patience = Some(0);
-    let mut losses = Vec::new();
-    let (record, _) = run_job(
-        &j,
-        &registry,
-        &mut |e| {
-            if let TrainEvent::Step { loss, .. } = e {
-                losses.push(*loss)
-            }
-        },
-        &|| false,
-    )
-    .unwrap();
+    let (record, losses) = train_with_losses(&j, &registry);
     assert_eq!(record.kind, Kind::BiEncoder);
     assert_eq!(losses.len(), 9);
     let first: f64 = losses[..3].iter().sum();
@@ -260,18 +267,7 @@ fn a_cross_encoder_without_negatives_still_has_a_loss_to_learn_from() {
     let (_tmp, registry, mut j) = setup(&tiny_bert());
     without_negatives(&mut j);
     j.max_steps = Some(3);
-    let mut losses = Vec::new();
-    run_job(
-        &j,
-        &registry,
-        &mut |e| {
-            if let TrainEvent::Step { loss, .. } = e {
-                losses.push(*loss)
-            }
-        },
-        &|| false,
-    )
-    .unwrap();
+    let (_, losses) = train_with_losses(&j, &registry);
     assert_eq!(losses.len(), 3);
     // Seven in-batch negatives and a near-uniform fresh head: about ln 8 a query.
     assert!(losses.iter().all(|&l| l > 1.0), "{losses:?}");
