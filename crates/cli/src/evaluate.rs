@@ -150,11 +150,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         resamples: a.bootstrap,
         ..Default::default()
     };
-    let test = match (&a.test, &a.beir) {
-        (_, Some(beir)) => return run_retrieval(ctx, &a, &beir.clone(), boot),
-        (Some(test), None) => test,
-        (None, None) => unreachable!("clap requires --test or --beir"),
-    };
+    if let Some(beir) = &a.beir {
+        return run_retrieval(ctx, &a, beir, boot);
+    }
+    let test = a.test.as_deref().expect("clap requires --test or --beir");
     let rows = read_test_rows(test)?;
     let ours = score_model(ctx, &a.model.model, &rows, a.max_length)?;
     let theirs = a
