@@ -12,7 +12,7 @@ mod resolve;
 pub use assess::{assess, groups_of_test_rows};
 pub use finerank_model::{DeviceChoice, Kind, LoadOptions, Precision};
 pub use registry::{now_rfc3339, ModelRecord, Registry, RegistryError};
-pub use reranker::{rank, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions};
+pub use reranker::{dot, rank, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions};
 pub use resolve::{default_model_dir, resolve, ResolveError, DEFAULT_MODEL};
 
 #[derive(Debug, thiserror::Error)]

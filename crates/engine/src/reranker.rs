@@ -278,7 +278,8 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+/// The similarity of two unit-length embeddings (their cosine).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 

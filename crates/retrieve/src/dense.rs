@@ -4,7 +4,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use finerank_data::Corpus;
-use finerank_engine::{Kind, Reranker, ScoreOptions};
+use finerank_engine::{dot, Kind, Reranker, ScoreOptions};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -165,10 +165,6 @@ fn read(path: &Path, count: usize) -> Option<Embeddings> {
         dim: dim as usize,
         data,
     })
-}
-
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Exact top `k` of every document by dot product with each query (cosine, for unit vectors),

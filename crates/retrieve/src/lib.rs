@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use finerank_data::{Corpus, Judgements, TrainRow};
-use finerank_engine::{Kind, Reranker, ScoreOptions};
+use finerank_engine::{dot, Kind, Reranker, ScoreOptions};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -232,11 +232,7 @@ pub fn mine(
             queries
                 .iter()
                 .zip(&lists)
-                .map(|(q, docs)| {
-                    docs.iter()
-                        .map(|&d| f64::from(dense::dot(q, vector(d))))
-                        .collect()
-                })
+                .map(|(q, docs)| docs.iter().map(|&d| f64::from(dot(q, vector(d)))).collect())
                 .collect()
         }
         (Some((r, _)), None) => {

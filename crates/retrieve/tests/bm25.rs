@@ -23,8 +23,12 @@ const DOCS: [(&str, &str); 6] = [
 ];
 
 fn corpus() -> Corpus {
+    corpus_of(&DOCS)
+}
+
+fn corpus_of(docs: &[(&str, &str)]) -> Corpus {
     Corpus::new(
-        DOCS.iter()
+        docs.iter()
             .enumerate()
             .map(|(i, (title, text))| Doc {
                 id: format!("d{i}"),
@@ -112,18 +116,7 @@ fn a_second_open_reuses_the_cached_index() {
     // Another corpus gets its own index.
     let mut other = DOCS.to_vec();
     other.pop();
-    let other = Corpus::new(
-        other
-            .iter()
-            .enumerate()
-            .map(|(i, (title, text))| Doc {
-                id: format!("d{i}"),
-                title: title.to_string(),
-                text: text.to_string(),
-            })
-            .collect(),
-    )
-    .unwrap();
+    let other = corpus_of(&other);
     let (_, calls) = build(&other, cache.path());
     assert!(calls > 0);
     assert_eq!(entries(cache.path()).len(), 2);
