@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark 5 of issue 5: benchmarks 1 (rerank pairs/s) and 3 (fine-tuning pairs/s, accuracy) on
-# an H100/H200 that the `device` tool lends, finerank beside the reference stacks on the same card.
+# an H100/H200 that the `device` tool lends, finerank beside the reference stacks on the same card;
+# and issue 13's check that a dataset without negatives trains a better model (bench/no-negatives.sh).
 # CI never runs it. Two steps:
 #   here:        bench/gpu.sh pack      # stripped release binary, default model, CaseHOLD and the
 #                                       # reference loop into .cache/gpu (the machine is offline)
@@ -68,6 +69,10 @@ run)
   timeout 200 "$pack/finerank" --device cuda demo --full --data "$pack/casehold" --base "$model" \
     --out "$work/demo" --home "$work/home" | tail -n 40 || true
   cp "$work/demo/report.md" "$out/gpu-demo-full.md" 2>/dev/null || echo "gpu: demo --full wrote no report"
+  # Issue 13: CaseHOLD as retrieval with mined negatives and with none, fp32 like the CPU figures.
+  mkdir -p "$out/no-negatives"
+  DEVICE=cuda FINERANK_PRECISION=f32 WORK=$work/no-negatives OUT=$out/no-negatives \
+    FINERANK_CASEHOLD=$pack/casehold timeout 300 bench/no-negatives.sh "$pack/finerank" "$model" || true
   # Benchmark 1: rerank pairs/s against sentence-transformers (fp32) on the card.
   DEVICE=cuda MODEL=$model FINERANK_CASEHOLD=$pack/casehold OUT=$out PYTHONUNBUFFERED=1 \
     timeout 120 python3 bench/rerank-vs-st.py "$pack/finerank" || true
