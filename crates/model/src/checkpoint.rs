@@ -24,16 +24,24 @@ fn is_head(name: &str) -> bool {
     name.starts_with("classifier.") || name.contains("pooler.")
 }
 
+/// What loading learnt about the checkpoint that saving needs.
+pub(crate) struct Loaded {
+    /// Tensors the model did not use, kept when the layout is unchanged.
+    pub extras: Vec<(String, Tensor)>,
+    /// The dtype of the checkpoint's floating-point weights.
+    pub dtype: DType,
+}
+
 /// Copies the checkpoint's tensors into `vs`, accepting both the bare encoder layout
-/// (`embeddings.…`) and the `bert.`/`roberta.`-prefixed one. Returns the tensors it did not use
-/// when the layout is unchanged, so that saving keeps them.
+/// (`embeddings.…`) and the `bert.`/`roberta.`-prefixed one. `native` is the kind the config
+/// declares: only a checkpoint that is not already a classifier may get a fresh head.
 pub(crate) fn load_weights(
     vs: &nn::VarStore,
     dir: &Path,
     family: Family,
     kind: Kind,
-    same_layout: bool,
-) -> Result<Vec<(String, Tensor)>, ModelError> {
+    native: Option<Kind>,
+) -> Result<Loaded, ModelError> {
     let path = dir.join("model.safetensors");
     if !path.exists() {
         return Err(ModelError::Invalid(format!(
@@ -45,6 +53,7 @@ pub(crate) fn load_weights(
     let mut file: HashMap<String, Tensor> = Tensor::read_safetensors(&path)?.into_iter().collect();
     let prefix = format!("{}.", family.prefix());
     let mut fresh = Vec::new();
+    let mut dtype = None;
     tch::no_grad(|| -> Result<(), ModelError> {
         for (name, mut var) in vs.variables() {
             let bare = name.strip_prefix(&prefix).unwrap_or(&name).to_string();
@@ -53,6 +62,9 @@ pub(crate) fn load_weights(
                 .find_map(|k| file.remove(&k));
             match found {
                 Some(src) if src.size() == var.size() => {
+                    if src.is_floating_point() {
+                        dtype.get_or_insert(src.kind());
+                    }
                     var.copy_(&src.to_kind(var.kind()).to_device(var.device()));
                 }
                 Some(src) => {
@@ -63,7 +75,21 @@ pub(crate) fn load_weights(
                         var.size()
                     )))
                 }
-                None if kind == Kind::CrossEncoder && is_head(&name) => fresh.push(name),
+                None if kind == Kind::CrossEncoder
+                    && is_head(&name)
+                    && native != Some(Kind::CrossEncoder) =>
+                {
+                    fresh.push(name)
+                }
+                None if is_head(&name) => {
+                    return Err(ModelError::Invalid(format!(
+                        "{}: tensor {name} is missing, but config.json's architectures say this \
+                         is a trained classifier, and a random head would score at random. \
+                         Re-save the checkpoint with transformers, or remove `architectures` \
+                         from config.json to train a new head on its encoder",
+                        path.display()
+                    )))
+                }
                 None => {
                     return Err(ModelError::Invalid(format!(
                         "{}: tensor {name} is missing; is this a {:?} checkpoint?",
@@ -79,13 +105,16 @@ pub(crate) fn load_weights(
         fresh.sort();
         tracing::info!(tensors = ?fresh, "initialising a new classification head");
     }
-    let mut extras: Vec<(String, Tensor)> = if same_layout {
+    let mut extras: Vec<(String, Tensor)> = if native == Some(kind) {
         file.into_iter().collect()
     } else {
         Vec::new()
     };
     extras.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(extras)
+    Ok(Loaded {
+        extras,
+        dtype: dtype.unwrap_or(DType::Float),
+    })
 }
 
 pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result<(), ModelError> {
@@ -114,7 +143,7 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
                 n,
                 t.detach()
                     .to_device(Device::Cpu)
-                    .to_kind(DType::Float)
+                    .to_kind(model.dtype)
                     .contiguous(),
             )
         })
@@ -145,12 +174,18 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
     Ok(())
 }
 
-/// The sentence-transformers module files: Transformer → mean Pooling → Normalize.
+/// The sentence-transformers module files. A source that had them keeps its own (they passed
+/// `check_modules` when it loaded), with the new `max_seq_length`; a bare encoder gets
+/// Transformer → mean Pooling → Normalize.
 fn write_sentence_transformers(
     model: &Model,
     dir: &Path,
     max_len: usize,
 ) -> Result<(), ModelError> {
+    let source_modules = model.source.join("modules.json");
+    if source_modules.exists() {
+        return copy_sentence_transformers(&model.source, dir, max_len);
+    }
     let modules = serde_json::json!([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
@@ -175,6 +210,53 @@ fn write_sentence_transformers(
     )?;
     let normalize = dir.join("2_Normalize");
     fs::create_dir_all(&normalize).map_err(|e| ModelError::io(&normalize, e))
+}
+
+fn copy_sentence_transformers(src: &Path, dir: &Path, max_len: usize) -> Result<(), ModelError> {
+    let read_json = |path: &Path| -> Result<serde_json::Value, ModelError> {
+        let text = fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))
+    };
+    let modules = read_json(&src.join("modules.json"))?;
+    for module in modules.as_array().into_iter().flatten() {
+        let sub = module.get("path").and_then(|p| p.as_str()).unwrap_or("");
+        if sub.is_empty() {
+            continue;
+        }
+        let (from, to) = (src.join(sub), dir.join(sub));
+        fs::create_dir_all(&to).map_err(|e| ModelError::io(&to, e))?;
+        // Normalize has no files, and some checkpoints ship without its empty folder.
+        if !from.is_dir() {
+            continue;
+        }
+        for entry in fs::read_dir(&from).map_err(|e| ModelError::io(&from, e))? {
+            let path = entry.map_err(|e| ModelError::io(&from, e))?.path();
+            if path.is_file() {
+                let dest = to.join(path.file_name().expect("a file has a name"));
+                fs::copy(&path, &dest).map_err(|e| ModelError::io(&path, e))?;
+            }
+        }
+    }
+    for name in ["modules.json", "config_sentence_transformers.json"] {
+        let path = src.join(name);
+        if path.exists() {
+            fs::copy(&path, dir.join(name)).map_err(|e| ModelError::io(&path, e))?;
+        }
+    }
+    let bert_config = src.join("sentence_bert_config.json");
+    let mut config = match bert_config.exists() {
+        true => read_json(&bert_config)?,
+        false => serde_json::json!({"do_lower_case": false}),
+    };
+    let Some(fields) = config.as_object_mut() else {
+        return Err(ModelError::Invalid(format!(
+            "{}: expected a JSON object",
+            bert_config.display()
+        )));
+    };
+    fields.insert("max_seq_length".into(), max_len.into());
+    write_json(&dir.join("sentence_bert_config.json"), &config)
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<(), ModelError> {

@@ -93,12 +93,24 @@ impl Config {
             ))
         })?;
         cfg.raw = raw;
+        // Other values of these fields change the arithmetic: the model would load and score wrong.
         if cfg.hidden_act != "gelu" {
             return Err(ModelError::Invalid(format!(
-                "{}: hidden_act {:?} is not supported (only \"gelu\")",
+                "{}: hidden_act {:?} is not supported: finerank implements exact GELU (\"gelu\") only",
                 path.display(),
                 cfg.hidden_act
             )));
+        }
+        match cfg.raw.get("position_embedding_type") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s == "absolute" => {}
+            Some(other) => {
+                return Err(ModelError::Invalid(format!(
+                    "{}: position_embedding_type {other} is not supported: finerank implements \
+                     absolute position embeddings only",
+                    path.display()
+                )))
+            }
         }
         if cfg.hidden_size % cfg.num_attention_heads != 0 {
             return Err(ModelError::Invalid(format!(
@@ -182,19 +194,59 @@ pub fn sentence_max_len(dir: &Path) -> Option<usize> {
     v.get("max_seq_length")?.as_u64().map(|n| n as usize)
 }
 
-/// Only mean pooling is implemented; a CLS-pooled bi-encoder would silently score wrong.
-pub fn check_pooling(dir: &Path) -> Result<(), ModelError> {
-    let path = dir.join("1_Pooling").join("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(());
+/// The sentence-transformers modules finerank implements: the transformer, mean pooling and
+/// normalisation. Anything else (a Dense projection, CLS or max pooling) changes the embedding,
+/// so such a bi-encoder is refused rather than scored wrong.
+pub fn check_modules(dir: &Path) -> Result<(), ModelError> {
+    let path = dir.join("modules.json");
+    let pooling = match std::fs::read_to_string(&path) {
+        Err(_) => vec![dir.join("1_Pooling")],
+        Ok(text) => {
+            let modules: Vec<Value> = serde_json::from_str(&text)
+                .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+            let mut pooling = Vec::new();
+            for module in &modules {
+                let ty = module.get("type").and_then(Value::as_str).unwrap_or("");
+                match ty.rsplit('.').next().unwrap_or(ty) {
+                    "Transformer" | "Normalize" => {}
+                    "Pooling" => pooling
+                        .push(dir.join(module.get("path").and_then(Value::as_str).unwrap_or(""))),
+                    _ => {
+                        return Err(ModelError::Invalid(format!(
+                            "{}: module {ty:?} is not supported: finerank implements \
+                             sentence-transformers' Transformer, mean Pooling and Normalize \
+                             modules only",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+            pooling
+        }
     };
-    let v: Value = serde_json::from_str(&text)
+    pooling
+        .iter()
+        .map(|d| d.join("config.json"))
+        .filter(|p| p.exists())
+        .try_for_each(|p| check_pooling(&p))
+}
+
+/// Exactly one pooling mode, the mean over tokens.
+fn check_pooling(path: &Path) -> Result<(), ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let v: serde_json::Map<String, Value> = serde_json::from_str(&text)
         .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
-    if v.get("pooling_mode_mean_tokens").and_then(Value::as_bool) == Some(false) {
-        return Err(ModelError::Invalid(format!(
-            "{}: only mean pooling is supported for bi-encoders",
+    let modes: Vec<&str> = v
+        .iter()
+        .filter(|(k, on)| k.starts_with("pooling_mode_") && on.as_bool() == Some(true))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    match modes.as_slice() {
+        ["pooling_mode_mean_tokens"] => Ok(()),
+        _ => Err(ModelError::Invalid(format!(
+            "{}: pooling {modes:?} is not supported: finerank implements mean pooling \
+             (pooling_mode_mean_tokens) only for bi-encoders",
             path.display()
-        )));
+        ))),
     }
-    Ok(())
 }

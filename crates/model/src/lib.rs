@@ -114,6 +114,9 @@ pub struct Model {
     /// Tensors the checkpoint had that this model does not use (a bi-encoder's pooler, buffers);
     /// written back on save so nothing the user had is lost.
     extras: Vec<(String, Tensor)>,
+    /// The checkpoint's floating-point dtype, which saving keeps: training runs in fp32, but a
+    /// model shipped in fp16 or bf16 comes back in the same dtype and size.
+    dtype: DType,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -132,7 +135,7 @@ impl Model {
         let native = config.native_kind()?;
         let kind = opts.kind.or(native).unwrap_or(Kind::BiEncoder);
         if kind == Kind::BiEncoder {
-            config::check_pooling(dir)?;
+            config::check_modules(dir)?;
         }
         let device = opts.device.resolve()?;
         let vs = nn::VarStore::new(device);
@@ -163,7 +166,7 @@ impl Model {
                 (Encoder::new(enc_path, &config, family), head)
             }
         };
-        let extras = checkpoint::load_weights(&vs, dir, family, kind, native == Some(kind))?;
+        let loaded = checkpoint::load_weights(&vs, dir, family, kind, native)?;
         let window = match kind {
             Kind::BiEncoder => config::sentence_max_len(dir),
             Kind::CrossEncoder => None,
@@ -183,7 +186,8 @@ impl Model {
             window,
             dropout,
             bf16,
-            extras,
+            extras: loaded.extras,
+            dtype: loaded.dtype,
         })
     }
 

@@ -224,3 +224,168 @@ fn bf16_autocast_stays_close_trains_and_leaves_no_trace() {
         .iter()
         .all(|v| v.kind() == tch::Kind::Float));
 }
+
+/// A copy of the default model whose small files can be edited; the weights are linked.
+fn editable_default_model() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = default_model();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let dest = tmp.path().join(path.file_name().unwrap());
+        if path.file_name().unwrap() == "model.safetensors" {
+            std::os::unix::fs::symlink(&path, &dest).unwrap();
+        } else if path.is_dir() {
+            std::fs::create_dir(&dest).unwrap();
+            for f in std::fs::read_dir(&path).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, dest.join(f.file_name().unwrap())).unwrap();
+            }
+        } else {
+            std::fs::copy(&path, &dest).unwrap();
+        }
+    }
+    tmp
+}
+
+fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
+#[test]
+fn checkpoints_it_cannot_read_exactly_are_refused_naming_the_field() {
+    type Edit = fn(&Path);
+    let cases: [(&str, Edit, &[&str]); 5] = [
+        (
+            "a Dense module",
+            |d| {
+                edit_json(&d.join("modules.json"), |v| {
+                    v.as_array_mut().unwrap().push(serde_json::json!(
+                        {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+                    ))
+                })
+            },
+            &[
+                "modules.json",
+                "sentence_transformers.models.Dense",
+                "mean Pooling",
+            ],
+        ),
+        (
+            "CLS pooling",
+            |d| {
+                edit_json(&d.join("1_Pooling/config.json"), |v| {
+                    v["pooling_mode_cls_token"] = true.into();
+                    v["pooling_mode_mean_tokens"] = false.into();
+                })
+            },
+            &[
+                "1_Pooling/config.json",
+                "pooling_mode_cls_token",
+                "mean pooling",
+            ],
+        ),
+        (
+            "relative positions",
+            |d| {
+                edit_json(&d.join("config.json"), |v| {
+                    v["position_embedding_type"] = "relative_key".into()
+                })
+            },
+            &[
+                "config.json",
+                "position_embedding_type",
+                "relative_key",
+                "absolute",
+            ],
+        ),
+        (
+            "an approximate GELU",
+            |d| {
+                edit_json(&d.join("config.json"), |v| {
+                    v["hidden_act"] = "gelu_new".into()
+                })
+            },
+            &["config.json", "hidden_act", "gelu_new", "exact GELU"],
+        ),
+        (
+            "a classifier without its head",
+            |d| {
+                edit_json(&d.join("config.json"), |v| {
+                    v["architectures"] = serde_json::json!(["BertForSequenceClassification"]);
+                    v["num_labels"] = 1.into();
+                })
+            },
+            &[
+                "model.safetensors",
+                "classifier",
+                "is missing",
+                "architectures",
+            ],
+        ),
+    ];
+    for (what, edit, wanted) in cases {
+        let dir = editable_default_model();
+        assert!(
+            Model::load(dir.path(), &cpu()).is_ok(),
+            "{what}: the unedited copy loads"
+        );
+        edit(dir.path());
+        let err = match Model::load(dir.path(), &cpu()) {
+            Ok(_) => panic!("{what}: loaded a checkpoint it cannot read exactly"),
+            Err(e) => e.to_string(),
+        };
+        for w in wanted {
+            assert!(err.contains(w), "{what}: {err:?} does not name {w:?}");
+        }
+    }
+}
+
+#[test]
+fn saving_keeps_the_source_modules_and_dtype() {
+    let dir = editable_default_model();
+    let weights = dir.path().join("model.safetensors");
+    let half: Vec<(String, tch::Tensor)> = tch::Tensor::read_safetensors(&weights)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_kind(tch::Kind::Half)))
+        .collect();
+    std::fs::remove_file(&weights).unwrap();
+    tch::Tensor::write_safetensors(&half, &weights).unwrap();
+    // A source without Normalize, with a prompt in its sentence-transformers config.
+    edit_json(&dir.path().join("modules.json"), |v| {
+        v.as_array_mut().unwrap().pop();
+    });
+    edit_json(&dir.path().join("config_sentence_transformers.json"), |v| {
+        v["prompts"] = serde_json::json!({"query": "query: "})
+    });
+    let model = Model::load(dir.path(), &cpu()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("saved");
+    model.save(&dest, Some(128)).unwrap();
+
+    let saved = tch::Tensor::read_safetensors(dest.join("model.safetensors")).unwrap();
+    assert_eq!(saved.len(), half.len());
+    for (name, t) in &saved {
+        assert_eq!(t.kind(), tch::Kind::Half, "{name} changed dtype");
+    }
+    for file in [
+        "modules.json",
+        "config_sentence_transformers.json",
+        "1_Pooling/config.json",
+    ] {
+        let read = |d: &Path| std::fs::read_to_string(d.join(file)).unwrap();
+        assert_eq!(
+            read(&dest),
+            read(dir.path()),
+            "{file} differs from the source's"
+        );
+    }
+    let st: Value = serde_json::from_str(
+        &std::fs::read_to_string(dest.join("sentence_bert_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(st["max_seq_length"], 128);
+    assert_eq!(Model::load(&dest, &cpu()).unwrap().window(), 128);
+}
