@@ -99,7 +99,7 @@ class Checks:
     """Named checks; a failed one is reported with its traceback and the rest still run."""
 
     def __init__(self, suite):
-        self.suite, self.passed, self.failed = suite, 0, []
+        self.suite, self.passed, self.failed, self.skipped = suite, 0, [], []
 
     @contextlib.contextmanager
     def check(self, name):
@@ -113,8 +113,16 @@ class Checks:
             self.passed += 1
             print(f"ok   {self.suite}: {name} ({time.time() - started:.1f}s)", flush=True)
 
+    def skip(self, names, reason):
+        """Checks this machine cannot run, each said on its own `SKIP` line so that the run's
+        totals count them instead of passing in silence."""
+        for name in names:
+            self.skipped.append(name)
+            print(f"SKIP {self.suite}: {name} ({reason})", flush=True)
+
     def finish(self):
-        print(f"{self.suite}: {self.passed} passed, {len(self.failed)} failed", flush=True)
+        print(f"{self.suite}: {self.passed} passed, {len(self.failed)} failed, "
+              f"{len(self.skipped)} skipped", flush=True)
         sys.exit(1 if self.failed else 0)
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Acceptance tests of `finerank serve` with the official cohere SDK (from .venv): the rerank
 # fine-tuning tutorial replayed against a server on a free port, bad requests, then a SIGKILL in
-# the middle of a fine-tune and a restart. A few minutes on a CPU. Prints "N passed, M failed".
+# the middle of a fine-tune and a restart. A few minutes on a CPU. Prints "N passed, M failed,
+# K skipped".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,5 +28,6 @@ fi
 passed=$(cat "$work"/*.out | grep -c '^ok ' || true)
 failed=$(cat "$work"/*.out | grep -c '^FAIL ' || true)
 echo "acceptance took $(( $(date +%s) - started ))s"
-echo "acceptance: $passed passed, $failed failed"
+skipped=$(cat "$work"/*.out | grep -c '^SKIP ' || true)
+echo "acceptance: $passed passed, $failed failed, $skipped skipped"
 exit "$status"

@@ -4,7 +4,7 @@
 # registration, a full and a read-only data dir (tmpfs; needs root), a soak at twice capacity
 # with slow and vanishing clients, and keys, traversal, size limits and logs. About five minutes
 # on two cores; RELIABILITY_LONG=1 runs the long variants (about 30 minutes). Prints
-# "N passed, M failed".
+# "N passed, M failed, K skipped".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -27,5 +27,6 @@ done
 passed=$(cat "$work"/*.out | grep -c '^ok ' || true)
 failed=$(cat "$work"/*.out | grep -c '^FAIL ' || true)
 echo "reliability took $(( $(date +%s) - started ))s"
-echo "reliability: $passed passed, $failed failed"
+skipped=$(cat "$work"/*.out | grep -c '^SKIP ' || true)
+echo "reliability: $passed passed, $failed failed, $skipped skipped"
 exit "$status"
