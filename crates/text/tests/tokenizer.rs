@@ -219,3 +219,46 @@ fn load_errors_name_the_file() {
     let err = TextTokenizer::from_file(&not_json).err().unwrap();
     assert!(err.to_string().contains("config.json"), "{err}");
 }
+
+/// XLM-R's real tokenizer is a SentencePiece Unigram model, which the tiny fixture (WordPiece, to
+/// stay small) does not exercise. `scripts/bootstrap.sh` fetches a real one, the test model that
+/// PyPI's sentencepiece source package ships; the reference ids come from SentencePiece itself.
+#[test]
+fn xlmr_sentencepiece_unigram_matches_sentencepiece() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let model = root.join(".cache/sentencepiece/test_model.model");
+    assert!(
+        model.exists(),
+        "{} is missing: run scripts/bootstrap.sh",
+        model.display()
+    );
+    let out = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("crates/text/tests/sentencepiece_reference.py"))
+        .args([&model, out.path()])
+        .status()
+        .expect("the .venv from scripts/bootstrap.sh has python");
+    assert!(status.success(), "the reference script failed");
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("expected.json")).unwrap())
+            .unwrap();
+    let ids = |v: &Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap())
+            .collect()
+    };
+    let tok = TextTokenizer::from_file(&out.path().join("tokenizer.json")).unwrap();
+    let singles = json["singles"].as_array().unwrap();
+    assert!(singles.len() >= 8);
+    for (text, want) in json["texts"].as_array().unwrap().iter().zip(singles) {
+        let text = text.as_str().unwrap();
+        assert_eq!(tok.encode_single(text, 512).ids, ids(want), "{text:?}");
+    }
+    for pair in json["pairs"].as_array().unwrap() {
+        let (a, b) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        let got = tok.encode_pair_longest_first(a, b, 512);
+        assert_eq!(got.ids, ids(&pair[2]), "({a:?}, {b:?})");
+    }
+}
