@@ -5,7 +5,8 @@ max length, the same batch size and the same number of threads:
   - a cross-encoder of MiniLM-L6's shape (the default model's encoder under a seeded fresh
     one-logit head, saved once with transformers), against `CrossEncoder.predict`;
   - the default MiniLM as a bi-encoder, against `SentenceTransformer.encode` of the queries and the
-    holdings followed by the cosine, mapped to [0, 1] as finerank maps it.
+    holdings followed by the cosine, mapped to a relevance score by the calibration finerank
+    reports (sigmoid(scale x cosine + bias)), as finerank maps it.
 finerank runs once per precision in PRECISIONS: fp32, as the reference does, and bf16 autocast,
 which oneDNN runs on AMX or AVX-512 bf16 units where the CPU has them (the reference stays fp32).
 Each side is timed REPEATS times after a warm-up and keeps its best time. The scores must agree to
@@ -64,10 +65,11 @@ def finerank(binary, model, kind, precision, scores_path):
              "--kind", kind, "--data", DATA, "--queries", str(QUERIES), "--steps", "0",
              "--max-length", str(MAXLEN), "--batch-size", str(BATCH), "--scores", scores_path],
             check=True, capture_output=True, text=True).stdout
-        return json.loads(out)["rerank"]["seconds"]
+        return json.loads(out)
     # finerank times its own scoring (after its own warm-up), leaving out process start and load.
-    secs = min(run() for _ in range(REPEATS))
-    return secs, np.array(json.load(open(scores_path)), dtype=np.float64)
+    runs = [run() for _ in range(REPEATS)]
+    secs = min(r["rerank"]["seconds"] for r in runs)
+    return secs, np.array(json.load(open(scores_path)), dtype=np.float64), runs[-1]["calibration"]
 
 
 def cross_encoder_dir(work):
@@ -104,7 +106,9 @@ def main():
         print(f"{fits.sum()} of {len(pairs)} cross-encoder pairs fit in {MAXLEN} tokens; "
               "scores are compared on those")
         for precision in PRECISIONS:
-            ours_secs, ours = finerank(binary, ce_dir, "cross-encoder", precision, scores_path)
+            # The fresh checkpoint has no calibration.json: finerank's score is sigmoid(logit), as
+            # CrossEncoder.predict's is.
+            ours_secs, ours, _ = finerank(binary, ce_dir, "cross-encoder", precision, scores_path)
             diff = np.abs(ours.reshape(-1) - np.asarray(ref).reshape(-1))[fits].max()
             results.append((f"cross-encoder (MiniLM-L6 shape), finerank {precision}", "CrossEncoder.predict",
                             ours_secs, ref_secs, diff))
@@ -115,10 +119,11 @@ def main():
         def encode():
             q = st.encode(queries, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True)
             h = st.encode(holdings, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True)
-            return (np.einsum("qd,qkd->qk", q, h.reshape(len(queries), 5, -1)) + 1) / 2
-        ref_secs, ref = best_of(encode)
+            return np.einsum("qd,qkd->qk", q, h.reshape(len(queries), 5, -1))
+        ref_secs, cosine = best_of(encode)
         for precision in PRECISIONS:
-            ours_secs, ours = finerank(binary, BASE, "bi-encoder", precision, scores_path)
+            ours_secs, ours, cal = finerank(binary, BASE, "bi-encoder", precision, scores_path)
+            ref = 1 / (1 + np.exp(-(cal["scale"] * cosine + cal["bias"])))
             results.append((f"bi-encoder (all-MiniLM-L6-v2), finerank {precision}", "SentenceTransformer.encode",
                             ours_secs, ref_secs, np.abs(ours - ref).max()))
 

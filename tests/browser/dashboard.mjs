@@ -1,8 +1,9 @@
 // The dashboard end to end, in headless Chromium (Debian's /usr/bin/chromium) driven by
 // Playwright: the flow of Cohere's dashboard tutorial against a real `finerank serve` on a
 // temporary data dir. Upload a training and a validation set, review them, see a bad file refused
-// at its line, set hyperparameters, train a tiny model until it is ready, read its id on the API
-// tab, rerank with it in the playground, then delete it. Also: user text containing markup is
+// at its line, upload them again with their corpus and mine hard negatives from it, set
+// hyperparameters, train a tiny model until it is ready, with its retrieval figures on the
+// corpus, read its id on the API tab, rerank with it in the playground, then delete it. Also: user text containing markup is
 // shown as text, the pages fit a phone's width, and nothing logs a console error or fails a
 // request along the way.
 //
@@ -54,6 +55,15 @@ const bad = [...trainLines];
 bad[2] = '{"query": "what does the lease say", "relevant_passages": ["rent is due monthly"]';
 writeFileSync(badFile, bad.join("\n") + "\n");
 const firstQuery = JSON.parse(trainLines[0]).query;
+// The corpus the passages come from: every passage of both sets, once, as BEIR's corpus.jsonl.
+const corpusFile = join(files, "corpus.jsonl");
+const passages = new Set(
+  [...trainLines, ...lines("valid.jsonl", VALID_ROWS)].flatMap((l) => {
+    const row = JSON.parse(l);
+    return [...row.relevant_passages, ...(row.hard_negatives || [])];
+  }),
+);
+writeFileSync(corpusFile, [...passages].map((text, i) => JSON.stringify({ _id: `d${i}`, title: "", text })).join("\n") + "\n");
 
 // The server.
 const freePort = () =>
@@ -208,16 +218,26 @@ try {
     expect(((await problem.locator("td").nth(4).textContent()) || "").length > 5, "no suggested fix");
     expect(await main.getByRole("button", { name: "Continue" }).isDisabled(), "a file with errors can go on");
     await screenshot("review-refused");
-    // Back to the good files.
+  });
+
+  await check("5. the good files again, with their corpus, mining hard negatives from it", async () => {
     await main.getByRole("button", { name: "Back: upload other files" }).click();
     await page.locator("#file-train").setInputFiles(trainFile);
     await page.locator("#file-valid").setInputFiles(validFile);
+    await page.locator("#file-corpus").setInputFiles(corpusFile);
+    await page.getByLabel("Mine hard negatives from the corpus").check();
     await main.getByRole("button", { name: "Upload and review" }).click();
     await main.getByText("The data can be used for training").waitFor({ timeout: 120_000 });
+    const mining = main.getByRole("region", { name: "Mining" });
+    await mining.getByText("Hard negatives mined from the corpus").waitFor();
+    const stat = (term) => mining.locator("dl.stats div").filter({ has: page.locator("dt", { hasText: term }) }).locator("dd").textContent();
+    await mining.getByText("Candidates from dense, scored by bi-encoder all-MiniLM-L6-v2.").waitFor();
+    expect(Number(await stat("Negatives per query")) > 0, "no negatives mined");
+    await screenshot("review-mined");
     await main.getByRole("button", { name: "Continue" }).click();
   });
 
-  await check("5. name and hyperparameters: defaults, explanations, ranges", async () => {
+  await check("6. name and hyperparameters: defaults, explanations, ranges", async () => {
     await main.getByRole("heading", { name: "Step 3: Name and hyperparameters" }).waitFor();
     const epochs = page.getByLabel("train_epochs");
     await page.waitForFunction(() => document.querySelector("#hp-train_epochs")?.value === "4");
@@ -241,7 +261,7 @@ try {
     await main.getByRole("button", { name: "Start training" }).click();
   });
 
-  await check("6. the model page follows training live until the status is Ready", async () => {
+  await check("7. the model page follows training live until the status is Ready", async () => {
     await page.waitForURL(/#\/models\/[0-9a-f-]{36}$/);
     await main.getByRole("heading", { name: "Status" }).waitFor();
     // Caught after its first step unless the machine trains faster than the page polls; the
@@ -256,6 +276,10 @@ try {
     const metrics = main.getByRole("table", { name: "Validation metrics against the base model" });
     for (const metric of ["Accuracy@1", "Accuracy@3", "MRR@10", "nDCG@10"]) await metrics.getByText(metric, { exact: true }).waitFor();
     expect((await metrics.locator(".delta").count()) === 4, "the differences are not shown");
+    const retrieval = main.getByRole("table", { name: "Retrieval on the corpus against the base model" });
+    for (const system of ["BM25 alone", "Base model (all-MiniLM-L6-v2)", "Fine-tuned"]) await retrieval.getByText(system, { exact: true }).waitFor();
+    expect(/p = /.test(await retrieval.locator("tr", { hasText: "Fine-tuned" }).textContent()), "no paired difference from the base");
+    await main.getByText("also chose the checkpoint", { exact: false }).waitFor();
     // Hovering a curve shows the value under the cursor: the charts have data.
     for (const chart of ["Training loss per step", "Validation metrics per evaluation"]) {
       const box = main.getByRole("img", { name: chart });
@@ -267,7 +291,7 @@ try {
     await screenshot("model");
   });
 
-  await check("7. the API tab shows the model id and ready-to-copy examples", async () => {
+  await check("8. the API tab shows the model id and ready-to-copy examples", async () => {
     await main.getByRole("tab", { name: "API" }).click();
     modelId = await main.locator(".id-row code").textContent();
     expect(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}-ft$/.test(modelId), `model id ${modelId}`);
@@ -280,7 +304,7 @@ try {
     await screenshot("api");
   });
 
-  await check("8. the playground ranks with the fine-tuned model, beside the base model", async () => {
+  await check("9. the playground ranks with the fine-tuned model, beside the base model", async () => {
     await main.getByRole("link", { name: "Try it in the playground" }).click();
     await main.getByRole("heading", { name: "Playground" }).waitFor();
     await page.waitForFunction((id) => document.querySelector("#model-a")?.value === id, modelId);
@@ -302,7 +326,7 @@ try {
     await screenshot("playground");
   });
 
-  await check("9. user text with markup shows as text and never runs", async () => {
+  await check("10. user text with markup shows as text and never runs", async () => {
     await page.getByRole("link", { name: "Models", exact: true }).click();
     await main.getByRole("link", { name: XSS_MODEL, exact: true }).waitFor();
     await main.getByRole("link", { name: XSS_MODEL, exact: true }).click();
@@ -312,7 +336,7 @@ try {
     expect((await page.locator("main script, main img[src=x], main b").count()) === 0, "user text became elements");
   });
 
-  await check("10. pages fit a phone's width (390px)", async () => {
+  await check("11. pages fit a phone's width (390px)", async () => {
     await page.setViewportSize(PHONE);
     const fits = async (what) => {
       const width = await page.evaluate(() => document.documentElement.scrollWidth);
@@ -334,7 +358,7 @@ try {
     await page.setViewportSize(LAPTOP);
   });
 
-  await check("11. delete asks first, then removes the model", async () => {
+  await check("12. delete asks first, then removes the model", async () => {
     await page.goto(`${server.url}/#/models/${modelId.replace(/-ft$/, "")}`);
     await main.getByRole("heading", { name: XSS_MODEL, exact: true }).waitFor();
     await main.getByRole("button", { name: "Delete" }).click();
@@ -351,7 +375,7 @@ try {
     expect((await main.getByText(XSS_MODEL).count()) === 0, "the deleted model is still listed");
   });
 
-  await check("12. no console errors and no failed requests", async () => {
+  await check("13. no console errors and no failed requests", async () => {
     expect(problems.length === 0, `${problems.length} problem(s):\n  ${problems.join("\n  ")}`);
   });
 } finally {

@@ -34,9 +34,12 @@ def main(binary, work):
     examples = 1000 if LONG else 40
     out = os.path.join(work, "schemathesis.out")
     with checks.check(f"schemathesis, {examples} examples an operation, seed {seed}: no failure"):
+        # One worker: with two, hypothesis parses lambdas' sources from both threads at once, and
+        # the venv's CPython 3.11.7 fails that ("AST constructor recursion depth mismatch", a
+        # runtime error in schemathesis, not a finding about the server).
         cmd = [os.path.join(ROOT, ".venv", "bin", "schemathesis"), "run", server.url + "/openapi.json",
                "--checks", CHECKS, "--max-examples", str(examples), "--seed", str(seed),
-               "--header", f"Authorization: Bearer {KEY}", "--workers", "2", "--request-timeout", "60",
+               "--header", f"Authorization: Bearer {KEY}", "--workers", "1", "--request-timeout", "60",
                "--suppress-health-check", "all"]
         with open(out, "w") as f:
             result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=work, timeout=3000)

@@ -196,6 +196,18 @@ def main(binary, work):
               f"({len(ready)} ready, {len(failed)} failed by a restart)")
         assert failed, "no fine-tune was interrupted"
 
+    with checks.check("a second server on the data dir in use exits at once, naming it and the first's pid"):
+        log = os.path.join(work, "second.log")
+        try:
+            tiny_server(binary, crashes.data_dir, log).start(timeout=60)
+            raise AssertionError("a second server started on the same data dir")
+        except RuntimeError:
+            pass
+        text = open(log).read()
+        assert f"the data directory {crashes.data_dir} is in use by another finerank serve (pid " \
+            f"{crashes.server.proc.pid})" in text, text
+        assert api.rerank()[0] == 200 and not crashes.settle(), "the first one goes on, untouched"
+
     with checks.check("after all that, a new fine-tune trains to READY and SIGTERM stops cleanly"):
         model_id = crashes.finetune(api, base)
         assert api.settled_model(model_id)["status"] == "STATUS_READY"

@@ -1,7 +1,9 @@
 """Security of `finerank serve` with API keys on, from outside the process:
 
 - every operation in /openapi.json but /health answers 401 without a valid key, whatever form the
-  wrong key takes, and no path trick reaches the API through the open paths;
+  wrong key takes, and no path trick reaches the API through the open paths (/health, /docs,
+  /openapi.json and the dashboard's files);
+- a read-only key gets 403 from every operation that writes, and through every other one;
 - ids and names (path parameters, query parameters, JSON fields, multipart file names) that try to
   leave the data directory (`../`, absolute paths, NUL bytes, percent-encoding, fullwidth and
   other look-alike slashes) are refused or kept as display text: no file appears, changes or goes
@@ -31,6 +33,7 @@ from common import KEY, Api, rows, tiny_server, wait_for
 RARE = "\ua66e"
 MARKER = RARE + "MARK" + uuid.uuid4().hex
 WRONG_KEY = "wrong-key-" + uuid.uuid4().hex
+READ_ONLY_KEY = "read-only-key-" + uuid.uuid4().hex
 BODY_LIMIT, UPLOAD_LIMIT = 100_000, 300_000
 
 
@@ -81,7 +84,7 @@ def traversals(work):
 
 
 ALLOWED = [
-    r"finerank\.db(-wal|-shm|-journal)?",
+    r"finerank\.(db(-wal|-shm|-journal)?|lock)",
     r"uploads/[0-9a-f-]{36}/(train|eval)\.jsonl",
     r"models/[0-9a-f-]{36}-ft/[A-Za-z_.]+",
     r"staging/[0-9a-f-]{36}-ft(/.*)?",
@@ -109,7 +112,8 @@ def main(binary, work):
         f.write("sentinel " + MARKER)
     with open(os.path.join(work, os.path.basename(work.rstrip("/")) + "-sentinel.txt"), "w") as f:
         f.write("sentinel " + MARKER)
-    server = tiny_server(binary, data_dir, log_path, "--max-body-bytes", str(BODY_LIMIT),
+    server = tiny_server(binary, data_dir, log_path, "--api-key-read-only", READ_ONLY_KEY,
+                         "--max-body-bytes", str(BODY_LIMIT),
                          "--max-upload-bytes", str(UPLOAD_LIMIT), env={"RUST_LOG": "trace"}).start()
     outside_before = tree(work, skip=(data_dir,))
     api = Api(server)
@@ -142,7 +146,19 @@ def main(binary, work):
                     wrong.append((method, concrete, "the right key", status))
         assert not wrong, wrong
 
-    tricks = ["/openapi.json", "/docs", "/metrics", "/nowhere", "/assets/../v1/datasets",
+    with checks.check(f"a read-only key: 403 from every operation that writes, through every other one "
+                      f"({len(operations)} operations)"):
+        wrong = []
+        for method, path in operations:
+            concrete = re.sub(r"\{[^}]+\}", model_id if "finetuned" in path else dataset_id, path)
+            status, body = raw(server, method, concrete, {"Authorization": f"Bearer {READ_ONLY_KEY}"},
+                               {} if method in ("POST", "PATCH") else None)
+            writes = method != "GET" and not path.endswith("rerank")
+            if (status == 403) != writes or status == 401:
+                wrong.append((method, concrete, status, body[:200]))
+        assert not wrong, wrong
+
+    tricks = ["/metrics", "/info", "/nowhere", "/assets/../v1/datasets",
               "/assets/%2e%2e/v1/datasets", "/assets/..%2Fv1%2Fdatasets", "/health/../v1/datasets",
               "/health/%2e%2e/v1/datasets", "/health%2F..%2Fv1%2Fdatasets", "//v1/datasets", "/./v1/datasets",
               "/v1/datasets/", "/v1//datasets", "/V1/DATASETS", "/health/", "/%68ealth", "/health;/v1/datasets",
@@ -156,7 +172,8 @@ def main(binary, work):
             elif status not in (400, 401, 404, 405) and not (status == 200 and path in ("/health/", "/?/v1/datasets")):
                 leaked.append((path, status, body[:200]))
         assert not leaked, leaked
-        for path in ("/", "/assets/js/app.js"):  # the dashboard's files: public, and no data in them
+        # The dashboard's files and the API's description: public, and no data in them.
+        for path in ("/", "/assets/js/app.js", "/docs", "/openapi.json"):
             status, body = raw(server, "GET", path)
             assert status == 200 and dataset_id not in body and MARKER not in body, (path, status)
 
@@ -239,7 +256,9 @@ def main(binary, work):
         for method, path in json_ops:
             for data in (big, iter([big[:50_000], big[50_000:]])):  # an iterator is sent chunked
                 status, body = api.call(method, path, data=data, headers={"Content-Type": "application/json"})
-                assert status == 413 and "--max-body-bytes" in body["message"], (method, path, status, body)
+                # TEI's /rerank answers in TEI's shape.
+                message = body.get("message") or body.get("error")
+                assert status == 413 and "--max-body-bytes" in message, (method, path, status, body)
 
     with checks.check("uploads over --max-upload-bytes: 413 and no file left; just under: accepted"):
         row = len(rows(1, padding=10))
@@ -276,7 +295,7 @@ def main(binary, work):
         assert server.stop() == 0
         log = open(log_path, encoding="utf-8", errors="replace").read()
         assert len(log) > 10_000 and "TRACE" in log, "the log is not at trace level"
-        for secret in (KEY, WRONG_KEY, RARE, KEY.split("-")[-1]):
+        for secret in (KEY, WRONG_KEY, READ_ONLY_KEY, RARE, KEY.split("-")[-1]):
             assert secret not in log, f"{secret[:12]}... appears in the log: " + log[log.find(secret) - 300:][:600]
     checks.finish()
 

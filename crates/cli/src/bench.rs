@@ -71,6 +71,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         "kind": reranker.kind(),
         "device": device,
         "max_length": a.max_length,
+        // What the scores written to --scores are: the raw scores mapped by it.
+        "calibration": reranker.calibration(),
         "rerank": { "queries": rows.len(), "pairs": pairs, "batch_size": a.batch_size,
                     "seconds": rerank_secs, "pairs_per_second": pairs as f64 / rerank_secs },
     });

@@ -9,7 +9,7 @@ use finerank_engine::DEFAULT_MODEL;
 use finerank_eval::{render_table, Bootstrap, Report};
 use finerank_train::{FinetuneJob, HyperOverrides};
 
-use crate::evaluate::{read_test_rows, report, score_model};
+use crate::evaluate::{measure, read_test_rows, report};
 use crate::Ctx;
 
 /// Tokens per input for training and for both models' evaluation, so the comparison is fair.
@@ -71,6 +71,7 @@ pub fn default_job(ctx: &Ctx, a: &Args, name: &str, dir: &Path) -> FinetuneJob {
         precision: ctx.precision,
         min_train_queries: None,
         min_valid_queries: None,
+        resume_dir: None,
     }
 }
 
@@ -145,13 +146,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     }
 
     step(3, "assess the base model");
-    let mut base_scores = Vec::new();
+    let base = ctx
+        .load(&a.base, None)
+        .with_context(|| format!("loading model {}", a.base))?;
+    let mut base_measured = Vec::new();
     for (name, rows) in &test_sets {
-        let scores = score_model(ctx, &a.base, rows, Some(MAX_LEN))?;
-        let r = report((&a.base, &scores), None, &Bootstrap::default())?;
+        let measured = measure(&base, rows, base.window_for(Some(MAX_LEN)));
+        let r = report(&measured, None, &Bootstrap::default())?;
         eprintln!("{name}: accuracy@1 {:.3}", r.metrics.accuracy_at_1.mean);
-        base_scores.push(scores);
+        base_measured.push(measured);
     }
+    // Training loads its own copy of the base.
+    drop(base);
 
     step(4, "fine-tune with the default hyperparameters");
     let job = default_job(ctx, &a, "casehold-demo", &prepared);
@@ -159,14 +165,13 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     eprintln!("registered {}", record.id);
 
     step(5, "evaluate the fine-tuned model");
+    let tuned = ctx
+        .load(&record.id, None)
+        .with_context(|| format!("loading model {}", record.id))?;
     let mut reports: Vec<(String, Report)> = Vec::new();
-    for ((name, rows), base_scores) in test_sets.iter().zip(&base_scores) {
-        let scores = score_model(ctx, &record.id, rows, Some(MAX_LEN))?;
-        let r = report(
-            (&record.id, &scores),
-            Some((&a.base, base_scores)),
-            &Bootstrap::default(),
-        )?;
+    for ((name, rows), base) in test_sets.iter().zip(&base_measured) {
+        let measured = measure(&tuned, rows, tuned.window_for(Some(MAX_LEN)));
+        let r = report(&measured, Some(base), &Bootstrap::default())?;
         reports.push((name.clone(), r));
     }
 

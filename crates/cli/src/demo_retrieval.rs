@@ -119,6 +119,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         run: None,
         top_k: 100,
         max_len: Some(MAX_LEN),
+        own_windows: false,
         boot: Bootstrap::default(),
     };
     let report = evaluate(ctx, &setup, &[&a.base, &record.id])?;

@@ -5,11 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use finerank_data::{examples_to_test, read_raw, read_test, Mapping, TestRow};
-use finerank_engine::{assess, ScoreOptions};
+use finerank_engine::{assess, Assessment, Reranker, ScoreOptions};
 use finerank_eval::{
-    compare, ranks_csv, render_retrieval, render_table, retrieval_csv, summarize, Bootstrap,
-    QueryMetrics, Report,
+    compare, ranks_csv, render_retrieval, render_table, retrieval_csv, summarize, Bootstrap, Report,
 };
+use finerank_retrieve::DEFAULT_TOP_K;
 
 use crate::progress::bar;
 use crate::{retrieval, Ctx, ModelArg};
@@ -32,14 +32,19 @@ pub struct Args {
     #[arg(long, requires = "beir")]
     run: Option<PathBuf>,
     /// How many of the first stage's candidates each model re-ranks, with --beir.
-    #[arg(long, default_value_t = 100, requires = "beir")]
+    #[arg(long, default_value_t = DEFAULT_TOP_K, requires = "beir")]
     top_k: usize,
     /// A second model to compare against (typically the base model).
     #[arg(long)]
     compare: Option<String>,
-    /// Tokens per model input for both models (default: each model's window).
+    /// Tokens per model input (default: the model's own window). Compared models read at one
+    /// window, the smaller of theirs, unless --own-windows.
     #[arg(long)]
     max_length: Option<usize>,
+    /// Read each compared model at its own window (or --max-length, capped to what it allows)
+    /// instead of one shared window.
+    #[arg(long)]
+    own_windows: bool,
     /// Bootstrap resamples for the confidence intervals.
     #[arg(long, default_value_t = 2000)]
     bootstrap: usize,
@@ -69,41 +74,84 @@ pub fn read_test_rows(path: &Path) -> anyhow::Result<Vec<TestRow>> {
     }
 }
 
-/// Per-query metrics of one model on `rows`, with a progress bar.
-pub fn score_model(
-    ctx: &Ctx,
-    model: &str,
-    rows: &[TestRow],
-    max_len: Option<usize>,
-) -> anyhow::Result<Vec<QueryMetrics>> {
-    let reranker = ctx
-        .load(model, None)
-        .with_context(|| format!("loading model {model}"))?;
+/// Loads each model, in order.
+pub fn load_models(ctx: &Ctx, models: &[&str]) -> anyhow::Result<Vec<Reranker>> {
+    models
+        .iter()
+        .map(|&m| {
+            ctx.load(m, None)
+                .with_context(|| format!("loading model {m}"))
+        })
+        .collect()
+}
+
+/// The tokens per input each of `rerankers` reads with. Each model's own window is `max_len`
+/// when given, else its own, capped at its position table. With `own`, each reads at that;
+/// otherwise all read at the smallest of them, so that a comparison measures the models and not
+/// how much of each text one of them saw (a model saved with a 384-token window and its base at
+/// 256 both read 256).
+pub fn windows(rerankers: &[Reranker], max_len: Option<usize>, own: bool) -> Vec<usize> {
+    let each: Vec<usize> = rerankers.iter().map(|r| r.window_for(max_len)).collect();
+    match each.iter().min() {
+        Some(&smallest) if !own => vec![smallest; each.len()],
+        _ => each,
+    }
+}
+
+/// A model measured on a test set, with the window it read.
+pub struct Measured {
+    pub name: String,
+    pub window: usize,
+    pub assessment: Assessment,
+}
+
+/// `reranker` measured on `rows` at `window` tokens per input, with a progress bar. A model that
+/// outputs NaN or infinite scores is warned about: those rank last, so they never count as hits.
+pub fn measure(reranker: &Reranker, rows: &[TestRow], window: usize) -> Measured {
+    let name = reranker.name().to_string();
     let pb = bar(rows.len(), "eval");
-    pb.set_message(model.to_string());
+    pb.set_message(name.clone());
     let opts = ScoreOptions {
-        max_len,
+        max_len: Some(window),
         ..Default::default()
     };
-    let out = assess(&reranker, rows, &opts, &mut |done, _| {
+    let assessment = assess(reranker, rows, &opts, &mut |done, _| {
         pb.set_position(done as u64)
     });
     pb.finish_and_clear();
-    Ok(out)
+    if assessment.non_finite > 0 {
+        let pairs: usize = rows.iter().map(|r| r.documents.len()).sum();
+        eprintln!(
+            "warning: {name}: {} of {pairs} scores are NaN or infinite, a broken model output; \
+             they rank after every finite score, so they never count as hits",
+            assessment.non_finite
+        );
+    }
+    Measured {
+        name,
+        window,
+        assessment,
+    }
 }
 
 /// The report for `model`, and for `baseline` beside it when given.
 pub fn report(
-    model: (&str, &[QueryMetrics]),
-    baseline: Option<(&str, &[QueryMetrics])>,
+    model: &Measured,
+    baseline: Option<&Measured>,
     boot: &Bootstrap,
 ) -> anyhow::Result<Report> {
     Ok(Report {
-        model: model.0.to_string(),
-        metrics: summarize(model.1, boot),
-        compare_to: baseline.map(|b| b.0.to_string()),
-        baseline: baseline.map(|b| summarize(b.1, boot)),
-        comparison: baseline.map(|b| compare(b.1, model.1, boot)).transpose()?,
+        model: model.name.clone(),
+        metrics: summarize(&model.assessment.per_query, boot),
+        compare_to: baseline.map(|b| b.name.clone()),
+        baseline: baseline.map(|b| summarize(&b.assessment.per_query, boot)),
+        comparison: baseline
+            .map(|b| compare(&b.assessment.per_query, &model.assessment.per_query, boot))
+            .transpose()?,
+        ece: Some(model.assessment.ece),
+        baseline_ece: baseline.map(|b| b.assessment.ece),
+        window: Some(model.window),
+        baseline_window: baseline.map(|b| b.window),
     })
 }
 
@@ -125,6 +173,7 @@ fn run_retrieval(ctx: &Ctx, a: &Args, beir: &Path, boot: Bootstrap) -> anyhow::R
         run: a.run.as_deref(),
         top_k: a.top_k,
         max_len: a.max_length,
+        own_windows: a.own_windows,
         boot,
     };
     // The baseline first, so the report compares the model against it as well as the first stage.
@@ -155,14 +204,19 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     }
     let test = a.test.as_deref().expect("clap requires --test or --beir");
     let rows = read_test_rows(test)?;
-    let ours = score_model(ctx, &a.model.model, &rows, a.max_length)?;
-    let theirs = a
-        .compare
-        .as_deref()
-        .map(|m| score_model(ctx, m, &rows, a.max_length))
-        .transpose()?;
-    let baseline = a.compare.as_deref().zip(theirs.as_deref());
-    let report = report((&a.model.model, &ours), baseline, &boot)?;
+    let names: Vec<&str> = [a.model.model.as_str()]
+        .into_iter()
+        .chain(a.compare.as_deref())
+        .collect();
+    let rerankers = load_models(ctx, &names)?;
+    let windows = windows(&rerankers, a.max_length, a.own_windows);
+    let measured: Vec<Measured> = rerankers
+        .iter()
+        .zip(windows)
+        .map(|(r, w)| measure(r, &rows, w))
+        .collect();
+    let (ours, baseline) = (&measured[0], measured.get(1));
+    let report = report(ours, baseline, &boot)?;
     let json = serde_json::to_string_pretty(&report)?;
     if a.json {
         println!("{json}");
@@ -174,6 +228,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             render_table(&report)
         );
     }
-    write_outputs(&a, &json, || ranks_csv(&a.model.model, &ours, baseline))?;
+    write_outputs(&a, &json, || {
+        ranks_csv(
+            &ours.name,
+            &ours.assessment.per_query,
+            baseline.map(|b| (b.name.as_str(), b.assessment.per_query.as_slice())),
+        )
+    })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,8 +2,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use finerank_engine::{Kind, DEFAULT_MODEL};
-use finerank_train::{run_job, FinetuneJob, HyperOverrides};
+use finerank_engine::{Kind, Registry, DEFAULT_MODEL};
+use finerank_train::{resume_dir, resume_step, run_job, FinetuneJob, HyperOverrides, Outcome};
 
 use crate::progress::TrainProgress;
 use crate::Ctx;
@@ -45,6 +45,11 @@ pub struct Args {
     /// Lower Cohere's minimum of 64 validation queries (for experiments only).
     #[arg(long)]
     min_valid_queries: Option<usize>,
+    /// Continue the interrupted run ID (printed when it started) from its last validation, to
+    /// the model it would have made. Give the arguments it started with: another base model,
+    /// other data or settings are refused.
+    #[arg(long, value_name = "ID")]
+    resume: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -80,6 +85,7 @@ impl Args {
             precision: ctx.precision,
             min_train_queries: self.min_train_queries,
             min_valid_queries: self.min_valid_queries,
+            resume_dir: None,
         }
     }
 }
@@ -94,11 +100,47 @@ pub fn train(ctx: &Ctx, job: &FinetuneJob) -> anyhow::Result<finerank_engine::Mo
     for w in &review.warnings {
         eprintln!("warning: {w}");
     }
+    let outcome: Outcome = serde_json::from_value(record.metrics.clone())?;
+    match (&outcome.calibration, &outcome.calibration_skipped) {
+        (Some(c), _) => {
+            let r = c
+                .fitted_on
+                .as_ref()
+                .expect("a fitted calibration carries its report");
+            eprintln!(
+                "calibration: ECE {:.3} -> {:.3} (the default mapping, then {c}, cross-fitted \
+                 on {} validation pairs)",
+                r.ece_before, r.ece_after, r.pairs
+            );
+        }
+        (None, Some(reason)) => eprintln!(
+            "calibration: skipped ({reason}); the model scores with its kind's default mapping"
+        ),
+        (None, None) => {}
+    }
     Ok(record)
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
-    let job = a.job(ctx);
+    let resume = a.resume.clone();
+    let mut job = a.job(ctx);
+    let id = resume.clone().unwrap_or_else(Registry::new_id);
+    let dir = resume_dir(&ctx.registry()?, &id)?;
+    if resume.is_none() {
+        eprintln!(
+            "run {id}: its state is saved at each validation in {}; if it is interrupted, run \
+             the same command with --resume {id} to continue it",
+            dir.display()
+        );
+    } else if resume_step(&dir).map_err(anyhow::Error::msg)?.is_none() {
+        anyhow::bail!(
+            "nothing to resume for {id}: no saved state in {} (a run saves at its first \
+             validation, and its state goes once its model is registered)",
+            dir.display()
+        );
+    }
+    job.id = Some(id);
+    job.resume_dir = Some(dir);
     let record = train(ctx, &job)?;
     eprintln!("registered {} ({})", record.id, record.name);
     println!("{}", serde_json::to_string_pretty(&record)?);

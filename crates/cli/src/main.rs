@@ -1,6 +1,7 @@
 //! `finerank`: the command line over the engine. Each subcommand is one step of the fine-tuning
 //! flow; `demo` runs them all on the embedded default model.
 mod bench;
+mod calibrate;
 mod demo;
 mod demo_retrieval;
 mod evaluate;
@@ -79,6 +80,8 @@ enum Command {
     Finetune(finetune::Args),
     /// Measure a model on a test set, optionally against another.
     Eval(evaluate::Args),
+    /// Fit how a model's raw scores become relevance scores, on rows with known relevant passages.
+    Calibrate(calibrate::Args),
     /// List, show or delete fine-tuned models.
     Models(models::Args),
     /// The whole flow on CaseHOLD: prepare, review, assess, fine-tune, evaluate (--retrieval:
@@ -181,6 +184,7 @@ fn main() -> ExitCode {
         Command::Mine(a) => mine::run(&ctx, a),
         Command::Finetune(a) => finetune::run(&ctx, a),
         Command::Eval(a) => evaluate::run(&ctx, a),
+        Command::Calibrate(a) => calibrate::run(&ctx, a),
         Command::Models(a) => models::run(&ctx, a),
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),

@@ -1,16 +1,17 @@
 //! `finerank mine`: a corpus, queries and their relevant documents (BEIR's layout) into training
 //! and validation files with mined hard negatives.
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use finerank_data::{
     judge_rows, read_beir, read_corpus, read_train, split_by_query, write_jsonl, Beir, Judgements,
-    TrainRow,
+    TrainRow, DEFAULT_VALID_SHARE,
 };
 use finerank_engine::{resolve, DEFAULT_MODEL};
-use finerank_retrieve::{mine, model_fingerprint, FirstStage, MineOptions, MineReport, Sampling};
+use finerank_retrieve::{
+    keep_given_negatives, mine, model_fingerprint, FirstStage, MineOptions, MineReport, Sampling,
+};
 
 use crate::progress::StageBars;
 use crate::Ctx;
@@ -33,7 +34,7 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Share of the split's queries held out for validation (whole queries, never pairs).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = DEFAULT_VALID_SHARE)]
     valid_share: f64,
     #[command(flatten)]
     mining: MiningArgs,
@@ -138,8 +139,8 @@ pub fn mine_rows(
 pub fn render_report(r: &MineReport) -> String {
     format!(
         "mined {} negatives for {} queries over {} documents ({} first stage, scored by {}) in {:.1} s\n\
-         candidates looked at: {}; dropped as judged relevant: {}; dropped as likely false negatives: \
-         {} (absolute margin) + {} (relative margin)\n\
+         candidates looked at: {}; dropped as judged relevant: {}; as repeated texts: {}; as likely \
+         false negatives: {} (absolute margin) + {} (relative margin)\n\
          queries short of negatives: {} ({} with none){}\n",
         r.negatives,
         r.queries,
@@ -149,6 +150,7 @@ pub fn render_report(r: &MineReport) -> String {
         r.seconds,
         r.candidates,
         r.dropped_positive,
+        r.dropped_repeated_text,
         r.dropped_absolute_margin,
         r.dropped_relative_margin,
         r.queries_short,
@@ -159,22 +161,6 @@ pub fn render_report(r: &MineReport) -> String {
             format!("; reused from cache: {}", r.cache_hits.join(", "))
         },
     )
-}
-
-/// Puts the negatives the user's own rows had before the mined ones.
-fn keep_given_negatives(rows: &mut [TrainRow], given: &[TrainRow]) {
-    let mut own: HashMap<&str, &[String]> = HashMap::new();
-    for g in given {
-        own.entry(g.query.as_str()).or_insert(&g.hard_negatives);
-    }
-    for row in rows.iter_mut() {
-        let Some(&own) = own.get(row.query.as_str()) else {
-            continue;
-        };
-        let mined = std::mem::replace(&mut row.hard_negatives, own.to_vec());
-        row.hard_negatives
-            .extend(mined.into_iter().filter(|n| !own.contains(n)));
-    }
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {

@@ -22,7 +22,9 @@ pub struct Args {
     #[arg(long, requires_all = ["train", "valid"])]
     test: Option<usize>,
     /// Split by shares instead, e.g. 0.8,0.1,0.1.
-    #[arg(long, value_delimiter = ',', num_args = 3)]
+    // Not `num_args = 3`: clap counts the comma-joined list as one value and refuses it, so
+    // `split` checks the count.
+    #[arg(long, value_delimiter = ',')]
     ratios: Option<Vec<f64>>,
     /// Shuffle with this seed before splitting.
     #[arg(long)]
@@ -73,12 +75,15 @@ impl Args {
         })
     }
 
-    fn split(&self) -> Split {
-        match (&self.ratios, self.train) {
-            (Some(r), _) => Split::Ratios {
-                train: r[0],
-                valid: r[1],
-                test: r[2],
+    fn split(&self) -> anyhow::Result<Split> {
+        Ok(match (&self.ratios, self.train) {
+            (Some(r), _) => match r[..] {
+                [train, valid, test] => Split::Ratios { train, valid, test },
+                _ => bail!(
+                    "--ratios takes three shares, train, validation and test, e.g. 0.8,0.1,0.1 \
+                     (got {})",
+                    r.len()
+                ),
             },
             (None, Some(train)) => Split::Counts {
                 train,
@@ -86,13 +91,13 @@ impl Args {
                 test: self.test.unwrap_or(0),
             },
             (None, None) => PrepareOptions::default().split,
-        }
+        })
     }
 }
 
 pub fn run(a: Args) -> anyhow::Result<ExitCode> {
     let opts = PrepareOptions {
-        split: a.split(),
+        split: a.split()?,
         shuffle_seed: a.seed,
         limit: a.limit,
     };

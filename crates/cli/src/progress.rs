@@ -61,12 +61,20 @@ impl TrainProgress {
                 train_rows,
                 valid_rows,
                 device,
+                resumed_at,
             } => {
                 eprintln!(
                     "fine-tuning a {kind:?} on {train_rows} queries ({valid_rows} for validation): \
                      {epochs} epoch(s), {total_steps} steps, on {device}"
                 );
-                self.bar = Some(bar(*total_steps, "fine-tune"));
+                let pb = bar(*total_steps, "fine-tune");
+                if let Some(step) = resumed_at {
+                    eprintln!(
+                        "continuing from step {step}, the last validation before the interruption"
+                    );
+                    pb.set_position(*step as u64);
+                }
+                self.bar = Some(pb);
             }
             TrainEvent::Step {
                 step,

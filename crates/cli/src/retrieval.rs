@@ -4,15 +4,12 @@
 //! randomization test.
 use std::path::Path;
 
-use anyhow::Context;
 use finerank_data::{read_beir, read_run, Beir};
 use finerank_engine::ScoreOptions;
-use finerank_eval::{
-    compare_retrieval, retrieval_metrics, summarize_retrieval, Bootstrap, Paired, RetrievalMetrics,
-    RetrievalReport, System,
-};
-use finerank_retrieve::{bm25_run, rerank_run, to_eval, Bm25Index, Hit};
+use finerank_eval::{Bootstrap, RetrievalReport};
+use finerank_retrieve::{bm25_run, pair_systems, rerank_run, system, Bm25Index, Hit};
 
+use crate::evaluate::{load_models, windows};
 use crate::mine::cache_dir;
 use crate::progress::{bar, StageBars};
 use crate::Ctx;
@@ -25,6 +22,8 @@ pub struct Setup<'a> {
     pub run: Option<&'a Path>,
     pub top_k: usize,
     pub max_len: Option<usize>,
+    /// Each model reads at its own window instead of the one they share (see [`windows`]).
+    pub own_windows: bool,
     pub boot: Bootstrap,
 }
 
@@ -54,41 +53,27 @@ fn first_stage(setup: &Setup, beir: &Beir) -> anyhow::Result<(String, Vec<Vec<Hi
     ))
 }
 
-/// Evaluates the first stage alone, then each model re-ranking its top k. Comparisons: every
-/// model against the first stage, and each later model against the first model given (the
-/// base, when the caller lists it first).
+/// Evaluates the first stage alone, then each model re-ranking its top k, the models reading at
+/// one window unless `setup.own_windows` (see [`windows`]). Comparisons: every model against the
+/// first stage, and each later model against the first model given (the base, when the caller
+/// lists it first).
 pub fn evaluate(ctx: &Ctx, setup: &Setup, models: &[&str]) -> anyhow::Result<RetrievalReport> {
     let beir = read_beir(setup.beir, setup.split)?;
     let (stage_name, run) = first_stage(setup, &beir)?;
-    let summarize = |name: String, window, run: &[Vec<Hit>]| {
-        let per_query: Vec<RetrievalMetrics> = to_eval(&beir.judgements, run)
-            .iter()
-            .map(retrieval_metrics)
-            .collect();
-        System {
-            name,
-            window,
-            metrics: summarize_retrieval(&per_query, &setup.boot),
-            per_query,
-        }
-    };
-    let mut systems = vec![summarize(stage_name.clone(), None, &run)];
-    for &model in models {
-        let reranker = ctx
-            .load(model, None)
-            .with_context(|| format!("loading model {model}"))?;
+    let judgements = &beir.judgements;
+    let mut systems = vec![system(&stage_name, None, judgements, &run, &setup.boot)];
+    let rerankers = load_models(ctx, models)?;
+    let windows = windows(&rerankers, setup.max_len, setup.own_windows);
+    for (reranker, window) in rerankers.iter().zip(windows) {
         let opts = ScoreOptions {
-            max_len: setup.max_len,
+            max_len: Some(window),
             ..Default::default()
         };
-        let window = setup
-            .max_len
-            .unwrap_or(reranker.window())
-            .min(reranker.model().max_positions());
+        let model = reranker.name();
         let pb = bar(run.len(), "rerank");
         pb.set_message(model.to_string());
         let reranked = rerank_run(
-            &reranker,
+            reranker,
             &beir.corpus,
             &beir.judgements,
             &run,
@@ -96,27 +81,15 @@ pub fn evaluate(ctx: &Ctx, setup: &Setup, models: &[&str]) -> anyhow::Result<Ret
             &mut |d, _| pb.set_position(d as u64),
         );
         pb.finish_and_clear();
-        systems.push(summarize(model.to_string(), Some(window), &reranked));
+        systems.push(system(
+            model,
+            Some(window),
+            judgements,
+            &reranked,
+            &setup.boot,
+        ));
     }
-    let mut comparisons = Vec::new();
-    let mut pair = |a: usize, b: usize| -> anyhow::Result<()> {
-        comparisons.push(Paired {
-            a: systems[a].name.clone(),
-            b: systems[b].name.clone(),
-            comparison: compare_retrieval(
-                &systems[a].per_query,
-                &systems[b].per_query,
-                &setup.boot,
-            )?,
-        });
-        Ok(())
-    };
-    for b in 1..systems.len() {
-        pair(0, b)?;
-    }
-    for b in 2..systems.len() {
-        pair(1, b)?;
-    }
+    let comparisons = pair_systems(&systems, &setup.boot)?;
     Ok(RetrievalReport {
         collection: setup.beir.display().to_string(),
         split: setup.split.to_string(),

@@ -1,10 +1,12 @@
 //! The command line as a user meets it: good runs print JSON, bad files get errors that name the
 //! file, the line and the fix, and nothing half-written is left behind.
 mod common;
+mod models;
 
 use std::path::{Path, PathBuf};
 
-use common::{finerank, text};
+use common::{command, finerank, text};
+use models::{copy_dir, default_model_with_window, installed_default_model};
 
 fn shared(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -229,6 +231,34 @@ fn rerank_prints_ranked_json_and_refuses_bad_documents() {
     );
 }
 
+/// The README's form, `--ratios 0.8,0.1,0.1`, splits by shares; a wrong count is refused.
+#[test]
+fn prepare_splits_by_comma_separated_ratios() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = shared("data/casehold/train.jsonl").display().to_string();
+    let run = |ratios: &str| {
+        let out = tmp.path().join(ratios);
+        let args = [
+            "prepare", "--input", &input, "--limit", "100", "--ratios", ratios, "--out",
+        ];
+        finerank(
+            tmp.path(),
+            &[&args[..], &[&out.display().to_string()]].concat(),
+        )
+    };
+    let out = run("0.8,0.1,0.1");
+    assert!(out.status.success(), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts = ["train", "valid", "test"].map(|k| summary[k].as_u64().unwrap());
+    assert_eq!(counts, [80, 10, 10]);
+    let out = run("0.8,0.2");
+    assert!(
+        !out.status.success() && text(&out).contains("--ratios takes three shares"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn prepare_validate_and_eval_with_comparison() {
     let tmp = tempfile::tempdir().unwrap();
@@ -286,11 +316,264 @@ fn prepare_validate_and_eval_with_comparison() {
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["metrics"]["queries"], 10);
+    for field in ["ece", "baseline_ece"] {
+        let ece = report[field].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&ece), "{field} {ece}");
+    }
     let p = report["comparison"]["mcnemar_p"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&p));
     let acc = &report["metrics"]["accuracy_at_1"];
+    let [low, mean, high] = ["ci_low", "mean", "ci_high"].map(|k| {
+        acc[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("accuracy_at_1.{k} is not a number: {acc}"))
+    });
+    assert!(low <= mean && mean <= high, "{acc}");
+    // The default model (256 tokens) read at the tiny model's 128, as the tiny model must be.
+    assert_eq!(
+        (&report["window"], &report["baseline_window"]),
+        (&128.into(), &128.into())
+    );
+}
+
+/// A fine-tuned model saved with a wider window than its base's is compared at one window, so
+/// that the difference is the models'; `--own-windows` reads each at its own, and the report
+/// names the window each model read in both cases.
+#[test]
+fn eval_compares_two_models_at_one_window_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The same weights as the base, saved with 384 tokens: any difference is the window's.
+    let wide = default_model_with_window(tmp.path(), "wide", 384);
+    let rows: String = std::fs::read_to_string(shared("data/casehold/test.jsonl"))
+        .unwrap()
+        .lines()
+        .take(20)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let test = write(tmp.path(), "test.jsonl", rows.as_bytes());
+    let json = tmp.path().join("report.json");
+    // The table on stdout, the JSON report from `--out`.
+    let eval = |extra: &[&str]| {
+        let args = [
+            "eval",
+            "--test",
+            &test,
+            "--model",
+            wide.to_str().unwrap(),
+            "--compare",
+            "all-MiniLM-L6-v2",
+            "--bootstrap",
+            "100",
+            "--out",
+            json.to_str().unwrap(),
+        ];
+        let out = finerank(tmp.path(), &[&args[..], extra].concat());
+        assert!(out.status.success(), "{}", text(&out));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        (text(&out), report)
+    };
+
+    let (table, report) = eval(&[]);
+    assert_eq!(report["window"], 256, "{report}");
+    assert_eq!(report["baseline_window"], 256, "{report}");
     assert!(
-        acc["ci_low"].as_f64() <= acc["mean"].as_f64()
-            && acc["mean"].as_f64() <= acc["ci_high"].as_f64()
+        table.contains("window        256      256  (tokens per input each"),
+        "{table}"
+    );
+    // Read alike, the two are one model: the same scores, so no difference at all.
+    assert_eq!(report["ece"], report["baseline_ece"], "{report}");
+    let c = &report["comparison"];
+    for d in [
+        "accuracy_at_1_diff",
+        "mrr_at_10_diff",
+        "ndcg_at_10_diff",
+        "map_diff",
+    ] {
+        assert_eq!(c[d]["mean"], 0.0, "{d}: {c}");
+    }
+    assert_eq!(c["mcnemar_p"], 1.0, "{c}");
+
+    let (table, report) = eval(&["--own-windows"]);
+    assert_eq!(report["window"], 384, "{report}");
+    assert_eq!(report["baseline_window"], 256, "{report}");
+    assert!(
+        table.contains("window        256      384  (tokens per input; unequal"),
+        "{table}"
+    );
+    // Some of these queries run past 256 tokens, so the wider read scores them otherwise.
+    assert_ne!(report["ece"], report["baseline_ece"], "{report}");
+}
+
+/// The first `n` CaseHOLD training rows as Cohere-format rows, in `dir/train.jsonl`.
+fn casehold_rows(home: &Path, dir: &Path, n: usize) -> String {
+    let n = n.to_string();
+    let out = finerank(
+        home,
+        &[
+            "prepare",
+            "--input",
+            &shared("data/casehold/train.jsonl").display().to_string(),
+            "--out",
+            &dir.display().to_string(),
+            "--train",
+            &n,
+            "--valid",
+            "0",
+            "--test",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    dir.join("train.jsonl").display().to_string()
+}
+
+#[test]
+fn calibrate_fits_reports_and_writes_beside_a_checkpoint_but_not_the_default_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = casehold_rows(tmp.path(), &tmp.path().join("data"), 40);
+
+    // The built-in default model is measured, never written to, by name or by directory. A copy
+    // stands in for it, so that a refusal that failed could not write into the real one.
+    let installed = installed_default_model();
+    let default_dir = tmp.path().join("default-model");
+    copy_dir(&installed, &default_dir);
+    for model in ["all-MiniLM-L6-v2", default_dir.to_str().unwrap()] {
+        let out = command(tmp.path())
+            .env("FINERANK_DEFAULT_MODEL", &default_dir)
+            .args(["calibrate", "--model", model, "--data", &rows, "--write"])
+            .output()
+            .unwrap();
+        let all = text(&out);
+        assert!(!out.status.success(), "{model}: --write accepted\n{all}");
+        assert!(all.contains("default model"), "{all}");
+    }
+    assert!(!default_dir.join("calibration.json").exists());
+
+    // Another copy is a checkpoint of the user's own.
+    let own = tmp.path().join("own-model");
+    copy_dir(&installed, &own);
+    let model = own.display().to_string();
+    let docs = write(
+        tmp.path(),
+        "docs.json",
+        br#"["Paris is the capital of France.", "Bananas are yellow."]"#,
+    );
+    let rerank = || {
+        let out = finerank(
+            tmp.path(),
+            &[
+                "rerank",
+                "--model",
+                &model,
+                "--query",
+                "capital of france",
+                "--documents",
+                &docs,
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["results"].clone()
+    };
+    let before = rerank();
+
+    let out = finerank(
+        tmp.path(),
+        &["calibrate", "--model", &model, "--data", &rows, "--write"],
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("before: sigmoid(") && all.contains("its kind's default"),
+        "{all}"
+    );
+    assert!(all.contains("(2-fold cross-fitted by query)"), "{all}");
+    let fitted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(fitted["method"], "platt");
+    assert_eq!(fitted["input"], "cosine");
+    // 40 queries, each with its holding and four wrong ones.
+    assert_eq!(fitted["fitted_on"]["pairs"], 200);
+    assert_eq!(fitted["fitted_on"]["positives"], 40);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(own.join("calibration.json")).unwrap())
+            .unwrap();
+    assert_eq!(written, fitted);
+
+    // The model now scores with it: the same order, other scores.
+    let after = rerank();
+    let indices = |r: &serde_json::Value| {
+        r.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["index"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(indices(&before), indices(&after));
+    assert_ne!(before, after);
+    let out = finerank(
+        tmp.path(),
+        &["calibrate", "--model", &model, "--data", &rows],
+    );
+    assert!(
+        text(&out).contains("its calibration.json"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn finetune_prints_its_calibration() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = finerank(
+        tmp.path(),
+        &[
+            "prepare",
+            "--input",
+            &shared("data/casehold/train.jsonl").display().to_string(),
+            "--out",
+            &data.display().to_string(),
+            "--train",
+            "48",
+            "--valid",
+            "16",
+            "--test",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = finerank(
+        tmp.path(),
+        &[
+            "finetune",
+            "--train",
+            &data.join("train.jsonl").display().to_string(),
+            "--valid",
+            &data.join("valid.jsonl").display().to_string(),
+            "--base",
+            &shared("fixtures/tiny-bert-cross-encoder")
+                .display()
+                .to_string(),
+            "--min-train-queries",
+            "8",
+            "--min-valid-queries",
+            "8",
+            "--train-epochs",
+            "1",
+            "--train-batch-size",
+            "8",
+            "--learning-rate",
+            "1e-3",
+            "--max-length",
+            "64",
+            "--seed",
+            "7",
+        ],
+    );
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("calibration: ECE ") && all.contains("cross-fitted on 80 validation pairs"),
+        "{all}"
     );
 }

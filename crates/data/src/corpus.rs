@@ -39,7 +39,7 @@ impl Doc {
 #[derive(Clone, Debug)]
 pub struct Corpus {
     pub docs: Vec<Doc>,
-    index: HashMap<String, usize>,
+    pub(crate) index: HashMap<String, usize>,
 }
 
 impl Corpus {

@@ -11,6 +11,7 @@ mod format;
 mod prepare;
 mod qrels;
 mod retrieval;
+mod tasks;
 mod validate;
 
 pub use corpus::{read_beir, read_corpus, read_queries, write_beir, Beir, Corpus, Doc, Query};
@@ -21,5 +22,6 @@ pub use prepare::{
     PrepareSummary, Split,
 };
 pub use qrels::{read_qrels, read_run, Judgements};
-pub use retrieval::{casehold_retrieval, judge_rows, split_by_query};
-pub use validate::{validate, Bucket, FileStats, Review, ValidateOptions};
+pub use retrieval::{casehold_retrieval, judge_rows, split_by_query, DEFAULT_VALID_SHARE};
+pub use tasks::ranking_tasks;
+pub use validate::{too_few_queries, validate, Bucket, FileStats, Review, ValidateOptions};

@@ -92,6 +92,10 @@ pub fn casehold_retrieval(
     Ok((Corpus::new(docs)?, train, test))
 }
 
+/// The share of queries held out for validation when no validation set is given, by
+/// `finerank mine` and by the server's mining alike.
+pub const DEFAULT_VALID_SHARE: f64 = 0.1;
+
 /// Split judged queries (never pairs, so no query leaks across parts) into train/valid/test
 /// Judgements by shares, deterministically shuffled with ChaCha8 from seed. Each part keeps the
 /// original query order; shares are rounded, capped at what is left, and train gets the rest.
@@ -124,8 +128,10 @@ pub fn split_by_query(
 /// Cohere-format rows over a document collection, for mining: each row becomes a judged query
 /// (id `line-<n>`, 1-based) whose relevant documents are its relevant passages, found in `corpus`
 /// by exact text (a document's text or its title and text), or else added to it (ids
-/// `passage-<k>`), so that no relevant passage can come back as a negative.
+/// `passage-<k>`, skipping ids the corpus already has), so that no relevant passage can come back
+/// as a negative. The corpus it returns takes a second set of rows, such as validation rows.
 pub fn judge_rows(rows: &[TrainRow], corpus: Corpus) -> Result<(Corpus, Judgements), DataError> {
+    let taken = corpus.index;
     let mut docs = corpus.docs;
     let mut by_text: HashMap<String, usize> = HashMap::new();
     for (i, d) in docs.iter().enumerate() {
@@ -143,9 +149,15 @@ pub fn judge_rows(rows: &[TrainRow], corpus: Corpus) -> Result<(Corpus, Judgemen
             .iter()
             .map(|p| {
                 let doc = *by_text.entry(p.clone()).or_insert_with(|| {
-                    added += 1;
+                    let id = loop {
+                        added += 1;
+                        let id = format!("passage-{added}");
+                        if !taken.contains_key(&id) {
+                            break id;
+                        }
+                    };
                     docs.push(Doc {
-                        id: format!("passage-{added}"),
+                        id,
                         title: String::new(),
                         text: p.clone(),
                     });

@@ -63,7 +63,7 @@ pub struct Bucket {
     pub count: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Review {
     pub ok: bool,
     pub errors: Vec<Problem>,
@@ -86,15 +86,7 @@ pub fn validate(
     opts: &ValidateOptions,
     pair_tokens: &(dyn Fn(&str, &str) -> usize + Sync),
 ) -> Review {
-    let mut review = Review {
-        ok: false,
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        train: None,
-        valid: None,
-        train_rows: Vec::new(),
-        valid_rows: Vec::new(),
-    };
+    let mut review = Review::default();
     let mut errors = Capped::default();
     let mut warnings = Capped::default();
     let mut check = |path: &Path, role: &str, min_queries: usize| {
@@ -113,6 +105,32 @@ pub fn validate(
     review.warnings = warnings.finish();
     review.ok = review.errors.is_empty();
     review
+}
+
+/// The review's error for a file with fewer usable unique queries than required, or `None`.
+/// `role` is "training" or "validation". For query sets that are not rows of a file, such as a
+/// BEIR collection's judged queries, so that they are held to the same rule in the same words.
+pub fn too_few_queries(
+    file: &str,
+    role: &str,
+    unique_queries: usize,
+    min_queries: usize,
+) -> Option<Problem> {
+    (unique_queries < min_queries)
+        .then(|| too_few(role, unique_queries, min_queries).at(file, None))
+}
+
+fn too_few(role: &str, unique_queries: usize, min_queries: usize) -> Flaw {
+    Flaw::new(
+        "too_few_queries",
+        format!(
+            "the {role} file has {unique_queries} usable unique queries; at least {min_queries} are required"
+        ),
+        format!(
+            "add at least {} more queries (Cohere requires {min_queries} {role} queries)",
+            min_queries - unique_queries
+        ),
+    )
 }
 
 /// Problems in order, with repeats of one kind in one file cut off after [`MAX_PER_KIND`].
@@ -239,17 +257,7 @@ impl FileCheck<'_> {
                 Flaw::new("empty", format!("the {role} file holds no rows"), fix),
             );
         } else if unique_queries < min_queries {
-            self.error(
-                None,
-                Flaw::new(
-                    "too_few_queries",
-                    format!("the {role} file has {unique_queries} usable unique queries; at least {min_queries} are required"),
-                    format!(
-                        "add at least {} more queries (Cohere requires {min_queries} {role} queries)",
-                        min_queries - unique_queries
-                    ),
-                ),
-            );
+            self.error(None, too_few(role, unique_queries, min_queries));
         }
         let stats = self.stats(&rows, unique_queries, opts.max_len, pair_tokens);
         if stats.truncated_pairs as f64 > TRUNCATION_WARN_SHARE * stats.pairs as f64 {
@@ -274,8 +282,10 @@ impl FileCheck<'_> {
                         "no {role} row has hard negatives: the model learns only to tell each \
                          query's passage from other queries' passages, which it mostly can already"
                     ),
-                    "mine hard negatives from your document collection with \
-                     `finerank mine --beir DIR --out DIR` and train on the files it writes",
+                    "mine hard negatives from your document collection: with \
+                     `finerank mine --beir DIR --out DIR`, training on the files it writes, or \
+                     through the API, uploading the rows again with the collection as `corpus` \
+                     and the query parameter `mine_negatives=true`",
                 ),
             );
         }

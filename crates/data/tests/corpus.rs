@@ -502,3 +502,27 @@ fn judge_rows_finds_relevant_passages_in_the_corpus_or_adds_them() {
     );
     assert_eq!(j.grades, [vec![(0, 1), (1, 1)], vec![(2, 1)], vec![(2, 1)]]);
 }
+
+/// Training rows then validation rows over one collection: the passages each call adds get ids
+/// of their own, never one the collection already has.
+#[test]
+fn judge_rows_twice_over_one_collection_gives_every_added_passage_its_own_id() {
+    let doc = |id: &str, text: &str| finerank_data::Doc {
+        id: id.into(),
+        title: String::new(),
+        text: text.into(),
+    };
+    let corpus = finerank_data::Corpus::new(vec![doc("passage-2", "alpha")]).unwrap();
+    let row = |q: &str, relevant: &str| finerank_data::TrainRow {
+        query: q.into(),
+        relevant_passages: vec![relevant.into()],
+        hard_negatives: Vec::new(),
+    };
+    let (corpus, train) = finerank_data::judge_rows(&[row("q1", "beta")], corpus).unwrap();
+    let (corpus, valid) =
+        finerank_data::judge_rows(&[row("q2", "gamma"), row("q3", "beta")], corpus).unwrap();
+    let ids: Vec<&str> = corpus.docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["passage-2", "passage-1", "passage-3"]);
+    assert_eq!(train.grades, [vec![(1, 1)]]);
+    assert_eq!(valid.grades, [vec![(2, 1)], vec![(1, 1)]]);
+}

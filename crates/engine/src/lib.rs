@@ -2,17 +2,24 @@
 //!
 //! It resolves model references (the default model, a registered `<uuid>-ft` id, or a checkpoint
 //! directory), keeps the local model registry, scores queries against documents with
-//! length-sorted, token-budget batches and overlapping chunks, and evaluates a model on a test set.
+//! length-sorted, token-budget batches and overlapping chunks, calibrates its raw scores into
+//! relevance scores (and fits that calibration), and evaluates a model on a test set.
 //! Its types are plain data; libtorch stays inside `finerank-model`.
 mod assess;
+mod calibration;
 mod registry;
 mod reranker;
 mod resolve;
+mod staging;
 
-pub use assess::{assess, groups_of_test_rows};
+use assess::score_rows;
+pub use assess::{assess, groups_of_test_rows, Assessment};
+pub use calibration::{fit_calibration, Calibration, Method, RawScore, CALIBRATION_FILE};
 pub use finerank_model::{DeviceChoice, Kind, LoadOptions, Precision};
 pub use registry::{now_rfc3339, ModelRecord, Registry, RegistryError};
-pub use reranker::{dot, rank, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions};
+pub use reranker::{
+    dot, rank, rank_by_raw, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions,
+};
 pub use resolve::{default_model_dir, resolve, ResolveError, DEFAULT_MODEL};
 
 #[derive(Debug, thiserror::Error)]
@@ -25,4 +32,7 @@ pub enum EngineError {
     Resolve(#[from] ResolveError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A `calibration.json` that cannot be read or written, or a calibration for another kind.
+    #[error("{0}")]
+    Calibration(String),
 }

@@ -1,14 +1,20 @@
 //! The local model registry: one Hugging Face checkpoint directory per fine-tuned model, with a
 //! `finerank.json` record beside the weights.
 //!
-//! A model is published by renaming a complete staging directory into `models/`, so the registry
-//! only ever holds whole models: a crash mid-write leaves debris in `staging/`, which the next
-//! `open` removes.
-use std::fs;
+//! A model is published by renaming a complete staging directory into `models/`, and deleted by
+//! renaming it out of `models/` before removing it, so the registry only ever lists whole models.
+//! A staging directory belongs to the process writing it (see [`crate::staging`]): a crash
+//! mid-write, or mid-delete, leaves debris in `staging/` that the next `open` removes, while a
+//! model that a live process (another fine-tune) is about to publish stays.
+use std::collections::HashMap;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use finerank_model::Kind;
 use serde::{Deserialize, Serialize};
+
+use crate::staging::{self, REMOVING};
 
 const RECORD: &str = "finerank.json";
 
@@ -23,6 +29,10 @@ pub enum RegistryError {
     BadId(String),
     #[error("{path}: unreadable record ({message}); delete the directory or restore the file")]
     BadRecord { path: String, message: String },
+    #[error(
+        "{path} is being written by another process (pid {owner}); wait for it, or use another id"
+    )]
+    StagingInUse { path: String, owner: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
@@ -54,6 +64,9 @@ pub struct ModelRecord {
 #[derive(Clone, Debug)]
 pub struct Registry {
     root: PathBuf,
+    /// The staging directories this process writes, by id, each with the file that holds its
+    /// lock: held until the model is published, or until every clone of the registry is dropped.
+    staged: Arc<Mutex<HashMap<String, File>>>,
 }
 
 impl Registry {
@@ -69,20 +82,18 @@ impl Registry {
         data.join("finerank")
     }
 
-    /// Opens (creating if needed) the registry under `home`, and clears unfinished staging.
+    /// Opens (creating if needed) the registry under `home`, and removes what dead processes left
+    /// in staging: unfinished models and unfinished deletes. Live writers' models stay.
     pub fn open(home: &Path) -> Result<Registry, RegistryError> {
         let reg = Registry {
             root: home.to_path_buf(),
+            staged: Arc::default(),
         };
         for dir in [reg.models_dir(), reg.staging_root()] {
             fs::create_dir_all(&dir).map_err(io(&dir))?;
         }
         let staging = reg.staging_root();
-        for entry in fs::read_dir(&staging).map_err(io(&staging))?.flatten() {
-            let path = entry.path();
-            tracing::warn!(path = %path.display(), "removing an unfinished model from an interrupted run");
-            let _ = fs::remove_dir_all(&path);
-        }
+        staging::sweep(&staging).map_err(io(&staging))?;
         Ok(reg)
     }
 
@@ -118,16 +129,32 @@ impl Registry {
         Self::check_id(id).is_ok()
     }
 
-    /// Where a model being trained is written before it is published. The caller saves the
-    /// checkpoint to `staging_dir(id)/model`.
+    /// Where a model being trained is written before it is published: created, and held by this
+    /// process until [`publish`](Self::publish), so that no other process's `open` removes it.
+    /// The caller saves the checkpoint to `staging_dir(id)/model`.
     pub fn staging_dir(&self, id: &str) -> Result<PathBuf, RegistryError> {
         Self::check_id(id)?;
-        Ok(self.staging_root().join(id))
+        let dir = self.staging_root().join(id);
+        let mut staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        if !staged.contains_key(id) {
+            let lock = staging::claim(&dir).map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock => RegistryError::StagingInUse {
+                    path: dir.display().to_string(),
+                    owner: staging::owner(&dir).map_or("unknown".into(), |p| p.to_string()),
+                },
+                _ => io(&dir)(e),
+            })?;
+            staged.insert(id.to_string(), lock);
+        }
+        Ok(dir)
     }
 
-    /// Adds the record to a staged model and moves it into the registry in one rename.
+    /// Adds the record to a staged model, moves it into the registry in one rename, then lets go
+    /// of its staging directory.
     pub fn publish(&self, record: &ModelRecord) -> Result<PathBuf, RegistryError> {
-        let staged = self.staging_dir(&record.id)?.join("model");
+        Self::check_id(&record.id)?;
+        let staging_dir = self.staging_root().join(&record.id);
+        let staged = staging_dir.join("model");
         let path = staged.join(RECORD);
         let text = serde_json::to_string_pretty(record).expect("records serialize");
         let tmp = staged.join(".finerank.json.tmp");
@@ -138,8 +165,23 @@ impl Registry {
         fs::rename(&tmp, &path).map_err(io(&path))?;
         let dest = self.models_dir().join(&record.id);
         fs::rename(&staged, &dest).map_err(io(&dest))?;
-        let _ = fs::remove_dir_all(self.staging_dir(&record.id)?);
+        // Removed while still held, then released; what a failure leaves, a later sweep removes.
+        let _ = fs::remove_dir_all(&staging_dir);
+        self.staged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&record.id);
         Ok(dest)
+    }
+
+    /// Gives up a staged model that will not be published: its directory is removed while still
+    /// held, then let go. What cannot be removed now, a later sweep removes.
+    pub fn abandon(&self, id: &str) {
+        let mut staged = self.staged.lock().unwrap_or_else(PoisonError::into_inner);
+        if staged.contains_key(id) {
+            let _ = fs::remove_dir_all(self.staging_root().join(id));
+            staged.remove(id);
+        }
     }
 
     /// All published models, newest first.
@@ -176,15 +218,20 @@ impl Registry {
         Ok(Some((self.read_record(&dir)?, dir)))
     }
 
-    /// Removes a model: renamed out of `models/` first, so a crash never leaves half of one.
+    /// Removes a model: renamed out of `models/` first (to `staging/<id>.removing`), so it is
+    /// never listed without its files. A crash before the removal ends leaves the renamed
+    /// directory, which the next `open` finishes removing. `false` when there is no such model.
     pub fn delete(&self, id: &str) -> Result<bool, RegistryError> {
         Self::check_id(id)?;
         let dir = self.models_dir().join(id);
-        if !dir.exists() {
-            return Ok(false);
+        let staging = self.staging_root();
+        let doomed = staging.join(format!("{id}{REMOVING}"));
+        // Under the staging lock, so that a sweep does not remove the same files at once.
+        let _staging = staging::lock_root(&staging).map_err(io(&staging))?;
+        match fs::rename(&dir, &doomed) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            renamed => renamed.map_err(io(&dir))?,
         }
-        let doomed = self.staging_root().join(format!("{id}.deleted"));
-        fs::rename(&dir, &doomed).map_err(io(&dir))?;
         fs::remove_dir_all(&doomed).map_err(io(&doomed))?;
         Ok(true)
     }

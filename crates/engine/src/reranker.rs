@@ -1,6 +1,8 @@
-//! Scoring queries against documents with a loaded model.
+//! Scoring queries against documents with a loaded model: the model's raw score first (a
+//! cross-encoder's logit, a bi-encoder's cosine), then its calibration's relevance score.
 use std::path::Path;
 
+use finerank_eval::by_score_desc;
 use finerank_model::{Kind, LoadOptions, Model};
 use finerank_text::{
     best_chunk_scores, chunk_pairs, chunk_singles, plan_batches, ChunkPolicy, Encoded,
@@ -8,7 +10,8 @@ use finerank_text::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::EngineError;
+use crate::calibration::check_for;
+use crate::{Calibration, EngineError};
 
 /// One query and the documents to score against it.
 #[derive(Clone, Debug)]
@@ -19,8 +22,12 @@ pub struct Group<'a> {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroupScores {
-    /// One relevance score in [0, 1] per document, in the documents' order.
+    /// One relevance score in [0, 1] per document, in the documents' order: the model's
+    /// calibration of its raw score.
     pub scores: Vec<f32>,
+    /// The model's own score of each document before calibration: a cross-encoder's logit, a
+    /// bi-encoder's cosine. A long document's is its best window's.
+    pub raw_scores: Vec<f32>,
     /// The query was longer than the model allows and was cut.
     pub query_truncated: bool,
 }
@@ -56,27 +63,33 @@ pub struct Ranked {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RerankOutput {
-    /// Best first; ties keep the documents' order.
+    /// Best first by raw score (see [`rank_by_raw`]).
     pub results: Vec<Ranked>,
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub query_truncated: bool,
 }
 
-/// A model with its tokenizer, ready to score.
+/// A model with its tokenizer and calibration, ready to score.
 pub struct Reranker {
     name: String,
     model: Model,
     tokenizer: TextTokenizer,
+    calibration: Calibration,
 }
 
 impl Reranker {
+    /// Loads the checkpoint in `dir`, with the `calibration.json` beside it when there is one.
     pub fn load(name: &str, dir: &Path, opts: &LoadOptions) -> Result<Reranker, EngineError> {
         let model = Model::load(dir, opts)?;
         let tokenizer = TextTokenizer::from_file(&finerank_model::tokenizer_path(dir))?;
+        let kind = model.kind();
+        let calibration = Calibration::read(dir, kind, opts.kind.is_some())?
+            .unwrap_or_else(|| Calibration::default_for(kind));
         Ok(Reranker {
             name: name.to_string(),
             model,
             tokenizer,
+            calibration,
         })
     }
 
@@ -100,6 +113,18 @@ impl Reranker {
         &self.tokenizer
     }
 
+    /// How raw scores become relevance scores.
+    pub fn calibration(&self) -> &Calibration {
+        &self.calibration
+    }
+
+    /// Scores with `calibration` from now on; refused when it does not fit this model's kind.
+    pub fn set_calibration(&mut self, calibration: Calibration) -> Result<(), EngineError> {
+        check_for(&calibration, self.kind())?;
+        self.calibration = calibration;
+        Ok(())
+    }
+
     /// Counts the tokens of a (query, passage) pair as this model reads them. The counter only
     /// holds the tokenizer, so it is `Sync` and a data review may run it in parallel.
     pub fn pair_counter(&self) -> impl Fn(&str, &str) -> usize + Sync + '_ {
@@ -115,11 +140,16 @@ impl Reranker {
         }
     }
 
-    fn policy(&self, opts: &ScoreOptions) -> ChunkPolicy {
-        let max_len = opts
-            .max_len
+    /// Tokens per input when asked for `max_len` (`None`: the model's own window), never past
+    /// the position table.
+    pub fn window_for(&self, max_len: Option<usize>) -> usize {
+        max_len
             .unwrap_or(self.window())
-            .min(self.model.max_positions());
+            .min(self.model.max_positions())
+    }
+
+    fn policy(&self, opts: &ScoreOptions) -> ChunkPolicy {
+        let max_len = self.window_for(opts.max_len);
         ChunkPolicy {
             max_chunks: opts.max_chunks_per_doc,
             ..ChunkPolicy::new(max_len)
@@ -129,13 +159,24 @@ impl Reranker {
     /// Scores every group. All groups' inputs share one length-sorted, token-budget batch plan,
     /// so many small groups cost as little as one large one.
     pub fn score(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<GroupScores> {
-        match self.kind() {
-            Kind::CrossEncoder => self.score_pairs(groups, opts),
-            Kind::BiEncoder => self.score_embeddings(groups, opts),
-        }
+        let raw = match self.kind() {
+            Kind::CrossEncoder => self.raw_pairs(groups, opts),
+            Kind::BiEncoder => self.raw_embeddings(groups, opts),
+        };
+        raw.into_iter()
+            .map(|(raw_scores, query_truncated)| GroupScores {
+                scores: raw_scores
+                    .iter()
+                    .map(|&r| self.calibration.score(r))
+                    .collect(),
+                raw_scores,
+                query_truncated,
+            })
+            .collect()
     }
 
-    fn score_pairs(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<GroupScores> {
+    /// Each group's raw scores (best window per document) and whether its query was cut.
+    fn raw_pairs(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<(Vec<f32>, bool)> {
         let policy = self.policy(opts);
         let chunks: Vec<_> = groups
             .iter()
@@ -148,20 +189,20 @@ impl Reranker {
             .iter()
             .zip(&chunks)
             .map(|(g, c)| {
-                let probs: Vec<f32> = logits[at..at + c.inputs.len()]
+                let chunk_logits: Vec<f32> = logits[at..at + c.inputs.len()]
                     .iter()
-                    .map(|l| sigmoid(l[0]))
+                    .map(|l| l[0])
                     .collect();
                 at += c.inputs.len();
-                GroupScores {
-                    scores: best_chunk_scores(&probs, &c.doc_of, g.documents.len()),
-                    query_truncated: c.query_truncated,
-                }
+                (
+                    best_chunk_scores(&chunk_logits, &c.doc_of, g.documents.len()),
+                    c.query_truncated,
+                )
             })
             .collect()
     }
 
-    fn score_embeddings(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<GroupScores> {
+    fn raw_embeddings(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<(Vec<f32>, bool)> {
         let policy = self.policy(opts);
         let room = policy
             .max_len
@@ -196,17 +237,17 @@ impl Reranker {
                 }
                 let sims: Vec<f32> = d_emb[start_chunk..chunk]
                     .iter()
-                    .map(|d| (dot(&q_emb[gi], d) + 1.0) / 2.0)
+                    .map(|d| dot(&q_emb[gi], d))
                     .collect();
                 let doc_of: Vec<usize> = owner[start_chunk..chunk]
                     .iter()
                     .map(|o| o - first_doc)
                     .collect();
                 first_doc = end_doc;
-                GroupScores {
-                    scores: best_chunk_scores(&sims, &doc_of, g.documents.len()),
-                    query_truncated: truncated[gi],
-                }
+                (
+                    best_chunk_scores(&sims, &doc_of, g.documents.len()),
+                    truncated[gi],
+                )
             })
             .collect()
     }
@@ -240,7 +281,7 @@ impl Reranker {
         out
     }
 
-    /// Scores one query's documents and ranks them, best first, keeping `top_n`.
+    /// Scores one query's documents and ranks them by raw score, best first, keeping `top_n`.
     pub fn rerank(
         &self,
         query: &str,
@@ -254,16 +295,30 @@ impl Reranker {
         };
         let scored = self.score(std::slice::from_ref(&group), opts).remove(0);
         RerankOutput {
-            results: rank(&scored.scores, top_n),
+            results: rank_by_raw(&scored.raw_scores, &scored.scores, top_n),
             query_truncated: scored.query_truncated,
         }
     }
 }
 
-/// Indices by descending score; a stable sort keeps ties in document order.
+/// Documents ranked by raw score, each with its relevance score (`scores[i]` is the calibration
+/// of `raw_scores[i]`), keeping `top_n`. The order is the model's own: where a calibration's
+/// sigmoid saturates, distinct raw scores round to one relevance score, and ranking those would
+/// leave the tie to the documents' order.
+pub fn rank_by_raw(raw_scores: &[f32], scores: &[f32], top_n: Option<usize>) -> Vec<Ranked> {
+    let mut results = rank(raw_scores, top_n);
+    for r in &mut results {
+        r.relevance_score = scores[r.index];
+    }
+    results
+}
+
+/// Indices best first in `finerank_eval::by_score_desc`'s order: a NaN or infinite score (a
+/// broken model output) after every finite one, so it never ranks a document first. A stable
+/// sort keeps ties, there being no relevance to break them by, in document order.
 pub fn rank(scores: &[f32], top_n: Option<usize>) -> Vec<Ranked> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order.sort_by(|&a, &b| by_score_desc(scores[a].into(), scores[b].into()));
     order.truncate(top_n.unwrap_or(scores.len()));
     order
         .into_iter()
@@ -274,10 +329,6 @@ pub fn rank(scores: &[f32], top_n: Option<usize>) -> Vec<Ranked> {
         .collect()
 }
 
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 /// The similarity of two unit-length embeddings (their cosine).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
@@ -285,16 +336,26 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(test)]
 mod tests {
+    use finerank_eval::by_score_desc;
     use proptest::prelude::*;
 
     use super::rank;
+
+    #[test]
+    fn a_broken_score_never_ranks_first() {
+        for bad in [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let ranked = rank(&[bad, -3.0, 0.5], None);
+            let order: Vec<usize> = ranked.iter().map(|r| r.index).collect();
+            assert_eq!(order, [2, 1, 0], "{bad}");
+        }
+    }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
 
         /// `rank` gives min(top_n, n) results: distinct document indices, each with its own
-        /// score, best first (NaN and infinities included, in `total_cmp`'s order), ties in
-        /// document order, and no document left out that beats one kept.
+        /// score, best first (NaN and infinities after every finite score), ties in document
+        /// order, and no document left out that beats one kept.
         #[test]
         fn rank_keeps_top_n_consistent(
             // Any floats, and small whole ones so that ties are common.
@@ -312,14 +373,15 @@ mod tests {
                 prop_assert!(!twice, "index {} twice", r.index);
                 prop_assert_eq!(r.relevance_score.to_bits(), scores[r.index].to_bits());
             }
+            let order = |a: f32, b: f32| by_score_desc(a.into(), b.into());
             for pair in ranked.windows(2) {
-                let order = pair[0].relevance_score.total_cmp(&pair[1].relevance_score);
-                prop_assert!(order.is_gt() || (order.is_eq() && pair[0].index < pair[1].index));
+                let order = order(pair[0].relevance_score, pair[1].relevance_score);
+                prop_assert!(order.is_lt() || (order.is_eq() && pair[0].index < pair[1].index));
             }
             if let Some(last) = ranked.last() {
-                for (i, s) in scores.iter().enumerate().filter(|&(i, _)| !kept[i]) {
-                    let order = s.total_cmp(&last.relevance_score);
-                    let behind = order.is_lt() || (order.is_eq() && i > last.index);
+                for (i, &s) in scores.iter().enumerate().filter(|&(i, _)| !kept[i]) {
+                    let order = order(s, last.relevance_score);
+                    let behind = order.is_gt() || (order.is_eq() && i > last.index);
                     prop_assert!(behind, "{} left out", i);
                 }
             }

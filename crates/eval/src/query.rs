@@ -1,8 +1,8 @@
 //! Per-query ranking metrics with binary relevance.
 
-use std::cmp::Ordering;
-
 use serde::{Deserialize, Serialize};
+
+use crate::order::pessimistic_order;
 
 /// One query's outcome: the model's score for each candidate (in the
 /// candidates' original order) and the indices of the relevant candidates.
@@ -14,9 +14,11 @@ pub struct Scored {
 
 /// Per-query metric values.
 ///
-/// The ranking is a stable sort by score, descending: ties keep the
-/// candidates' original order so results are deterministic, and NaN scores
-/// rank below every number. Relevance is binary.
+/// The ranking is [`crate::by_score_desc`]'s: best score first, NaN and
+/// infinite scores after every finite one. Ties are pessimistic: a relevant
+/// candidate ranks after every non-relevant one with an equal score, so a
+/// tie never counts for the model, whatever the candidates' order. Relevance
+/// is binary.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct QueryMetrics {
     pub acc_at_1: f64,
@@ -36,9 +38,9 @@ pub struct QueryMetrics {
 /// so it still counts against the model instead of silently vanishing.
 pub fn query_metrics(s: &Scored) -> QueryMetrics {
     let n = s.scores.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    // `sort_by` is stable, which is what makes ties resolve by original order.
-    order.sort_by(|&i, &j| by_score_desc(s.scores[i].into(), s.scores[j].into()));
+    let scores: Vec<f64> = s.scores.iter().copied().map(f64::from).collect();
+    let relevant: Vec<u32> = (0..n).map(|i| u32::from(s.gold.contains(&i))).collect();
+    let order = pessimistic_order(&scores, &relevant);
     let mut rank_of = vec![0usize; n];
     for (pos, &idx) in order.iter().enumerate() {
         rank_of[idx] = pos + 1;
@@ -90,16 +92,6 @@ pub fn query_metrics(s: &Scored) -> QueryMetrics {
 /// The standard DCG discount `1 / log2(rank + 1)` for a 1-based rank.
 pub(crate) fn discount(rank: usize) -> f64 {
     1.0 / ((rank + 1) as f64).log2()
-}
-
-/// Descending by score with NaN after every number. Equal scores compare
-/// `Equal`, leaving the tie-break to the caller. Takes f64 so both the f32
-/// reranker scores (widened losslessly) and f64 retrieval scores share it.
-pub(crate) fn by_score_desc(a: f64, b: f64) -> Ordering {
-    // false < true puts non-NaN first; with both NaN, partial_cmp is None -> Equal.
-    a.is_nan()
-        .cmp(&b.is_nan())
-        .then_with(|| b.partial_cmp(&a).unwrap_or(Ordering::Equal))
 }
 
 fn indicator(hit: bool) -> f64 {
@@ -154,16 +146,30 @@ mod tests {
     }
 
     #[test]
-    fn ties_keep_original_order() {
-        // All equal: ranking is 0, 1, 2, 3, so gold 2 is at rank 3.
-        let m = metrics(&[0.3, 0.3, 0.3, 0.3], &[2]);
-        assert_eq!(m.first_relevant_rank, 3);
-        assert_eq!(m.acc_at_1, 0.0);
-        assert_eq!(m.acc_at_3, 1.0);
-        assert!(close(m.mrr_at_10, 1.0 / 3.0));
-        // A tie is never resolved in the model's favour by a later index.
-        let m = metrics(&[0.3, 0.3], &[1]);
+    fn ties_count_against_the_model() {
+        // All equal, the relevant candidate listed first (as validation lists it): it ranks last.
+        let m = metrics(&[0.3, 0.3, 0.3, 0.3], &[0]);
+        assert_eq!(m.first_relevant_rank, 4);
+        assert_eq!((m.acc_at_1, m.acc_at_3), (0.0, 0.0));
+        assert!(close(m.mrr_at_10, 0.25));
+        assert!(close(m.average_precision, 0.25));
+        // Wherever it is listed, the tie puts it after the non-relevant candidates it ties with,
+        // but not after one that scores lower.
+        for gold in 0..3 {
+            let m = metrics(&[0.3, 0.3, 0.3, 0.1], &[gold]);
+            assert_eq!(m.first_relevant_rank, 3, "gold {gold}");
+        }
+        // Two relevant candidates tied with one non-relevant one take ranks 2 and 3.
+        let m = metrics(&[0.7, 0.7, 0.7], &[0, 1]);
         assert_eq!(m.first_relevant_rank, 2);
+        assert!(close(m.average_precision, (1.0 / 2.0 + 2.0 / 3.0) / 2.0));
+        // A sigmoid saturated in f32 is such a tie: both logits round to a score of 1.
+        let saturated = [
+            1.0 / (1.0 + (-17.0f32).exp()),
+            1.0 / (1.0 + (-20.0f32).exp()),
+        ];
+        assert_eq!(saturated, [1.0, 1.0]);
+        assert_eq!(metrics(&saturated, &[0]).acc_at_1, 0.0);
     }
 
     #[test]
@@ -213,13 +219,19 @@ mod tests {
     }
 
     #[test]
-    fn nan_scores_rank_last() {
-        // Ranking: 2 (-inf), then 0 and 1 (NaN) in original order.
-        let m = metrics(&[f32::NAN, f32::NAN, f32::NEG_INFINITY], &[1]);
+    fn non_finite_scores_rank_last() {
+        // A NaN or an infinite score never ranks first, even on the relevant candidate.
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let m = metrics(&[bad, 0.1, -5.0], &[0]);
+            assert_eq!(m.first_relevant_rank, 3, "{bad}");
+            assert_eq!(m.acc_at_1, 0.0, "{bad}");
+            // Ahead of a non-finite one, a finite score ranks first.
+            let m = metrics(&[bad, -5.0], &[1]);
+            assert_eq!(m.first_relevant_rank, 1, "{bad}");
+        }
+        // A model whose every output is NaN ties everything, so it ranks the relevant last.
+        let m = metrics(&[f32::NAN, f32::NAN, f32::INFINITY], &[0]);
         assert_eq!(m.first_relevant_rank, 3);
-        let m = metrics(&[f32::NAN, 0.1], &[1]);
-        assert_eq!(m.first_relevant_rank, 1);
-        assert_eq!(m.acc_at_1, 1.0);
     }
 
     #[test]

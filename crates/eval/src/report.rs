@@ -18,13 +18,25 @@ pub struct Report {
     pub compare_to: Option<String>,
     pub baseline: Option<Metrics>,
     pub comparison: Option<Comparison>,
+    /// Expected calibration error of the model's relevance scores over every (query, document)
+    /// pair, and of the baseline's (absent in older reports).
+    #[serde(default)]
+    pub ece: Option<f64>,
+    #[serde(default)]
+    pub baseline_ece: Option<f64>,
+    /// Tokens per input the model read with, and the baseline (absent in older reports).
+    #[serde(default)]
+    pub window: Option<usize>,
+    #[serde(default)]
+    pub baseline_window: Option<usize>,
 }
 
 /// A fixed-width table with one row per metric.
 ///
 /// Alone, each row is `value [ci_low, ci_high]`. With a comparison, the rows
 /// show baseline (A), model (B) and B - A with its paired CI, followed by
-/// the McNemar line for accuracy@1.
+/// the McNemar line for accuracy@1. The expected calibration error follows the metrics, on its
+/// own, without an interval, and then the window each model read with.
 pub fn render_table(r: &Report) -> String {
     let mut out = String::new();
     let queries = r.metrics.queries;
@@ -43,6 +55,12 @@ pub fn render_table(r: &Report) -> String {
                     "{name:<8} {:>7.4}  [{:.4}, {:.4}]",
                     e.mean, e.ci_low, e.ci_high
                 );
+            }
+            if let Some(ece) = r.ece {
+                let _ = writeln!(out, "{:<8} {ece:>7.4}  ({ECE_NOTE})", "ECE");
+            }
+            if let Some(window) = r.window {
+                let _ = writeln!(out, "{:<8} {window:>7}  ({WINDOW_NOTE})", "window");
             }
         }
         Some(c) => {
@@ -74,6 +92,18 @@ pub fn render_table(r: &Report) -> String {
                     e.mean, d.mean, d.ci_low, d.ci_high
                 );
             }
+            if let Some(ece) = r.ece {
+                let base = r.baseline_ece.map_or("-".into(), |b| format!("{b:.4}"));
+                let _ = writeln!(out, "{:<8} {base:>8} {ece:>8.4}  ({ECE_NOTE})", "ECE");
+            }
+            if let Some(window) = r.window {
+                let base = r.baseline_window.map_or("-".into(), |b| b.to_string());
+                let note = match r.baseline_window {
+                    Some(b) if b != window => UNEQUAL_WINDOWS,
+                    _ => "tokens per input each model read",
+                };
+                let _ = writeln!(out, "{:<8} {base:>8} {window:>8}  ({note})", "window");
+            }
             let _ = writeln!(
                 out,
                 "acc@1: B right only {}, A right only {}, exact McNemar p = {}",
@@ -85,6 +115,16 @@ pub fn render_table(r: &Report) -> String {
     }
     out
 }
+
+/// What the ECE row is, for a reader who has not met it.
+const ECE_NOTE: &str = "expected calibration error of relevance scores, lower is better";
+
+/// What the window row of a single model is.
+const WINDOW_NOTE: &str = "tokens per input the model read";
+
+/// The window row when the two models read different windows.
+const UNEQUAL_WINDOWS: &str =
+    "tokens per input; unequal, so B - A also measures how much of each text a model read";
 
 fn metric_rows(m: &Metrics) -> [(&'static str, &Estimate); 5] {
     [
@@ -321,6 +361,10 @@ mod tests {
             compare_to: None,
             baseline: None,
             comparison: None,
+            ece: Some(0.0312),
+            baseline_ece: None,
+            window: Some(256),
+            baseline_window: None,
         };
         let t = render_table(&r);
         assert!(
@@ -330,6 +374,14 @@ mod tests {
         assert!(t.contains("acc@1     0.7000  [0.6500, 0.7500]\n"), "{t}");
         assert!(t.contains("nDCG@10   0.8200  [0.7800, 0.8600]\n"), "{t}");
         assert!(t.contains("MAP       0.7900  [0.7400, 0.8400]\n"), "{t}");
+        assert!(
+            t.contains("ECE       0.0312  (expected calibration error"),
+            "{t}"
+        );
+        assert!(
+            t.contains("window       256  (tokens per input the model read)\n"),
+            "{t}"
+        );
         assert!(!t.contains("McNemar"));
     }
 
@@ -352,6 +404,10 @@ mod tests {
             compare_to: Some("base".into()),
             baseline: Some(metrics(0.6)),
             comparison: Some(comparison.clone()),
+            ece: Some(0.05),
+            baseline_ece: Some(0.4),
+            window: Some(256),
+            baseline_window: Some(256),
         };
         let t = render_table(&r);
         assert!(t.contains("model (B): tuned\nbaseline (A): base\n"), "{t}");
@@ -363,6 +419,11 @@ mod tests {
             t.contains("MAP        0.7900   0.7900  -0.0200  [-0.0500, +0.0100]\n"),
             "{t}"
         );
+        assert!(t.contains("ECE        0.4000   0.0500  (expected"), "{t}");
+        assert!(
+            t.contains("window        256      256  (tokens per input each model read)\n"),
+            "{t}"
+        );
         assert!(
             t.ends_with("acc@1: B right only 23, A right only 9, exact McNemar p = 0.0201\n"),
             "{t}"
@@ -370,6 +431,8 @@ mod tests {
 
         let tiny_p = Report {
             baseline: None,
+            baseline_ece: None,
+            window: Some(384),
             comparison: Some(Comparison {
                 mcnemar_p: 3.2e-9,
                 ..comparison
@@ -379,6 +442,11 @@ mod tests {
         let t = render_table(&tiny_p);
         assert!(t.contains("acc@1           -   0.7000  +0.1000"), "{t}");
         assert!(t.contains("exact McNemar p = 3.20e-9"), "{t}");
+        assert!(t.contains("ECE             -   0.0500"), "{t}");
+        assert!(
+            t.contains("window        256      384  (tokens per input; unequal"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -441,8 +509,19 @@ mod tests {
             compare_to: None,
             baseline: None,
             comparison: None,
+            ece: Some(0.125),
+            baseline_ece: None,
+            window: Some(128),
+            baseline_window: None,
         };
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), r);
+        // A report written before the calibration error and the window were recorded still loads.
+        let mut old: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for field in ["ece", "baseline_ece", "window", "baseline_window"] {
+            old.as_object_mut().unwrap().remove(field);
+        }
+        let old: Report = serde_json::from_value(old).unwrap();
+        assert_eq!((old.ece, old.window), (None, None));
     }
 }

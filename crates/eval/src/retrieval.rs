@@ -5,7 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::query::{by_score_desc, discount};
+use crate::order::pessimistic_order;
+use crate::query::discount;
 use crate::stats::{bootstrap, paired_diffs, sign_flip_p};
 use crate::{Bootstrap, Estimate, EvalError};
 
@@ -42,10 +43,10 @@ pub struct RetrievalMetrics {
 /// - MAP@100: precision at each relevant candidate's rank up to 100, summed
 ///   and divided by the count of ALL relevant documents (not capped at 100).
 ///
-/// Ranking is by score, descending. trec_eval breaks ties by document id,
-/// which we do not have; ties here are pessimistic instead (lower grades
-/// first), so a tie never flatters the system, and NaN scores rank after
-/// every number, -inf included.
+/// Ranking is [`crate::by_score_desc`]'s: by score, descending, NaN and
+/// infinite scores after every finite one. trec_eval breaks ties by document
+/// id, which we do not have; ties here are pessimistic instead (lower grades
+/// first), so a tie never flatters the system.
 ///
 /// With no relevant document (`relevant` empty; zero grades in it are
 /// judged non-relevant, as in qrels, and do not count) every metric is 0:
@@ -75,15 +76,12 @@ pub fn retrieval_metrics(q: &RetrievalQuery) -> RetrievalMetrics {
     let num_relevant = ideal.len() as f64;
     ideal.sort_unstable_by(|a, b| b.cmp(a));
 
-    let mut ranked: Vec<(f64, u32)> = q
-        .scores
-        .iter()
-        .copied()
-        .zip(q.grades.iter().copied())
-        .collect();
-    ranked.sort_unstable_by(|a, b| by_score_desc(a.0, b.0).then(a.1.cmp(&b.1)));
     // Grades in rank order; rank r (1-based) is index r - 1.
-    let grades: Vec<u32> = ranked.iter().map(|&(_, g)| g).take(100).collect();
+    let grades: Vec<u32> = pessimistic_order(&q.scores, &q.grades)
+        .into_iter()
+        .take(100)
+        .map(|i| q.grades[i])
+        .collect();
 
     let dcg = |gains: &[u32]| -> f64 {
         gains
@@ -274,12 +272,15 @@ mod tests {
     }
 
     #[test]
-    fn nan_ranks_after_negative_infinity() {
+    fn non_finite_scores_rank_last() {
         let m = metrics(&[f64::NAN, f64::NEG_INFINITY, 0.0], &[1, 0, 0], &[1]);
         assert!(close(m.mrr_at_10, 1.0 / 3.0));
+        // +inf is no better: it ranks after every finite score.
+        let m = metrics(&[f64::INFINITY, -7.0], &[1, 0], &[1]);
+        assert!(close(m.mrr_at_10, 0.5));
+        // Non-finite scores tie with one another, and ties stay pessimistic.
         let m = metrics(&[f64::NAN, f64::NEG_INFINITY], &[0, 1], &[1]);
-        assert!(close(m.mrr_at_10, 1.0));
-        // Among NaNs, ties stay pessimistic.
+        assert!(close(m.mrr_at_10, 0.5));
         let m = metrics(&[f64::NAN, f64::NAN], &[1, 0], &[1]);
         assert!(close(m.mrr_at_10, 0.5));
     }
@@ -363,11 +364,11 @@ mod tests {
         let n = q.scores.len();
         let above = |j: usize, i: usize| {
             let (sj, si) = (q.scores[j], q.scores[i]);
-            let tied = (sj.is_nan() && si.is_nan()) || sj == si;
+            let tied = (!sj.is_finite() && !si.is_finite()) || sj == si;
             if tied {
                 (q.grades[j], j) < (q.grades[i], i)
             } else {
-                si.is_nan() || sj > si
+                !si.is_finite() || (sj.is_finite() && sj > si)
             }
         };
         let rank: Vec<usize> = (0..n)
@@ -412,11 +413,12 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(42);
         for _ in 0..300 {
             let n = rng.random_range(0..150);
-            // Few distinct scores, so ties are common; some NaN and -inf.
+            // Few distinct scores, so ties are common; some NaN and infinities.
             let scores: Vec<f64> = (0..n)
-                .map(|_| match rng.random_range(0..20) {
+                .map(|_| match rng.random_range(0..21) {
                     0 => f64::NAN,
                     1 => f64::NEG_INFINITY,
+                    2 => f64::INFINITY,
                     s => s as f64 / 4.0,
                 })
                 .collect();

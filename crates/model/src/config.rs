@@ -11,9 +11,9 @@ use crate::ModelError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
-    /// Reads query and document together and outputs one logit; score = sigmoid(logit).
+    /// Reads query and document together and outputs one logit, its raw score.
     CrossEncoder,
-    /// Embeds query and document apart (mean pooling, L2 norm); score = (cosine + 1) / 2.
+    /// Embeds query and document apart (mean pooling, L2 norm); its raw score is their cosine.
     BiEncoder,
 }
 

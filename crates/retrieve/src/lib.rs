@@ -1,7 +1,8 @@
 //! First-stage retrieval over a user's corpus (BM25 with tantivy, a bi-encoder's dense vectors,
 //! or both fused) and hard-negative mining from it, so that a corpus with queries and qrels
 //! (BEIR's layout) but no negatives becomes training data, as sentence-transformers'
-//! `mine_hard_negatives` makes it; also the first stage of retrieval-style evaluation.
+//! `mine_hard_negatives` makes it; also the first stage of retrieval-style evaluation and its
+//! figures.
 //! Indexes and embeddings are cached on disk, keyed by corpus and model fingerprints.
 mod bm25;
 mod cache;
@@ -9,9 +10,10 @@ mod dense;
 mod fusion;
 mod mine;
 mod runs;
+mod systems;
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -24,8 +26,11 @@ use rayon::prelude::*;
 pub use bm25::Bm25Index;
 pub use dense::{corpus_embeddings, dense_search, model_fingerprint, Embeddings};
 pub use fusion::fuse;
-pub use mine::{select_negatives, FirstStage, MineOptions, MineReport, Sampling};
-pub use runs::{bm25_run, rerank_run, to_eval};
+pub use mine::{
+    keep_given_negatives, select_negatives, FirstStage, MineOptions, MineReport, Sampling,
+};
+pub use runs::{bm25_run, rerank_run, to_eval, DEFAULT_TOP_K};
+pub use systems::{pair_systems, system};
 
 /// A retrieved document: its index into `corpus.docs` and its score, higher is better.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -236,9 +241,16 @@ pub fn mine(
                 .collect()
         }
         (Some((r, _)), None) => {
-            runs::score_lists(r, corpus, &texts, &lists, &score_opts, &mut |d, t| {
-                progress("cross-encoder scoring", d, t)
-            })
+            // Margins compare probabilities, as sentence-transformers' cross-encoders give them.
+            runs::score_lists(
+                r,
+                corpus,
+                &texts,
+                &lists,
+                &score_opts,
+                |g| g.scores,
+                &mut |d, t| progress("cross-encoder scoring", d, t),
+            )
         }
     };
 
@@ -253,6 +265,7 @@ pub fn mine(
             .collect();
         // Stable: ties keep the first stage's order.
         rescored.sort_by(|a, b| b.score.total_cmp(&a.score));
+        drop_repeated_texts(corpus, positives, &mut rescored, &mut report);
         let positive_score = positive_scores
             .iter()
             .copied()
@@ -275,4 +288,25 @@ pub fn mine(
     report.queries = rows.len();
     report.seconds = started.elapsed().as_secs_f64();
     Ok((rows, report))
+}
+
+/// A corpus may hold one text under several ids (CaseHOLD repeats holdings that differ only in
+/// spacing). A copy of a positive would be mined as a false negative, and a copy of a better
+/// candidate would repeat it in the row, so both leave the candidates; positives stay for
+/// [`select_negatives`] to count. Texts compare as the review compares passages: trimmed.
+fn drop_repeated_texts(
+    corpus: &Corpus,
+    positives: &[usize],
+    candidates: &mut Vec<Hit>,
+    report: &mut MineReport,
+) {
+    let text = |d: usize| corpus.docs[d].full_text().trim().to_string();
+    let mut seen: HashSet<String> = positives.iter().map(|&d| text(d)).collect();
+    candidates.retain(|h| {
+        let keep = positives.contains(&h.doc) || seen.insert(text(h.doc));
+        if !keep {
+            report.dropped_repeated_text += 1;
+        }
+        keep
+    });
 }

@@ -1,8 +1,11 @@
 //! Choosing a query's hard negatives from its scored candidates, as sentence-transformers'
-//! `mine_hard_negatives` does, counting what was dropped and why.
+//! `mine_hard_negatives` does, counting what was dropped and why; and putting back the negatives
+//! a user's own rows already had.
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
+use finerank_data::TrainRow;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +108,9 @@ pub struct MineReport {
     pub candidates: usize,
     /// Candidates judged relevant, met before the end of the rank range.
     pub dropped_positive: usize,
+    /// Candidates whose text repeats a positive's or a better candidate's under another id.
+    #[serde(default)]
+    pub dropped_repeated_text: usize,
     /// Likely false negatives: scored too close to the positive.
     pub dropped_absolute_margin: usize,
     pub dropped_relative_margin: usize,
@@ -178,6 +184,24 @@ pub fn select_negatives(
         }
     }
     chosen
+}
+
+/// Puts the negatives the user's own rows had (`given`, matched by query text, the first row of
+/// a query winning) before the mined ones, each once: a user's negatives are chosen with knowledge
+/// mining lacks.
+pub fn keep_given_negatives(rows: &mut [TrainRow], given: &[TrainRow]) {
+    let mut own: HashMap<&str, &[String]> = HashMap::new();
+    for g in given {
+        own.entry(g.query.as_str()).or_insert(&g.hard_negatives);
+    }
+    for row in rows.iter_mut() {
+        let Some(&own) = own.get(row.query.as_str()) else {
+            continue;
+        };
+        let mined = std::mem::replace(&mut row.hard_negatives, own.to_vec());
+        row.hard_negatives
+            .extend(mined.into_iter().filter(|n| !own.contains(n)));
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +354,22 @@ mod tests {
         assert_ne!(a, [0, 1, 2, 3, 4], "not the top five");
         // Fewer survivors than asked: all of them.
         assert_eq!(select(&ladder(3), &[], 1.0, &random(1)).0, [0, 1, 2]);
+    }
+
+    #[test]
+    fn given_negatives_come_first_and_once() {
+        let row = |q: &str, negatives: &[&str]| TrainRow {
+            query: q.into(),
+            relevant_passages: vec!["p".into()],
+            hard_negatives: negatives.iter().map(|n| n.to_string()).collect(),
+        };
+        let mut mined = vec![row("a", &["m1", "own"]), row("b", &["m2"])];
+        keep_given_negatives(
+            &mut mined,
+            &[row("a", &["own", "mine"]), row("a", &["later"])],
+        );
+        assert_eq!(mined[0].hard_negatives, ["own", "mine", "m1"]);
+        assert_eq!(mined[1].hard_negatives, ["m2"]);
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Retrieval-style evaluation: each judged query's first-stage top k, rescored by a model, turned
 //! into the metrics' inputs.
 use finerank_data::{Corpus, Judgements};
-use finerank_engine::{Group, Reranker, ScoreOptions};
+use finerank_engine::{Group, GroupScores, Reranker, ScoreOptions};
 use finerank_eval::RetrievalQuery;
 
 use crate::{Bm25Index, Hit};
+
+/// Candidates a model re-ranks per query unless told otherwise: BM25's top 100, as BEIR
+/// re-ranks.
+pub const DEFAULT_TOP_K: usize = 100;
 
 /// Queries scored per `Reranker::score` call: enough pairs that length-sorted batches fill.
 const QUERY_BLOCK: usize = 32;
@@ -33,12 +37,14 @@ pub fn rerank_run(
         .iter()
         .map(|hits| hits.iter().map(|h| h.doc).collect())
         .collect();
+    // Ranked on the raw scores: a saturating calibration would tie confident documents.
     let scores = score_lists(
         reranker,
         corpus,
         &query_texts(judgements),
         &lists,
         opts,
+        |g| g.raw_scores,
         progress,
     );
     lists
@@ -53,13 +59,15 @@ pub fn rerank_run(
         .collect()
 }
 
-/// `reranker`'s score of every document in `lists[i]` for `queries[i]`, in blocks of queries.
+/// `reranker`'s score of every document in `lists[i]` for `queries[i]`, in blocks of queries;
+/// `pick` takes the raw or the calibrated scores.
 pub(crate) fn score_lists(
     reranker: &Reranker,
     corpus: &Corpus,
     queries: &[&str],
     lists: &[Vec<usize>],
     opts: &ScoreOptions,
+    pick: fn(GroupScores) -> Vec<f32>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Vec<Vec<f64>> {
     let mut out = Vec::with_capacity(lists.len());
@@ -80,7 +88,7 @@ pub(crate) fn score_lists(
         out.extend(
             scored
                 .into_iter()
-                .map(|g| g.scores.into_iter().map(f64::from).collect()),
+                .map(|g| pick(g).into_iter().map(f64::from).collect()),
         );
         progress(out.len(), lists.len());
     }

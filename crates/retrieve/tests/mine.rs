@@ -332,9 +332,10 @@ fn rerank_run_rescores_in_place() {
     for (before, after) in run.iter().zip(&reranked) {
         let docs = |hits: &[Hit]| hits.iter().map(|h| h.doc).collect::<Vec<_>>();
         assert_eq!(docs(before), docs(after));
-        assert!(after.iter().all(|h| (0.0..=1.0).contains(&h.score)));
+        assert!(after.iter().all(|h| h.score.is_finite()));
     }
-    // The same scores as scoring each query alone.
+    // The model's raw scores (logits here), as scoring each query alone gives them: a run is
+    // ranked by them, where a saturating calibration would tie confident documents.
     let alone = model.score(
         &[finerank_engine::Group {
             query: &judgements.queries[1].text,
@@ -342,7 +343,8 @@ fn rerank_run_rescores_in_place() {
         }],
         &ScoreOptions::default(),
     );
-    for (h, s) in reranked[1].iter().zip(&alone[0].scores) {
+    assert_eq!(reranked[1].len(), alone[0].raw_scores.len());
+    for (h, s) in reranked[1].iter().zip(&alone[0].raw_scores) {
         assert!((h.score - f64::from(*s)).abs() < 1e-4);
     }
 }
@@ -417,4 +419,46 @@ fn model_fingerprint_follows_the_files_that_decide_embeddings() {
     assert_ne!(tuned, base);
     write("modules.json", "[]");
     assert_ne!(model_fingerprint(dir.path()).unwrap(), tuned);
+}
+
+/// A corpus that repeats the positive of q0 (with other spacing) and a likely candidate under
+/// other ids: neither copy is mined.
+#[test]
+fn texts_repeated_under_other_ids_are_not_mined() {
+    let mut docs = corpus().docs;
+    for text in [format!("  {}  ", DOCS[0]), DOCS[1].to_string()] {
+        docs.push(Doc {
+            id: format!("copy{}", docs.len()),
+            title: String::new(),
+            text,
+        });
+    }
+    let corpus = Corpus::new(docs).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let opts = MineOptions {
+        first_stage: FirstStage::Bm25,
+        negatives: 5,
+        ..MineOptions::default()
+    };
+    let (rows, report) = mine(
+        &corpus,
+        &judgements(),
+        None,
+        &opts,
+        cache.path(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(report.dropped_repeated_text, 2, "{report:?}");
+    let france = &rows[0];
+    let trimmed: Vec<&str> = france.hard_negatives.iter().map(|n| n.trim()).collect();
+    assert!(
+        !trimmed.contains(&DOCS[0]),
+        "a copy of the positive: {trimmed:?}"
+    );
+    assert_eq!(
+        trimmed.iter().filter(|&&n| n == DOCS[1]).count(),
+        1,
+        "{trimmed:?}"
+    );
 }

@@ -63,9 +63,11 @@ impl RerankJob {
 
 /// One request's scores, in document order.
 pub struct Scored {
+    /// Relevance scores in [0, 1]: the model's calibration of its raw scores.
     pub scores: Vec<f32>,
+    /// The model's own scores: a cross-encoder's logits, a bi-encoder's cosines.
+    pub raw_scores: Vec<f32>,
     pub query_truncated: bool,
-    pub kind: Kind,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -151,8 +153,10 @@ impl Drop for Abandon<'_> {
 pub struct Batcher {
     shared: Arc<Shared>,
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
-    /// The default model's kind, known once it has loaded; hyperparameter defaults depend on it.
+    /// The default model's kind and window in tokens, known once it has loaded; hyperparameter
+    /// defaults depend on the kind, and TEI's `/info` reports both.
     default_kind: Kind,
+    default_window: usize,
 }
 
 impl Batcher {
@@ -182,14 +186,16 @@ impl Batcher {
         let thread = std::thread::Builder::new()
             .name("rerank".into())
             .spawn(move || {
-                let loaded = worker.model(catalog.default_name()).map(Reranker::kind);
+                let loaded = worker
+                    .model(catalog.default_name())
+                    .map(|r| (r.kind(), r.window()));
                 let ok = loaded.is_ok();
                 let _ = loaded_tx.send(loaded);
                 if ok {
                     worker.run();
                 }
             })?;
-        let default_kind = loaded_rx
+        let (default_kind, default_window) = loaded_rx
             .recv()
             .map_err(|_| anyhow::anyhow!("the rerank thread died while loading the default model"))?
             .map_err(|e| anyhow::anyhow!("loading the default model: {}", e.message))?;
@@ -197,11 +203,16 @@ impl Batcher {
             shared,
             thread: Arc::new(Mutex::new(Some(thread))),
             default_kind,
+            default_window,
         })
     }
 
     pub fn default_kind(&self) -> Kind {
         self.default_kind
+    }
+
+    pub fn default_window(&self) -> usize {
+        self.default_window
     }
 
     /// Queues a request and waits for its scores. Dropping the future (the client went away)
@@ -439,14 +450,13 @@ impl Worker {
         metrics
             .inference_seconds
             .observe(started.elapsed().as_secs_f64());
-        let kind = reranker.kind();
         // The groups borrow the batch, which the replies take apart.
         drop(groups);
         for (p, s) in batch.into_iter().zip(scores) {
             let scored = Scored {
                 scores: s.scores,
+                raw_scores: s.raw_scores,
                 query_truncated: s.query_truncated,
-                kind,
             };
             let _ = p.reply.send(Ok(scored));
         }

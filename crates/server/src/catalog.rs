@@ -96,6 +96,20 @@ impl Catalog {
         )))
     }
 
+    /// For a request that names one of Cohere's models and is answered by another model here, a
+    /// warning that says which: the scores are not Cohere's model's, and the client should know.
+    pub fn substitution(&self, requested: &str) -> Option<String> {
+        let requested = requested.trim();
+        let answering = self
+            .aliases
+            .get(requested)
+            .filter(|_| COHERE_NAMES.contains(&requested))?;
+        Some(format!(
+            "{requested:?} is not served by Cohere's model here: this finerank server answered \
+             with {answering:?}"
+        ))
+    }
+
     /// The reference the engine resolves for a canonical name (what training starts from).
     pub fn reference<'a>(&'a self, canonical: &'a str) -> &'a str {
         if canonical == self.default_name {

@@ -3,6 +3,7 @@
 use std::ffi::OsString;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use finerank_engine::{DeviceChoice, Precision, Registry, DEFAULT_MODEL};
@@ -30,8 +31,8 @@ pub struct Config {
     /// (rerank-v3.5, rerank-english-v3.0, ...) with the default model.
     #[arg(long, env = "FINERANK_NO_COHERE_ALIASES")]
     pub no_cohere_aliases: bool,
-    /// Bearer keys (repeatable; comma-separated in the environment). With any set, every endpoint
-    /// but /health answers 401 without one.
+    /// Bearer keys with full access (repeatable; comma-separated in the environment). With any
+    /// key set, every endpoint but /health, /docs and /openapi.json answers 401 without one.
     #[arg(
         long = "api-key",
         env = "FINERANK_API_KEYS",
@@ -39,6 +40,29 @@ pub struct Config {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+    /// Read-only bearer keys, for applications that only serve (repeatable; comma-separated in
+    /// the environment): they rerank, list and get, and answer 403 for uploads, deletes and
+    /// fine-tunes.
+    #[arg(
+        long = "api-key-read-only",
+        env = "FINERANK_READ_ONLY_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub read_only_api_keys: Vec<String>,
+    /// Requests a second that each key may make (with no keys set, all callers share one
+    /// allowance); past it the server answers 429 with Retry-After. Off when not set.
+    #[arg(long, env = "FINERANK_RATE_LIMIT", value_name = "PER_SECOND")]
+    pub rate_limit: Option<f64>,
+    /// Requests a key may make at once before --rate-limit spaces them out (default: the rate,
+    /// rounded up).
+    #[arg(long, env = "FINERANK_RATE_LIMIT_BURST", requires = "rate_limit")]
+    pub rate_limit_burst: Option<u32>,
+    /// How long a client has to send a request's headers, and an idle kept-alive connection to
+    /// send its next one, before the connection is closed: slow clients cannot hold sockets.
+    #[arg(long, env = "FINERANK_HEADER_READ_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
     /// Largest JSON request body.
     #[arg(long, env = "FINERANK_MAX_BODY_BYTES", default_value_t = 16 << 20)]
     pub max_body_bytes: usize,
@@ -125,8 +149,26 @@ impl Config {
             ("--training-workers", self.training_workers),
             ("--max-documents", self.max_documents),
         ];
-        match at_least_one.iter().find(|(_, v)| *v == 0) {
-            Some((flag, _)) => Err(format!("{flag} must be at least 1")),
+        if let Some((flag, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        if self.rate_limit.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            return Err("--rate-limit must be a positive number of requests a second".into());
+        }
+        if self.rate_limit_burst == Some(0) {
+            return Err("--rate-limit-burst must be at least 1".into());
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err("--header-read-timeout must be longer than 0s".into());
+        }
+        match self
+            .read_only_api_keys
+            .iter()
+            .find(|k| !k.is_empty() && self.api_keys.contains(k))
+        {
+            Some(_) => Err("a key is given both as --api-key and --api-key-read-only; \
+                            give each key one scope"
+                .into()),
             None => Ok(()),
         }
     }

@@ -1,5 +1,6 @@
 //! The one error type of the API. Every failure, from a malformed body to a model that will not
-//! load, becomes a status code and a body of `{"message": ...}`, as Cohere's API answers.
+//! load, becomes a status code and a body of `{"message": ...}`, as Cohere's API answers (TEI's
+//! `/rerank` rewrites it into TEI's shape: `routes::tei`).
 use std::io;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -93,14 +94,15 @@ impl std::fmt::Display for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// The error itself rides along in the response's extensions, for a route whose clients
+    /// expect another shape (TEI's `/rerank`) to rewrite it.
     fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(ErrorBody {
-                message: self.message,
-            }),
-        )
-            .into_response()
+        let body = ErrorBody {
+            message: self.message.clone(),
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        response.extensions_mut().insert(self);
+        response
     }
 }
 

@@ -2,8 +2,9 @@
 //!
 //! A job is a row of `finetuned_models`. Workers take queued rows oldest first, train with
 //! `finerank_train::run_job` (which reviews the data, trains, and publishes `<id>-ft` into the
-//! registry in one rename), store events and step metrics as training goes, load the new model
-//! into the rerank worker and mark it ready:
+//! registry in one rename), store events and step metrics as training goes, evaluate retrieval
+//! when the dataset has a corpus (`retrieval`), load the new model into the rerank worker and
+//! mark it ready:
 //! `STATUS_QUEUED -> STATUS_FINETUNING -> STATUS_DEPLOYING_API -> STATUS_READY`, or `STATUS_FAILED`
 //! with a reason. Training cannot resume from a checkpoint, so a job that a crash interrupted is
 //! marked failed at the next start (or ready, if its model had already been published).
@@ -13,15 +14,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use finerank_engine::{ModelRecord, Registry};
+use finerank_engine::{LoadOptions, ModelRecord, Registry, Reranker};
+use finerank_eval::RetrievalReport;
 use finerank_train::{run_job, FinetuneJob, HyperOverrides, Outcome, TrainEvent, ValidMetrics};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::batcher::Batcher;
 use crate::catalog::Catalog;
+use crate::collection::{cache_dir, Collection};
 use crate::config::Config;
-use crate::store::{ModelRow, Store};
+use crate::store::{DatasetRow, ModelRow, Store};
 use crate::uploads::Uploads;
 use crate::wake::Wake;
 
@@ -148,6 +151,16 @@ pub struct FinetuneMetrics {
     /// The hyperparameters the run used, defaults filled in.
     #[schema(value_type = Object)]
     pub hyperparameters: serde_json::Value,
+    /// For a dataset with a corpus: retrieval as search sees it, on the evaluation queries. BM25's
+    /// top 100 over the corpus (`systems[0]`), re-ranked by the base model (`systems[1]`) and by
+    /// the fine-tuned one (`systems[2]`), each with nDCG@10, Recall@10 and @100, MRR@10 and
+    /// MAP@100 and their 95% bootstrap CIs, then the paired differences (`comparisons`: B − A,
+    /// with a paired-bootstrap CI and a randomization-test p-value), as `finerank eval --beir`
+    /// reports them. These evaluation queries also chose the checkpoint, so the fine-tuned
+    /// model's figures lean optimistic: they are not a held-out test.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub retrieval: Option<RetrievalReport>,
 }
 
 impl FinetuneMetrics {
@@ -164,6 +177,7 @@ impl FinetuneMetrics {
             stopped_early: outcome.stopped_early,
             train_seconds: outcome.train_seconds,
             hyperparameters: record.hyperparameters,
+            retrieval: None,
         })
     }
 }
@@ -275,9 +289,20 @@ impl Jobs {
     }
 }
 
-/// A job left running by a process that died cannot resume: it fails with the reason, unless its
-/// model was already published (the registry only ever holds whole models), which makes it ready.
+/// Settles what a process that died left unfinished. A job left running cannot resume: it fails
+/// with the reason, unless its model was already published (the registry only ever holds whole
+/// models), which makes it ready. A deleted model whose files are still there (the process died
+/// between deleting the row and the files, or a job deleted while it trained published its
+/// model) loses them now.
 fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
+    for id in store.deleted_models()? {
+        let model = format!("{id}-ft");
+        match registry.delete(&model) {
+            Ok(true) => tracing::warn!(%model, "removed the files of a deleted model"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(%model, "could not remove the files of a deleted model: {e}"),
+        }
+    }
     for (id, status) in store.running_jobs()? {
         let (to, reason) = match registry.get(&format!("{id}-ft")).ok().flatten() {
             Some((record, _)) => {
@@ -344,30 +369,25 @@ impl Shared {
         }
     }
 
-    fn job(&self, row: &ModelRow) -> Result<FinetuneJob, String> {
-        let settings = &row.settings;
-        let base = self
-            .catalog
-            .canonical(settings.base_model.name.as_deref().unwrap_or_default())
-            .map_err(|e| e.0)?;
-        let dataset = self
-            .store
-            .dataset(&settings.dataset_id)
+    fn dataset(&self, row: &ModelRow) -> Result<DatasetRow, String> {
+        let id = &row.settings.dataset_id;
+        self.store
+            .dataset(id)
             .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("dataset {} no longer exists", settings.dataset_id))?;
-        let train = self
+            .ok_or_else(|| format!("dataset {id} no longer exists"))
+    }
+
+    fn job(&self, row: &ModelRow, dataset: &DatasetRow) -> Result<FinetuneJob, String> {
+        let settings = &row.settings;
+        let base = self.base(row)?;
+        let (train, valid) = self
             .uploads
-            .train_path(&dataset.id)
+            .training_files(dataset)
             .map_err(|e| e.to_string())?;
-        let valid = match dataset.eval {
-            Some(_) => Some(
-                self.uploads
-                    .eval_path(&dataset.id)
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => None,
-        };
         let cfg = &self.config;
+        // Validation held what was uploaded to the minimums; mined files may hold fewer
+        // training queries, a share of them held out for evaluation.
+        let minimum = |min| Some(if dataset.mining.is_some() { 1 } else { min });
         Ok(FinetuneJob {
             id: Some(format!("{}-ft", row.id)),
             base: self.catalog.reference(&base).to_string(),
@@ -386,27 +406,83 @@ impl Shared {
             max_steps: cfg.max_train_steps,
             device: cfg.device,
             precision: cfg.precision,
-            min_train_queries: Some(cfg.min_train_queries),
-            min_valid_queries: Some(cfg.min_eval_queries),
+            min_train_queries: minimum(cfg.min_train_queries),
+            min_valid_queries: minimum(cfg.min_eval_queries),
+            // A job a restart interrupted fails (`recover`); it does not resume.
+            resume_dir: None,
         })
+    }
+
+    /// The canonical name of the model a job starts from.
+    fn base(&self, row: &ModelRow) -> Result<String, String> {
+        let name = row.settings.base_model.name.as_deref();
+        self.catalog
+            .canonical(name.unwrap_or_default())
+            .map_err(|e| e.0)
     }
 
     /// Trains and publishes; the error is the job's failure reason.
     fn train(&self, row: &ModelRow, cancel: &AtomicBool) -> Result<FinetuneMetrics, String> {
-        let job = self.job(row)?;
+        let dataset = self.dataset(row)?;
+        let job = self.job(row, &dataset)?;
         let mut recorder = Recorder {
             store: &self.store,
             id: &row.id,
             losses: Vec::new(),
         };
+        let cancelled = || cancel.load(Ordering::Relaxed);
         let (record, _) = run_job(
             &job,
             self.catalog.registry(),
             &mut |e| recorder.on_event(e),
-            &|| cancel.load(Ordering::Relaxed),
+            &cancelled,
         )
         .map_err(|e| e.to_string())?;
-        FinetuneMetrics::from_record(record)
+        let mut metrics = FinetuneMetrics::from_record(record)?;
+        if let Some(corpus) = &dataset.parts.corpus {
+            let evaluated = self.evaluate_retrieval(row, &dataset, &corpus.filename, &cancelled);
+            match evaluated {
+                Ok(report) => metrics.retrieval = Some(report),
+                Err(e) => {
+                    // The job fails, so its model must not stay behind to be served.
+                    let _ = self.discard(&format!("{}-ft", row.id));
+                    return Err(format!("trained, but the retrieval evaluation failed: {e}"));
+                }
+            }
+        }
+        Ok(metrics)
+    }
+
+    /// The base model and the fine-tuned one, re-ranking BM25's candidates for the dataset's
+    /// evaluation queries.
+    fn evaluate_retrieval(
+        &self,
+        row: &ModelRow,
+        dataset: &DatasetRow,
+        corpus_name: &str,
+        cancelled: &dyn Fn() -> bool,
+    ) -> Result<RetrievalReport, String> {
+        let collection = Collection::read(&self.uploads, dataset).map_err(|e| e.to_string())?;
+        let cfg = &self.config;
+        let opts = LoadOptions {
+            device: cfg.device,
+            precision: cfg.precision,
+            kind: None,
+        };
+        let load = |name: &str| {
+            let dir = self.catalog.dir(name).map_err(|e| e.0)?;
+            Reranker::load(name, &dir, &opts).map_err(|e| e.to_string())
+        };
+        let base = load(&self.base(row)?)?;
+        let tuned = load(&format!("{}-ft", row.id))?;
+        crate::retrieval::evaluate(
+            corpus_name,
+            &collection,
+            [&base, &tuned],
+            cfg.train_max_length,
+            &cache_dir(&cfg.data_dir()),
+            cancelled,
+        )
     }
 
     /// The model is in the registry: load it for reranking, then open it to requests. If the job
@@ -480,7 +556,9 @@ impl Recorder<'_> {
                     epoch: 0,
                     loss: None,
                 };
-                self.store.set_progress(self.id, &progress)
+                self.store
+                    .set_progress(self.id, &progress)
+                    .and_then(|()| self.store.training_started(self.id))
             }
             TrainEvent::Step {
                 step,
@@ -520,5 +598,101 @@ impl Recorder<'_> {
         if let Err(e) = written {
             tracing::error!(id = %self.id, "could not record training progress: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use finerank_engine::Kind;
+
+    use super::*;
+    use crate::store::Order;
+
+    fn store(dir: &std::path::Path) -> Store {
+        Store::open(&dir.join("finerank.db")).unwrap()
+    }
+
+    fn queue(store: &Store, id: &str) {
+        let settings = Settings {
+            base_model: BaseModel {
+                base_type: "BASE_TYPE_RERANK".into(),
+                name: None,
+            },
+            dataset_id: "dataset".into(),
+            hyperparameters: None,
+        };
+        store.insert_model(id, "model", &settings).unwrap();
+    }
+
+    fn statuses(store: &Store, id: &str) -> Vec<JobStatus> {
+        let events = store.events(id, Order::Oldest, 0, 10).unwrap();
+        events.items.into_iter().map(|e| e.status).collect()
+    }
+
+    /// Between the claim and the first step, the data is read and the base model loaded: the
+    /// event says when training began, not when a worker took the job.
+    #[test]
+    fn finetuning_is_stamped_when_training_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        queue(&store, "job");
+        let claimed = store.claim_job().unwrap().unwrap();
+        assert_eq!(claimed.status, JobStatus::Finetuning);
+        assert_eq!(statuses(&store, "job"), [JobStatus::Queued]);
+        let mut recorder = Recorder {
+            store: &store,
+            id: "job",
+            losses: Vec::new(),
+        };
+        recorder.on_event(&TrainEvent::Started {
+            kind: Kind::CrossEncoder,
+            total_steps: 2,
+            epochs: 1,
+            train_rows: 8,
+            valid_rows: 4,
+            device: "cpu".into(),
+            resumed_at: None,
+        });
+        assert_eq!(
+            statuses(&store, "job"),
+            [JobStatus::Queued, JobStatus::Finetuning]
+        );
+    }
+
+    /// The process dies after a model's row was deleted and before its files were: the next
+    /// start removes them, so the model is neither listed nor served.
+    #[test]
+    fn a_delete_cut_short_is_finished_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let registry = Registry::open(dir.path()).unwrap();
+        let id = uuid::Uuid::new_v4().to_string();
+        let model = format!("{id}-ft");
+        queue(&store, &id);
+        let staged = registry.staging_dir(&model).unwrap().join("model");
+        std::fs::create_dir_all(&staged).unwrap();
+        let record = ModelRecord {
+            id: model.clone(),
+            name: "model".into(),
+            kind: Kind::CrossEncoder,
+            base_model: "base".into(),
+            base_model_dir: "base".into(),
+            created_at: finerank_engine::now_rfc3339(),
+            hyperparameters: serde_json::Value::Null,
+            metrics: serde_json::Value::Null,
+            train_sha256: String::new(),
+            valid_sha256: None,
+        };
+        registry.publish(&record).unwrap();
+        store
+            .transition(&id, &[JobStatus::Queued], JobStatus::Ready, None)
+            .unwrap();
+
+        assert_eq!(store.delete_model(&id).unwrap(), Some(JobStatus::Ready));
+        // The crash comes here.
+        assert!(registry.get(&model).unwrap().is_some());
+        recover(&store, &registry).unwrap();
+        assert!(registry.get(&model).unwrap().is_none());
+        assert!(registry.list().unwrap().is_empty());
     }
 }

@@ -8,25 +8,38 @@
 //! together) which calls the backend (`finerank-engine`). Datasets and fine-tuning jobs live in
 //! SQLite (`store`) and run on background workers (`validator`, `jobs`), so that a restart loses
 //! nothing: every dataset, job, event and model is there again, and a job the restart interrupted
-//! says so.
+//! says so. A dataset may bring its document collection (`parts`, `collection`): the validator
+//! mines hard negatives from it (`mining`), and a fine-tune on it is evaluated as search uses a
+//! reranker (`retrieval`). A server holds its data directory alone (`lock`). Requests are
+//! admitted by key, scope and rate limit (`auth`, `limits`), on connections that must send their
+//! headers in time (`connections`).
 mod auth;
 mod batcher;
 mod catalog;
+mod collection;
 mod config;
+mod connections;
 mod dashboard;
 mod error;
 mod extract;
 mod jobs;
+mod limits;
+mod lock;
 mod metrics;
+mod mining;
 mod openapi;
+mod parts;
+mod retrieval;
 mod routes;
 mod store;
 mod uploads;
 mod validator;
 mod wake;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::Deref;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -47,6 +60,8 @@ pub use routes::rerank::decode_rerank_request;
 use batcher::Batcher;
 use catalog::Catalog;
 use jobs::Jobs;
+use limits::RateLimits;
+use lock::DataDirLock;
 use metrics::Metrics;
 use store::Store;
 use uploads::Uploads;
@@ -66,6 +81,8 @@ pub struct Inner {
     validator: Validator,
     metrics: Metrics,
     keys: auth::Keys,
+    limits: RateLimits,
+    lock: DataDirLock,
 }
 
 impl Deref for AppState {
@@ -77,13 +94,14 @@ impl Deref for AppState {
 }
 
 impl AppState {
-    /// Opens the data directory, settles what a previous run left unfinished, loads the default
-    /// model and starts the workers.
+    /// Opens the data directory (refusing one that another server holds), settles what a
+    /// previous run left unfinished, loads the default model and starts the workers.
     pub fn start(config: Config) -> anyhow::Result<AppState> {
         config.check().map_err(anyhow::Error::msg)?;
         let data_dir = config.data_dir();
         std::fs::create_dir_all(&data_dir)
             .with_context(|| format!("creating {}", data_dir.display()))?;
+        let lock = DataDirLock::acquire(&data_dir)?;
         check_writable(&data_dir)?;
         let registry = Registry::open(&data_dir)?;
         let store =
@@ -103,7 +121,8 @@ impl AppState {
             &config,
         )?;
         let validator = Validator::start(store.clone(), catalog.clone(), uploads.clone(), &config)?;
-        let keys = auth::Keys::new(&config.api_keys);
+        let keys = auth::Keys::new(&config.api_keys, &config.read_only_api_keys);
+        let limits = RateLimits::new(&config);
         Ok(AppState(Arc::new(Inner {
             config,
             store,
@@ -114,16 +133,20 @@ impl AppState {
             validator,
             metrics,
             keys,
+            limits,
+            lock,
         })))
     }
 
     /// Stops the workers, each after the work in hand: a fine-tune in training fails with a
     /// reason saying why (it stops at its next step), a validation finishes, and rerank requests
-    /// still queued are answered with an error.
+    /// still queued are answered with an error. Then the data directory is free for another
+    /// server.
     pub fn shutdown(&self) {
         self.validator.shutdown();
         self.jobs.shutdown();
         self.batcher.shutdown();
+        self.lock.release();
     }
 
     /// Runs a store call off the async threads: SQLite blocks.
@@ -139,11 +162,15 @@ impl AppState {
 /// A data directory that cannot take a write (a read-only mount, a full disk) stops the start
 /// with that cause, where SQLite would say "unable to open database file" or "disk I/O error".
 /// The probe is the size of the shared-memory index SQLite creates beside the database to open it.
-fn check_writable(dir: &std::path::Path) -> anyhow::Result<()> {
+fn check_writable(dir: &Path) -> anyhow::Result<()> {
     let probe = dir.join(".finerank-write-test");
     let written = std::fs::write(&probe, [0u8; 32 << 10]);
     let _ = std::fs::remove_file(&probe);
-    written.with_context(|| format!("the data directory {} is not writable", dir.display()))
+    written.with_context(|| not_writable(dir))
+}
+
+fn not_writable(dir: &Path) -> String {
+    format!("the data directory {} is not writable", dir.display())
 }
 
 /// Runs blocking work (files, SQLite) on tokio's blocking threads.
@@ -184,25 +211,35 @@ async fn close_after_error_with_body(req: Request, next: Next) -> Response {
 }
 
 /// The whole HTTP API over a started state.
-pub fn app(state: AppState) -> Router {
+fn app(state: AppState) -> Router {
     let (api, spec) = routes::router(state.config.max_upload_bytes).split_for_parts();
     api.merge(openapi::router(spec))
         .merge(dashboard::router())
         .fallback(routes::ops::not_found)
         .method_not_allowed_fallback(routes::ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::admit))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(routes::tei::error_shape))
         .layer(middleware::from_fn(close_after_error_with_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Serves the API of a started state on `listener` until `shutdown` completes; the open
+/// connections then finish their requests. The state's workers go on: [`AppState::shutdown`]
+/// stops them.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()>,
+) {
+    let header_read_timeout = state.config.header_read_timeout;
+    connections::serve(listener, app(state), header_read_timeout, shutdown).await;
 }
 
 /// Serves until Ctrl-C or SIGTERM, then shuts down gracefully.
@@ -224,9 +261,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ""
         }
     );
-    axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    serve_on(listener, state.clone(), shutdown_signal()).await;
     tokio::task::spawn_blocking(move || state.shutdown()).await?;
     Ok(())
 }

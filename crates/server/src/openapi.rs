@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations, and a self-contained page at
 //! `/docs` that renders it (no external assets: the server may run offline).
 use axum::body::Bytes;
-use axum::http::header;
+use axum::http::{header, Method};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::Router;
@@ -10,6 +10,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, Secur
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+use crate::auth::{Scope, OPEN_PATHS};
+use crate::routes::tei;
 use crate::AppState;
 
 #[derive(OpenApi)]
@@ -17,7 +19,7 @@ use crate::AppState;
     info(
         title = "finerank",
         description = "Cohere-compatible rerank and rerank fine-tuning, self-hosted. Point a Cohere \
-                       client's base_url here. TEI's /rerank is served too."
+                       client's base_url here. TEI's /rerank and /info are served too."
     ),
     modifiers(&BearerKeys),
     tags(
@@ -49,58 +51,77 @@ impl Modify for BearerKeys {
 
 /// The errors every operation can answer whatever its handler does, from the layers and
 /// extractors in front of it, so that a client generated from the document expects them: 401
-/// from the keys, 400 from a query or path that does not parse, 400/413/422 from a body, and
-/// 503/507 when a write finds the data directory read-only or full. /health is open. Applied to
-/// the finished document: the derive's modifiers run before the routes add their paths.
+/// from the keys, 403 from a read-only key on anything but reading and reranking, 429 from the
+/// key's rate limit, 400 from a query or path that does not parse, 400/413/422 from a body, and
+/// 503/507 when a write finds the data directory read-only or full. The open paths need no key.
+/// Applied to the finished document: the derive's modifiers run before the routes add their
+/// paths.
 struct ErrorResponses;
 
 impl Modify for ErrorResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
             let operations = [
-                (false, &mut item.get),
-                (true, &mut item.post),
-                (true, &mut item.patch),
-                (true, &mut item.delete),
+                (Method::GET, &mut item.get),
+                (Method::POST, &mut item.post),
+                (Method::PATCH, &mut item.patch),
+                (Method::DELETE, &mut item.delete),
             ];
-            for (writes, op) in operations {
+            // TEI's clients read TEI's error shape.
+            let schema = match path.as_str() {
+                tei::PATH => "TeiError",
+                _ => "ErrorBody",
+            };
+            for (method, op) in operations {
                 let Some(op) = op.as_mut() else { continue };
-                if crate::auth::OPEN_PATHS.contains(&path.as_str()) {
+                if OPEN_PATHS.contains(&path.as_str()) {
                     // An empty list overrides the document's global requirement.
                     op.security = Some(Vec::new());
-                } else {
-                    add_error(
-                        op,
-                        401,
-                        "No API key, or a wrong one (when the server has keys)",
-                    );
+                    continue;
+                }
+                let mut errors = vec![
+                    (401, "No API key, or a wrong one (when the server has keys)"),
+                    (
+                        429,
+                        "Over the key's rate limit (--rate-limit); Retry-After says when",
+                    ),
+                ];
+                if !Scope::ReadOnly.permits(&method, path) {
+                    errors.push((403, "The API key is read-only (--api-key-read-only)"));
                 }
                 if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
-                    add_error(op, 400, "A query or path parameter is invalid");
+                    errors.push((400, "A query or path parameter is invalid"));
                 }
                 if op.request_body.is_some() {
-                    add_error(op, 400, "The body is malformed or a field is invalid");
-                    add_error(op, 413, "The body is larger than the server's limit");
-                    add_error(op, 422, "The body does not have the documented shape");
+                    errors.extend([
+                        (400, "The body is malformed or a field is invalid"),
+                        (413, "The body is larger than the server's limit"),
+                        (422, "The body does not have the documented shape"),
+                    ]);
                 }
                 let stores = op
                     .tags
                     .iter()
                     .flatten()
                     .any(|t| t == "datasets" || t == "finetuning");
-                if writes && stores {
-                    add_error(op, 503, "The data directory is read-only");
-                    add_error(op, 507, "The data directory is full");
+                if method != Method::GET && stores {
+                    errors.extend([
+                        (503, "The data directory is read-only"),
+                        (507, "The data directory is full"),
+                    ]);
+                }
+                for (status, description) in errors {
+                    add_error(op, schema, status, description);
                 }
             }
         }
     }
 }
 
-/// Documents `status` with the error body, unless the handler already did.
-fn add_error(op: &mut Operation, status: u16, description: &str) {
+/// Documents `status` with the error body `schema`, unless the handler already did.
+fn add_error(op: &mut Operation, schema: &str, status: u16, description: &str) {
     let body = ContentBuilder::new()
-        .schema(Some(Ref::from_schema_name("ErrorBody")))
+        .schema(Some(Ref::from_schema_name(schema)))
         .build();
     op.responses
         .responses

@@ -15,8 +15,23 @@ use rusqlite::{params, Connection, OptionalExtension, Row, ToSql, Transaction};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use finerank_retrieve::MineOptions;
+
 use crate::jobs::{FinetuneMetrics, JobStatus, Progress, Settings};
+use crate::parts::Parts;
 use crate::validator::{DatasetMetrics, ValidationStatus};
+
+mod dataset_parts;
+
+/// A model's status, `None` when there is no such model.
+fn model_status(tx: &Transaction, id: &str) -> Result<Option<JobStatus>> {
+    tx.query_row(
+        "SELECT status FROM finetuned_models WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )
+    .optional()
+}
 
 /// Schema changes, in order; entry `i` takes the database from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -76,6 +91,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (model_id, step_number)
     );
 "#,
+    dataset_parts::MIGRATION,
+    r#"
+    CREATE TABLE deleted_models (
+        id TEXT PRIMARY KEY,
+        deleted_at TEXT NOT NULL
+    );
+"#,
 ];
 
 /// Millisecond RFC 3339 in UTC: fixed width, so text order is time order.
@@ -83,19 +105,13 @@ pub fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct FilePart {
-    /// The name the client uploaded it under; shown, never used as a path.
-    pub filename: String,
-    pub size_bytes: u64,
-}
-
 pub struct NewDataset {
     pub id: String,
     pub name: String,
     pub dataset_type: String,
-    pub data: FilePart,
-    pub eval: Option<FilePart>,
+    pub parts: Parts,
+    /// How to mine negatives from the corpus, when the upload asked for it.
+    pub mining: Option<MineOptions>,
 }
 
 #[derive(Clone, Debug)]
@@ -108,8 +124,8 @@ pub struct DatasetRow {
     pub validation_status: ValidationStatus,
     pub validation_error: Option<String>,
     pub validation_warnings: Vec<String>,
-    pub data: FilePart,
-    pub eval: Option<FilePart>,
+    pub parts: Parts,
+    pub mining: Option<MineOptions>,
     /// The validator's statistics and problems, as JSON.
     pub review: Option<serde_json::Value>,
     pub metrics: Option<DatasetMetrics>,
@@ -245,13 +261,6 @@ text_enum_sql!(JobStatus);
 text_enum_sql!(ValidationStatus);
 
 fn dataset_row(row: &Row) -> Result<DatasetRow> {
-    let eval = match row.get::<_, Option<String>>("eval_filename")? {
-        Some(filename) => Some(FilePart {
-            filename,
-            size_bytes: row.get("eval_bytes")?,
-        }),
-        None => None,
-    };
     Ok(DatasetRow {
         id: row.get("id")?,
         name: row.get("name")?,
@@ -261,11 +270,8 @@ fn dataset_row(row: &Row) -> Result<DatasetRow> {
         validation_status: row.get("validation_status")?,
         validation_error: row.get("validation_error")?,
         validation_warnings: json(row, "validation_warnings")?,
-        data: FilePart {
-            filename: row.get("data_filename")?,
-            size_bytes: row.get("data_bytes")?,
-        },
-        eval,
+        parts: dataset_parts::read(row)?,
+        mining: json_opt(row, "mining")?,
         review: json_opt(row, "review")?,
         metrics: json_opt(row, "metrics")?,
     })
@@ -384,22 +390,18 @@ impl Store {
         self.write(|tx| {
             let at = now();
             tx.execute(
-                "INSERT INTO datasets (id, name, dataset_type, created_at, updated_at, validation_status,
-                     data_filename, data_bytes, eval_filename, eval_bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO datasets (id, name, dataset_type, created_at, updated_at, validation_status, mining)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6)",
                 params![
                     d.id,
                     d.name,
                     d.dataset_type,
                     at,
                     ValidationStatus::Queued,
-                    d.data.filename,
-                    d.data.size_bytes,
-                    d.eval.as_ref().map(|e| &e.filename),
-                    d.eval.as_ref().map(|e| e.size_bytes),
+                    d.mining.as_ref().map(to_json),
                 ],
             )?;
-            Ok(())
+            dataset_parts::write(tx, &d.id, &d.parts)
         })
     }
 
@@ -461,11 +463,7 @@ impl Store {
 
     /// Bytes of every uploaded file.
     pub fn dataset_usage(&self) -> Result<u64> {
-        self.conn().query_row(
-            "SELECT coalesce(sum(data_bytes + coalesce(eval_bytes, 0)), 0) FROM datasets",
-            [],
-            |r| r.get(0),
-        )
+        dataset_parts::usage(&self.conn())
     }
 
     /// Takes the oldest queued dataset for validation.
@@ -597,32 +595,54 @@ impl Store {
         })
     }
 
-    /// Deletes a model with its events and metrics; returns the status it had.
+    /// Deletes a model with its events and metrics, and leaves a tombstone: the caller removes
+    /// the model's files next, and a start after a crash in between removes them from the
+    /// tombstone ([`Store::deleted_models`]). Returns the status the model had.
     pub fn delete_model(&self, id: &str) -> Result<Option<JobStatus>> {
         self.write(|tx| {
-            let status: Option<JobStatus> = tx
-                .query_row(
-                    "SELECT status FROM finetuned_models WHERE id = ?1",
-                    [id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            tx.execute("DELETE FROM finetuned_models WHERE id = ?1", [id])?;
+            let status = model_status(tx, id)?;
+            if status.is_some() {
+                tx.execute("DELETE FROM finetuned_models WHERE id = ?1", [id])?;
+                tx.execute(
+                    "INSERT OR IGNORE INTO deleted_models (id, deleted_at) VALUES (?1, ?2)",
+                    params![id, now()],
+                )?;
+            }
             Ok(status)
         })
     }
 
-    /// Takes the oldest queued job and marks it running.
+    /// Every model ever deleted. Tombstones stay: a job deleted while it trained may still
+    /// publish its model, and a crash before the worker removes it leaves one for the next start.
+    pub fn deleted_models(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM deleted_models")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        rows.collect()
+    }
+
+    /// Takes the oldest queued job and marks it running. Its STATUS_FINETUNING event waits for
+    /// training to start ([`Store::training_started`]), after the data is read and the base
+    /// model loaded, so that the event says when training began.
     pub fn claim_job(&self) -> Result<Option<ModelRow>> {
         self.write(|tx| {
             let running = JobStatus::Finetuning;
-            let Some(id) =
-                claim_oldest(tx, "finetuned_models", "status", JobStatus::Queued, running)?
-            else {
-                return Ok(None);
-            };
-            add_event(tx, &id, running, None)?;
-            get_model(tx, &id)
+            match claim_oldest(tx, "finetuned_models", "status", JobStatus::Queued, running)? {
+                Some(id) => get_model(tx, &id),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Stamps a running job's STATUS_FINETUNING event: its first step is next.
+    pub fn training_started(&self, id: &str) -> Result<()> {
+        self.write(|tx| {
+            let status = model_status(tx, id)?;
+            // Deleted, or failed by a shutdown, meanwhile: nothing started.
+            if status == Some(JobStatus::Finetuning) {
+                add_event(tx, id, JobStatus::Finetuning, None)?;
+            }
+            Ok(())
         })
     }
 

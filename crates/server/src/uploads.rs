@@ -1,4 +1,7 @@
-//! Uploaded dataset files: `<data-dir>/uploads/<dataset-id>/{train,eval}.jsonl`.
+//! Uploaded dataset files: `<data-dir>/uploads/<dataset-id>/`, one file per multipart field
+//! (`train.jsonl`, `eval.jsonl`, `corpus.jsonl`, `queries.jsonl`, `qrels.tsv`), and beside them the
+//! rows the validator mined, when the upload asked for mining (`mined-train.jsonl`,
+//! `mined-eval.jsonl`).
 //!
 //! Every name on disk is the server's: a dataset id is a uuid it minted, checked again before it
 //! becomes a path, and the client's file names are kept only for display. An upload streams into
@@ -13,11 +16,24 @@ use axum::extract::Multipart;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{unreadable_body, ApiError};
-use crate::store::FilePart;
+use crate::parts::{FilePart, Part, Parts};
+use crate::store::DatasetRow;
 
 const STAGING_PREFIX: &str = ".staging-";
-const TRAIN_FILE: &str = "train.jsonl";
-const EVAL_FILE: &str = "eval.jsonl";
+const MINED_TRAIN_FILE: &str = "mined-train.jsonl";
+const MINED_EVAL_FILE: &str = "mined-eval.jsonl";
+
+/// A part's file in its dataset's directory. `data` and `eval_data` keep the names they had
+/// before the other parts existed, so older datasets read as they are.
+fn file_name(part: Part) -> &'static str {
+    match part {
+        Part::Data => "train.jsonl",
+        Part::Eval => "eval.jsonl",
+        Part::Corpus => "corpus.jsonl",
+        Part::Queries => "queries.jsonl",
+        Part::Qrels => "qrels.tsv",
+    }
+}
 
 pub struct Uploads {
     root: PathBuf,
@@ -26,8 +42,7 @@ pub struct Uploads {
 /// Files received but not yet committed to a dataset id; dropped, they are deleted.
 pub struct Staged {
     dir: PathBuf,
-    pub data: Option<FilePart>,
-    pub eval: Option<FilePart>,
+    pub parts: Parts,
 }
 
 impl Drop for Staged {
@@ -72,16 +87,33 @@ impl Uploads {
         }
     }
 
-    pub fn train_path(&self, id: &str) -> io::Result<PathBuf> {
-        Ok(self.dir(id)?.join(TRAIN_FILE))
+    pub fn path(&self, id: &str, part: Part) -> io::Result<PathBuf> {
+        Ok(self.dir(id)?.join(file_name(part)))
     }
 
-    pub fn eval_path(&self, id: &str) -> io::Result<PathBuf> {
-        Ok(self.dir(id)?.join(EVAL_FILE))
+    /// Where the validator writes the mined training and evaluation rows.
+    pub fn mined(&self, id: &str) -> io::Result<(PathBuf, PathBuf)> {
+        let dir = self.dir(id)?;
+        Ok((dir.join(MINED_TRAIN_FILE), dir.join(MINED_EVAL_FILE)))
     }
 
-    /// Streams the multipart fields `data` (required) and `eval_data` (optional) to disk.
-    /// `limit` is the body limit in force, for the message when a body exceeds it.
+    /// The files a fine-tune trains and validates on: the mined rows when the dataset asked for
+    /// mining, else the uploaded ones.
+    pub fn training_files(&self, dataset: &DatasetRow) -> io::Result<(PathBuf, Option<PathBuf>)> {
+        if dataset.mining.is_some() {
+            let (train, eval) = self.mined(&dataset.id)?;
+            return Ok((train, Some(eval)));
+        }
+        let eval = match dataset.parts.eval {
+            Some(_) => Some(self.path(&dataset.id, Part::Eval)?),
+            None => None,
+        };
+        Ok((self.path(&dataset.id, Part::Data)?, eval))
+    }
+
+    /// Streams each multipart field to its file, each at most once; which combinations make a
+    /// dataset is [`Parts::check`]'s to say. `limit` is the body limit in force, for the message
+    /// when a body exceeds it.
     pub async fn receive(
         &self,
         mut multipart: Multipart,
@@ -90,27 +122,26 @@ impl Uploads {
         let dir = self
             .root
             .join(format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4()));
-        tokio::fs::create_dir(&dir).await?;
+        // The directory and each file are made without an await between their creation and the
+        // guard that removes them: a client that goes away drops this future at any await, and
+        // what a blocking task made after that would have no guard.
+        std::fs::create_dir(&dir)?;
         let mut staged = Staged {
             dir,
-            data: None,
-            eval: None,
+            parts: Parts::default(),
         };
         let read_error = |e: axum::extract::multipart::MultipartError| {
             unreadable_body(e.status(), e.body_text(), limit, "--max-upload-bytes")
         };
         while let Some(mut field) = multipart.next_field().await.map_err(read_error)? {
-            let (slot, file) = match field.name() {
-                Some("data") => (&mut staged.data, TRAIN_FILE),
-                Some("eval_data") => (&mut staged.eval, EVAL_FILE),
-                other => {
-                    return Err(ApiError::bad_request(format!(
-                        "unexpected multipart field {:?}: send the training file as `data` and the \
-                         optional evaluation file as `eval_data`",
-                        other.unwrap_or_default()
-                    )))
-                }
+            let Some(part) = field.name().and_then(Part::from_field) else {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected multipart field {:?}: send Cohere rows as `data` (with `eval_data` \
+                     and `corpus` optional), or a BEIR collection as `corpus`, `queries` and `qrels`",
+                    field.name().unwrap_or_default()
+                )));
             };
+            let (slot, file) = (staged.parts.slot(part), file_name(part));
             if slot.is_some() {
                 return Err(ApiError::bad_request(format!(
                     "the multipart field `{}` appears twice; send one file per field",
@@ -119,7 +150,7 @@ impl Uploads {
             }
             let filename = display_name(field.file_name().unwrap_or(file));
             let path = staged.dir.join(file);
-            let mut out = tokio::fs::File::create(&path).await?;
+            let mut out = tokio::fs::File::from_std(std::fs::File::create(&path)?);
             let mut size_bytes = 0u64;
             while let Some(chunk) = field.chunk().await.map_err(read_error)? {
                 size_bytes += chunk.len() as u64;
@@ -130,11 +161,6 @@ impl Uploads {
                 filename,
                 size_bytes,
             });
-        }
-        if staged.data.is_none() {
-            return Err(ApiError::bad_request(
-                "the multipart field `data` (the training file, JSONL) is missing",
-            ));
         }
         Ok(staged)
     }
@@ -157,4 +183,32 @@ impl Uploads {
 /// Makes a rename in `dir` durable.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, Bytes};
+    use axum::extract::{FromRequest, Request};
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    /// A client that goes away drops the handler's future at whatever await it had reached; the
+    /// first is before a byte of the body has come.
+    #[tokio::test]
+    async fn an_upload_dropped_at_any_await_leaves_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let uploads = Uploads::open(root.path().join("uploads"), &[]).unwrap();
+        let waiting = futures_util::stream::pending::<Result<Bytes, io::Error>>();
+        let req = Request::builder()
+            .header("content-type", "multipart/form-data; boundary=b")
+            .body(Body::from_stream(waiting))
+            .unwrap();
+        let multipart = Multipart::from_request(req, &()).await.unwrap();
+        assert!(uploads.receive(multipart, 1 << 20).now_or_never().is_none());
+        // Whatever a blocking task was still doing for the dropped future is done by now.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let left: Vec<_> = std::fs::read_dir(&uploads.root).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
 }

@@ -3,20 +3,32 @@
 //! dataset as Cohere reports it (`validation_status`, `validation_error`, `validation_warnings`,
 //! `metrics`) plus the full review.
 //!
-//! Lengths are counted with the default model's tokenizer at the length training will use. The
-//! worker loads its own copy of the default model on first use: models are not `Sync`, and the
-//! rerank worker's copy must not wait for a large file's review.
-use std::path::Path;
+//! A dataset with a corpus has its collection read too, so that a bad corpus or qrels line fails
+//! here, named by the file the client uploaded. When the upload asked for mining, negatives are
+//! mined for its training and evaluation queries and the review is of the mined rows, which
+//! training then reads, with the mining report beside it.
+//!
+//! Lengths are counted with the default model's tokenizer at the length training will use, and
+//! mining scores with the same model. The worker loads its own copy of the default model on first
+//! use, on the CPU: models are not `Sync`, and the rerank worker's copy must not wait for a large
+//! file's review.
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use finerank_data::{validate, FileStats, Problem, Review, TrainRow, ValidateOptions};
+use finerank_data::{
+    too_few_queries, validate, DataError, FileStats, Problem, Review, TrainRow, ValidateOptions,
+};
 use finerank_engine::{DeviceChoice, LoadOptions, Reranker};
+use finerank_retrieve::{model_fingerprint, MineReport};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::catalog::Catalog;
+use crate::collection::{cache_dir, Collection};
 use crate::config::Config;
+use crate::mining::mine_files;
+use crate::parts::{FilePart, Part};
 use crate::store::{DatasetRow, Store, Validation};
 use crate::uploads::Uploads;
 use crate::wake::Wake;
@@ -91,6 +103,8 @@ struct Worker {
     wake: Arc<Wake>,
     /// Loaded on the first dataset, kept for the next.
     reranker: Option<Reranker>,
+    /// The model's fingerprint, which keys the embedding cache, once a dataset is mined.
+    fingerprint: Option<String>,
 }
 
 impl Validator {
@@ -110,6 +124,7 @@ impl Validator {
             config: config.clone(),
             wake: wake.clone(),
             reranker: None,
+            fingerprint: None,
         };
         let handle = std::thread::Builder::new()
             .name("validate".into())
@@ -150,11 +165,12 @@ impl Worker {
         });
     }
 
-    fn reranker(&mut self) -> Result<&Reranker, String> {
+    fn load(&mut self) -> Result<(), String> {
         if self.reranker.is_none() {
             let name = self.catalog.default_name();
             let dir = self.catalog.dir(name).map_err(|e| e.0)?;
-            // Only the tokenizer is used: the CPU is enough whatever --device says.
+            // Counting tokens, and mining the few datasets that ask for it: the CPU is enough
+            // whatever --device says.
             let opts = LoadOptions {
                 device: DeviceChoice::Cpu,
                 ..LoadOptions::default()
@@ -162,51 +178,174 @@ impl Worker {
             let reranker = Reranker::load(name, &dir, &opts).map_err(|e| e.to_string())?;
             self.reranker = Some(reranker);
         }
-        Ok(self.reranker.as_ref().expect("loaded above"))
+        Ok(())
+    }
+
+    fn fingerprint(&mut self) -> Result<String, String> {
+        if self.fingerprint.is_none() {
+            let dir = self
+                .catalog
+                .dir(self.catalog.default_name())
+                .map_err(|e| e.0)?;
+            self.fingerprint = Some(model_fingerprint(&dir).map_err(|e| e.to_string())?);
+        }
+        Ok(self.fingerprint.clone().expect("computed above"))
     }
 
     fn validate(&mut self, dataset: &DatasetRow) -> Validation {
-        let paths = self.uploads.train_path(&dataset.id).and_then(|train| {
-            let eval = dataset
-                .eval
-                .as_ref()
-                .map(|_| self.uploads.eval_path(&dataset.id))
-                .transpose()?;
-            Ok((train, eval))
-        });
-        let (train, eval) = match paths {
-            Ok(paths) => paths,
+        if let Err(e) = self.load() {
+            return failed(format!(
+                "internal error: the model for length statistics would not load: {e}"
+            ));
+        }
+        let fingerprint = match dataset.mining {
+            Some(_) => match self.fingerprint() {
+                Ok(key) => Some(key),
+                Err(e) => return failed(format!("internal error: {e}")),
+            },
+            None => None,
+        };
+        let reranker = self.reranker.as_ref().expect("loaded above");
+        let max_len = self
+            .config
+            .train_max_length
+            .unwrap_or(finerank_train::DEFAULT_MAX_LEN)
+            .min(reranker.model().max_positions());
+        let names = match Names::new(&self.uploads, dataset) {
+            Ok(names) => names,
             Err(e) => return failed(format!("internal error: {e}")),
         };
-        let (min_train_queries, min_valid_queries, max_len) = (
-            self.config.min_train_queries,
-            self.config.min_eval_queries,
-            self.config.train_max_length,
-        );
-        let reranker = match self.reranker() {
-            Ok(r) => r,
-            Err(e) => {
-                return failed(format!(
-                    "internal error: the model for length statistics would not load: {e}"
-                ))
-            }
-        };
-        let opts = ValidateOptions {
-            min_train_queries,
-            min_valid_queries,
-            // The length training will read, so truncation warnings match the run.
-            max_len: max_len
-                .unwrap_or(finerank_train::DEFAULT_MAX_LEN)
-                .min(reranker.model().max_positions()),
-        };
-        let mut review = validate(&train, eval.as_deref(), &opts, &reranker.pair_counter());
-        let names = Names {
-            train: &train,
-            eval: eval.as_deref(),
+        let check = Check {
             dataset,
+            uploads: &self.uploads,
+            reranker,
+            names,
+            opts: ValidateOptions {
+                min_train_queries: self.config.min_train_queries,
+                min_valid_queries: self.config.min_eval_queries,
+                // The length training will read, so truncation warnings match the run.
+                max_len,
+            },
+            cache_dir: cache_dir(&self.config.data_dir()),
         };
-        names.rename(&mut review);
-        summarize(&review, opts.max_len, dataset)
+        match check.run(fingerprint.as_deref()) {
+            Ok(validation) => validation,
+            Err(e) => failed(e),
+        }
+    }
+}
+
+/// One dataset's review, with what it needs from the worker.
+struct Check<'a> {
+    dataset: &'a DatasetRow,
+    uploads: &'a Uploads,
+    reranker: &'a Reranker,
+    names: Names,
+    opts: ValidateOptions,
+    cache_dir: PathBuf,
+}
+
+impl Check<'_> {
+    /// The validation to store; `Err` is an internal error (problems in the data are the
+    /// review's). `fingerprint`: the model's, when the dataset is to be mined.
+    fn run(&self, fingerprint: Option<&str>) -> Result<Validation, String> {
+        let dataset = self.dataset;
+        // Rows are reviewed as uploaded first: their problems point at the client's lines, and
+        // their counts meet the minimums before any held-out share is taken from them.
+        let uploaded = match &dataset.parts.data {
+            Some(_) => {
+                let train = self.path(Part::Data)?;
+                let eval = match dataset.parts.eval {
+                    Some(_) => Some(self.path(Part::Eval)?),
+                    None => None,
+                };
+                let review = self.review(&train, eval.as_deref(), &self.opts);
+                if !review.ok || dataset.parts.corpus.is_none() {
+                    return Ok(self.summarize(&review, None, None));
+                }
+                Some(review)
+            }
+            None => None,
+        };
+        let collection = match Collection::read(self.uploads, dataset) {
+            Ok(c) => c,
+            Err(e) => return Ok(self.refuse(uploaded, self.names.problem(e))),
+        };
+        // A BEIR collection's judged queries meet the same minimum as uploaded rows.
+        if let (None, Some(qrels)) = (&uploaded, &dataset.parts.qrels) {
+            let judged = collection.train.queries.len() + collection.eval.queries.len();
+            let min = self.opts.min_train_queries;
+            if let Some(problem) = too_few_queries(&qrels.filename, "training", judged, min) {
+                return Ok(self.refuse(None, problem));
+            }
+        }
+        let (Some(mining), Some(key)) = (&dataset.mining, fingerprint) else {
+            // Rows with a corpus and no mining: the corpus reads, and the rows' review stands.
+            let review = uploaded.ok_or("internal error: a BEIR collection came without mining")?;
+            return Ok(self.summarize(&review, None, None));
+        };
+        let (train, eval) = self
+            .uploads
+            .mined(&dataset.id)
+            .map_err(|e| format!("internal error: {e}"))?;
+        let report = mine_files(
+            &collection,
+            (self.reranker, key),
+            mining,
+            &self.cache_dir,
+            (&train, &eval),
+        )?;
+        tracing::info!(
+            id = %dataset.id,
+            negatives = report.negatives,
+            queries = report.queries,
+            seconds = report.seconds,
+            "mined hard negatives"
+        );
+        // The minimums were met by what was uploaded; the share held out of it for evaluation
+        // must not count against them.
+        let opts = ValidateOptions {
+            min_train_queries: 1,
+            min_valid_queries: 1,
+            ..self.opts.clone()
+        };
+        let review = self.review(&train, Some(&eval), &opts);
+        let sizes = [&train, &eval].map(|p| std::fs::metadata(p).map_or(0, |m| m.len()));
+        Ok(self.summarize(&review, Some(&report), Some(sizes)))
+    }
+
+    fn path(&self, part: Part) -> Result<PathBuf, String> {
+        self.uploads
+            .path(&self.dataset.id, part)
+            .map_err(|e| format!("internal error: {e}"))
+    }
+
+    fn review(&self, train: &Path, eval: Option<&Path>, opts: &ValidateOptions) -> Review {
+        let mut review = validate(train, eval, opts, &self.reranker.pair_counter());
+        self.names.rename(&mut review);
+        review
+    }
+
+    /// A review failed by `problem` in the collection, beside the rows' review when there is one.
+    fn refuse(&self, uploaded: Option<Review>, problem: Problem) -> Validation {
+        let mut review = uploaded.unwrap_or_default();
+        review.ok = false;
+        review.errors.push(problem);
+        self.summarize(&review, None, None)
+    }
+
+    /// `sizes`: of the training and evaluation files the review read, when they are not the
+    /// uploaded ones.
+    fn summarize(
+        &self,
+        review: &Review,
+        mining: Option<&MineReport>,
+        sizes: Option<[u64; 2]>,
+    ) -> Validation {
+        let parts = &self.dataset.parts;
+        let uploaded = |f: &Option<FilePart>| f.as_ref().map_or(0, |f| f.size_bytes);
+        let sizes = sizes.unwrap_or([uploaded(&parts.data), uploaded(&parts.eval)]);
+        summarize(review, self.opts.max_len, mining, sizes)
     }
 }
 
@@ -220,21 +359,40 @@ fn failed(error: String) -> Validation {
     }
 }
 
-/// Problems name files by the names the client uploaded, not by server paths.
-struct Names<'a> {
-    train: &'a Path,
-    eval: Option<&'a Path>,
-    dataset: &'a DatasetRow,
-}
+/// Problems name files by the names the client uploaded, not by server paths; the mined files,
+/// which the client never saw, by what they were mined from.
+struct Names(Vec<(String, String)>);
 
-impl Names<'_> {
-    fn shown(&self, file: &str) -> String {
-        let is = |p: &Path| p.display().to_string() == file;
-        match (&self.dataset.eval, self.eval) {
-            (Some(part), Some(eval)) if is(eval) => part.filename.clone(),
-            _ if is(self.train) => self.dataset.data.filename.clone(),
-            _ => file.to_string(),
+impl Names {
+    fn new(uploads: &Uploads, dataset: &DatasetRow) -> std::io::Result<Names> {
+        let mut names = Vec::new();
+        for (part, file) in dataset.parts.iter() {
+            let path = uploads.path(&dataset.id, part)?;
+            names.push((path.display().to_string(), file.filename.clone()));
         }
+        if dataset.mining.is_some() {
+            let parts = &dataset.parts;
+            let source = parts.data.as_ref().or(parts.qrels.as_ref());
+            let source = source.map_or_else(String::new, |f| f.filename.clone());
+            let eval = match &parts.eval {
+                Some(eval) => format!("{}, with mined negatives", eval.filename),
+                None => format!("{source}, held out, with mined negatives"),
+            };
+            let (train_path, eval_path) = uploads.mined(&dataset.id)?;
+            names.push((
+                train_path.display().to_string(),
+                format!("{source}, with mined negatives"),
+            ));
+            names.push((eval_path.display().to_string(), eval));
+        }
+        Ok(Names(names))
+    }
+
+    fn shown(&self, file: &str) -> String {
+        self.0
+            .iter()
+            .find(|(path, _)| path == file)
+            .map_or_else(|| file.to_string(), |(_, name)| name.clone())
     }
 
     fn rename(&self, review: &mut Review) {
@@ -243,6 +401,23 @@ impl Names<'_> {
         }
         for stats in [&mut review.train, &mut review.valid].into_iter().flatten() {
             stats.file = self.shown(&stats.file);
+        }
+    }
+
+    /// A problem the collection's reader found, naming the client's file.
+    fn problem(&self, e: DataError) -> Problem {
+        match e {
+            DataError::Invalid(mut problem) => {
+                problem.file = self.shown(&problem.file);
+                problem
+            }
+            DataError::Io { path, source } => Problem {
+                file: self.shown(&path.display().to_string()),
+                line: None,
+                message: format!("the server could not read it: {source}"),
+                fix: "upload the dataset again; if that fails too, the server's log says more"
+                    .into(),
+            },
         }
     }
 }
@@ -266,24 +441,33 @@ fn queries(stats: &Option<FileStats>) -> usize {
 }
 
 /// The review as stored and served: the data crate's, plus the window its lengths were measured
-/// against, which a histogram needs to show what will be cut.
+/// against, which a histogram needs to show what will be cut, and the mining report when the
+/// review is of mined rows.
 #[derive(Serialize)]
 struct StoredReview<'a> {
     #[serde(flatten)]
     review: &'a Review,
     max_len: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mining: Option<&'a MineReport>,
 }
 
-fn summarize(review: &Review, max_len: usize, dataset: &DatasetRow) -> Validation {
+/// `sizes`: bytes of the training and evaluation files reviewed.
+fn summarize(
+    review: &Review,
+    max_len: usize,
+    mining: Option<&MineReport>,
+    [train_size_bytes, eval_size_bytes]: [u64; 2],
+) -> Validation {
     let (train_relevant, train_negatives) = passages(&review.train_rows);
     let (eval_relevant, eval_negatives) = passages(&review.valid_rows);
     let metrics = DatasetMetrics {
         finetune_dataset_metrics: FinetuneDatasetMetrics {
             total_examples: review.train_rows.len() + review.valid_rows.len(),
             train_examples: review.train_rows.len(),
-            train_size_bytes: dataset.data.size_bytes,
+            train_size_bytes,
             eval_examples: review.valid_rows.len(),
-            eval_size_bytes: dataset.eval.as_ref().map_or(0, |e| e.size_bytes),
+            eval_size_bytes,
             reranker_data_metrics: RerankerDataMetrics {
                 num_train_queries: queries(&review.train),
                 num_train_relevant_passages: train_relevant,
@@ -298,7 +482,12 @@ fn summarize(review: &Review, max_len: usize, dataset: &DatasetRow) -> Validatio
         ok: review.ok,
         error: (!review.ok).then(|| lines(&review.errors).join("\n")),
         warnings: lines(&review.warnings),
-        review: serde_json::to_value(StoredReview { review, max_len }).expect("reviews serialize"),
+        review: serde_json::to_value(StoredReview {
+            review,
+            max_len,
+            mining,
+        })
+        .expect("reviews serialize"),
         metrics: Some(metrics),
     }
 }

@@ -3,23 +3,10 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use common::{message, Server};
+use common::{message, settings, until, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
-
-/// Small minimums and two steps: a job takes seconds.
-const QUICK: &[&str] = &[
-    "--min-train-queries",
-    "16",
-    "--min-eval-queries",
-    "8",
-    "--max-train-steps",
-    "2",
-    "--train-max-length",
-    "64",
-];
 
 fn rows(n: usize, offset: usize) -> String {
     (offset..offset + n)
@@ -43,44 +30,6 @@ fn form(train: String, eval: Option<String>) -> Form {
     }
 }
 
-async fn upload(s: &Server, form: Form) -> (u16, Value) {
-    let url = s.at("/v1/datasets?name=lease&type=reranker-finetune-input");
-    s.send(s.client.post(url).multipart(form)).await
-}
-
-/// Polls until `done` holds, for at most a minute.
-async fn until(s: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, body) = s.get(path).await;
-        assert_eq!(status, 200, "{path}: {body}");
-        if done(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "{path} never got there: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn validated(s: &Server, form: Form) -> Value {
-    let (status, created) = upload(s, form).await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_str().unwrap();
-    until(s, &format!("/v1/datasets/{id}"), |b| {
-        !matches!(
-            b["dataset"]["validation_status"].as_str(),
-            Some("queued" | "processing")
-        )
-    })
-    .await["dataset"]
-        .clone()
-}
-
-fn settings(dataset_id: &str) -> Value {
-    json!({"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": dataset_id,
-           "hyperparameters": {"train_epochs": 1, "train_batch_size": 4, "learning_rate": 0.001}})
-}
-
 async fn rerank(s: &Server, model: &str) -> (u16, Value) {
     s.post("/v1/rerank", &json!({"model": model, "query": "what does clause 3 say about rent",
                                  "documents": ["Clause 3 sets the rent.", "Clause 9 covers pets."]}))
@@ -91,7 +40,7 @@ async fn rerank(s: &Server, model: &str) -> (u16, Value) {
 async fn a_fine_tune_goes_from_queued_to_ready_and_answers_as_id_ft() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), QUICK).await;
-    let dataset = validated(&s, form(rows(20, 0), Some(rows(8, 100)))).await;
+    let dataset = validated(&s, "", form(rows(20, 0), Some(rows(8, 100)))).await;
     assert_eq!(dataset["validation_status"], "validated", "{dataset}");
     let metrics = &dataset["metrics"]["finetune_dataset_metrics"];
     assert_eq!(metrics["reranker_data_metrics"]["num_train_queries"], 20);
@@ -290,6 +239,7 @@ async fn bad_datasets_and_settings_are_refused_with_reasons() {
     .await;
     let failed = validated(
         &s,
+        "",
         form(rows(5, 0) + "{\"query\": \"no passages\"}\n", None),
     )
     .await;
@@ -438,7 +388,7 @@ fn leave_running(data_dir: &Path, id: &str) {
 async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), QUICK).await;
-    let dataset = validated(&s, form(rows(20, 0), None)).await;
+    let dataset = validated(&s, "", form(rows(20, 0), None)).await;
     let dataset_id = dataset["id"].as_str().unwrap().to_string();
     let (_, created) = s
         .post(
@@ -548,7 +498,7 @@ async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
 async fn huge_page_tokens_and_offsets_are_past_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), QUICK).await;
-    let dataset = validated(&s, form(rows(20, 0), None)).await;
+    let dataset = validated(&s, "", form(rows(20, 0), None)).await;
     let dataset_id = dataset["id"].as_str().unwrap();
     let (_, created) = s
         .post(
@@ -590,6 +540,168 @@ async fn huge_page_tokens_and_offsets_are_past_the_end() {
         body["datasets"].as_array().unwrap().len(),
         1,
         "a huge limit is no limit"
+    );
+    s.stop().await;
+}
+
+/// A second server on a data directory in use stops before it touches anything: it would take
+/// the first one's running jobs for ones a crash left, and fail them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_dir_refuses_to_start_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--min-train-queries", "16"]).await;
+    let dataset = validated(&s, "", form(rows(20, 0), None)).await;
+    let long = json!({"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": dataset["id"],
+                      "hyperparameters": {"train_epochs": 100, "train_batch_size": 2}});
+    let (_, created) = s
+        .post(
+            "/v1/finetuning/finetuned-models",
+            &json!({"name": "running", "settings": long}),
+        )
+        .await;
+    let id = created["finetuned_model"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/v1/finetuning/finetuned-models/{id}");
+    until(&s, &path, |b| {
+        b["finetuned_model"]["status"] == "STATUS_FINETUNING"
+    })
+    .await;
+    // An upload in progress: the start-up cleanup would take it for debris.
+    let staging = dir.path().join("uploads/.staging-in-progress");
+    std::fs::create_dir(&staging).unwrap();
+
+    let flags = [
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--default-model",
+    ];
+    let config = finerank_server::Config::from_flags(
+        flags.into_iter().chain([common::tiny_model().as_str()]),
+    )
+    .unwrap();
+    let second = tokio::task::spawn_blocking(move || finerank_server::AppState::start(config))
+        .await
+        .unwrap();
+    let error = format!(
+        "{:#}",
+        second.err().expect("the second server must not start")
+    );
+    assert!(error.contains(&dir.path().display().to_string()), "{error}");
+    assert!(
+        error.contains("in use by another finerank serve"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("pid {}", std::process::id())),
+        "{error}"
+    );
+
+    let (_, job) = s.get(&path).await;
+    assert_eq!(
+        job["finetuned_model"]["status"], "STATUS_FINETUNING",
+        "{job}"
+    );
+    assert!(staging.is_dir(), "the upload in progress is still there");
+    std::fs::remove_dir(&staging).unwrap();
+    s.stop().await;
+    // Stopped, the first one lets the next start.
+    let s = Server::start(dir.path(), &[]).await;
+    let (_, job) = s.get(&path).await;
+    assert_eq!(job["finetuned_model"]["status"], "STATUS_FAILED", "{job}");
+    s.stop().await;
+}
+
+/// A list of datasets is compact: each one's review, with its sample rows, is one GET away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dataset_lists_leave_the_review_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUICK).await;
+    let dataset = validated(&s, "", form(rows(20, 0), None)).await;
+    assert!(dataset["review"]["train"].is_object(), "{dataset}");
+    let (status, list) = s.get("/v1/datasets").await;
+    assert_eq!(status, 200, "{list}");
+    let listed = &list["datasets"][0];
+    assert_eq!(listed["id"], dataset["id"]);
+    assert!(listed.get("review").is_none(), "{listed}");
+    assert_eq!(listed["metrics"], dataset["metrics"]);
+    assert_eq!(listed["dataset_parts"], dataset["dataset_parts"]);
+    s.stop().await;
+}
+
+/// What is in `uploads/` besides the datasets: staging debris of refused uploads.
+fn debris(data_dir: &Path, datasets: &[&str]) -> Vec<String> {
+    std::fs::read_dir(data_dir.join("uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| !datasets.contains(&name.as_str()))
+        .collect()
+}
+
+/// Every way an upload is refused, and clients that go away mid-upload, leave no file behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_uploads_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--max-upload-bytes", "20000"]).await;
+    let big = rows(400, 0);
+    assert!(big.len() > 20_000);
+    let text = |field: &str, body: String| {
+        Form::new().part(field.to_string(), Part::text(body).file_name("f.jsonl"))
+    };
+    let refusals = vec![
+        ("an unexpected field", "", text("other", rows(2, 0)), 400),
+        (
+            "a field twice",
+            "",
+            text("data", rows(2, 0)).part("data", Part::text(rows(2, 0))),
+            400,
+        ),
+        ("no data", "", text("eval_data", rows(2, 0)), 400),
+        (
+            "queries without qrels",
+            "",
+            text("data", rows(2, 0)).part("queries", Part::text("{}")),
+            400,
+        ),
+        ("over the size limit", "", text("data", big.clone()), 413),
+        (
+            "a bad mining parameter",
+            "&negatives=3",
+            text("data", rows(2, 0)),
+            400,
+        ),
+    ];
+    for (what, params, form, want) in refusals {
+        let (status, body) = common::upload(&s, params, form).await;
+        assert_eq!(status, want, "{what}: {body}");
+        assert_eq!(debris(dir.path(), &[]), Vec::<String>::new(), "{what}");
+    }
+    // Clients that go away: right after their headers, or in the middle of a file.
+    let addr = s.url.strip_prefix("http://").unwrap().to_string();
+    let head = "POST /v1/datasets?name=x&type=reranker-finetune-input HTTP/1.1\r\nHost: x\r\n\
+                Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 10000\r\n\r\n";
+    let part = "--b\r\nContent-Disposition: form-data; name=\"data\"; filename=\"t.jsonl\"\r\n\r\n{\"query\": ";
+    for sent in [head.to_string(), format!("{head}{part}")] {
+        for _ in 0..50 {
+            let mut client = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut client, sent.as_bytes())
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(
+        debris(dir.path(), &[]),
+        Vec::<String>::new(),
+        "after clients that went away"
+    );
+    // And an accepted one is all that is there.
+    let (status, created) = common::upload(&s, "", text("data", rows(2, 0))).await;
+    assert_eq!(status, 200, "{created}");
+    assert_eq!(
+        debris(dir.path(), &[created["id"].as_str().unwrap()]),
+        Vec::<String>::new()
     );
     s.stop().await;
 }

@@ -201,9 +201,15 @@ async fn bad_requests_get_4xx_with_a_clear_message() {
         ),
         (
             "/v2/rerank",
-            json!({"query": "q", "documents": [{"text": "a"}]}),
+            json!({"query": "q", "documents": [{"title": "t"}]}),
+            400,
+            "without a \"text\" field",
+        ),
+        (
+            "/v2/rerank",
+            json!({"query": "q", "documents": [7]}),
             422,
-            "documents[0]: invalid type: map",
+            "documents[0]: expected a string or an object",
         ),
         (
             "/v2/rerank",
@@ -406,6 +412,134 @@ async fn a_full_queue_answers_429_and_gone_clients_are_dropped() {
         metric(&m, "finerank_rerank_batch_requests_count"),
         1.0,
         "only the heavy request reached the model"
+    );
+    s.stop().await;
+}
+
+/// Cohere's model names are served by this server's models: the answer says which model it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohere_model_name_answered_by_another_model_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]).await;
+    for path in ["/v1/rerank", "/v2/rerank"] {
+        for model in [
+            "rerank-v3.5",
+            "rerank-english-v3.0",
+            "rerank-multilingual-v3.0",
+        ] {
+            let body = json!({"model": model, "query": "capital of france", "documents": DOCS});
+            let (status, answer) = s.post(path, &body).await;
+            assert_eq!(status, 200, "{answer}");
+            let warnings = answer["meta"]["warnings"].as_array().unwrap();
+            assert_eq!(warnings.len(), 1, "{answer}");
+            let warning = warnings[0].as_str().unwrap();
+            assert!(
+                warning.contains(model) && warning.contains("\"tiny-bert-cross-encoder\""),
+                "{path} {model}: {warning}"
+            );
+        }
+        // The model's own name, or none: no warning.
+        for body in [
+            json!({"model": "tiny-bert-cross-encoder", "query": "q", "documents": DOCS}),
+            json!({"query": "q", "documents": DOCS}),
+        ] {
+            let (status, answer) = s.post(path, &body).await;
+            assert_eq!(status, 200, "{answer}");
+            assert!(answer["meta"].get("warnings").is_none(), "{answer}");
+        }
+    }
+    s.stop().await;
+}
+
+/// LiteLLM sends v2 documents as objects, with `rank_fields`; they are taken as v1 takes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_takes_documents_as_objects_with_rank_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &[]).await;
+    let objects: Vec<Value> = DOCS
+        .iter()
+        .enumerate()
+        .map(|(i, d)| json!({"title": format!("doc {i}"), "body": d}))
+        .collect();
+    let fields = json!({"query": "capital of france", "documents": objects,
+                        "rank_fields": ["title", "body"], "return_documents": true});
+    let (status, v1) = s.post("/v1/rerank", &fields).await;
+    assert_eq!(status, 200, "{v1}");
+    let (status, v2) = s.post("/v2/rerank", &fields).await;
+    assert_eq!(status, 200, "{v2}");
+    assert_eq!(
+        v2["results"], v1["results"],
+        "ranked and returned as v1 does"
+    );
+    let first = v2["results"][0]["index"].as_u64().unwrap() as usize;
+    assert_eq!(
+        v2["results"][0]["document"], objects[first],
+        "objects come back whole"
+    );
+    // Objects with a `text` field need no rank_fields; strings and objects may mix.
+    let mixed = json!({"query": "capital of france", "documents": [{"text": DOCS[0]}, DOCS[1], {"text": DOCS[2]}, DOCS[3]]});
+    let (status, v2) = s.post("/v2/rerank", &mixed).await;
+    assert_eq!(status, 200, "{v2}");
+    let (_, strings) = s
+        .post(
+            "/v2/rerank",
+            &json!({"query": "capital of france", "documents": DOCS}),
+        )
+        .await;
+    assert_eq!(indices(&v2), indices(&strings));
+    s.stop().await;
+}
+
+/// TEI's clients read `/info` before their first request, and errors as `{error, error_type}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tei_clients_get_info_and_errors_in_teis_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--api-key", "k", "--max-documents", "3"]).await;
+    let (status, info) = s.send(s.client.get(s.at("/info")).bearer_auth("k")).await;
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["model_id"], "tiny-bert-cross-encoder");
+    assert_eq!(
+        info["model_type"],
+        json!({"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}})
+    );
+    assert_eq!(info["max_client_batch_size"], 3);
+    assert_eq!(info["max_batch_tokens"], 65_536);
+    assert!(info["max_input_length"].as_u64().unwrap() > 0, "{info}");
+    assert!(
+        info["version"].is_string() && info["model_dtype"] == "float32",
+        "{info}"
+    );
+
+    let tei_error = |body: &Value, error_type: &str| {
+        assert_eq!(body["error_type"], error_type, "{body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+        assert!(body.get("message").is_none(), "{body}");
+    };
+    let post = |body: Value| s.client.post(s.at("/rerank")).bearer_auth("k").json(&body);
+    let (status, body) = s.send(post(json!({"query": "q"}))).await;
+    assert_eq!(status, 422);
+    tei_error(&body, "Validation");
+    let (status, body) = s
+        .send(post(json!({"query": "q", "texts": ["a", "b", "c", "d"]})))
+        .await;
+    assert_eq!(status, 400);
+    tei_error(&body, "Validation");
+    // Refused before the handler, by the key: the same shape.
+    let (status, body) = s
+        .send(s.client.post(s.at("/rerank")).json(&json!({})))
+        .await;
+    assert_eq!(status, 401);
+    tei_error(&body, "Validation");
+    // Cohere's endpoints keep Cohere's shape.
+    let cohere = s.client.post(s.at("/v1/rerank")).bearer_auth("k");
+    let (status, body) = s.send(cohere.json(&json!({"query": "q"}))).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["message"].is_string() && body.get("error").is_none(),
+        "{body}"
     );
     s.stop().await;
 }

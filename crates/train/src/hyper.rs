@@ -2,15 +2,19 @@
 use finerank_model::Kind;
 use serde::{Deserialize, Serialize};
 
+use crate::Resume;
+
 /// The knobs Cohere exposes, under Cohere's names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hyperparameters {
     pub train_epochs: usize,
     pub learning_rate: f64,
     pub train_batch_size: usize,
-    /// Evaluations in a row without an improvement of at least `early_stopping_threshold`
-    /// before training stops; 0 turns early stopping off.
+    /// Evaluations in a row without a gain of more than `early_stopping_threshold` before
+    /// training stops; 0 turns early stopping off.
     pub early_stopping_patience: usize,
+    /// The validation MRR@10 gain over the best so far that resets patience. Any gain at all
+    /// still makes a checkpoint the kept one.
     pub early_stopping_threshold: f64,
 }
 
@@ -28,10 +32,10 @@ pub struct HyperOverrides {
     /// Queries per optimizer step.
     #[cfg_attr(feature = "clap", arg(long))]
     pub train_batch_size: Option<usize>,
-    /// Evaluations without improvement before stopping (0: never stop early).
+    /// Evaluations without a gain above the threshold before stopping (0: never stop early).
     #[cfg_attr(feature = "clap", arg(long))]
     pub early_stopping_patience: Option<usize>,
-    /// Least validation MRR@10 gain that counts as an improvement.
+    /// Validation MRR@10 gain that resets early stopping's patience (any gain picks the checkpoint).
     #[cfg_attr(feature = "clap", arg(long))]
     pub early_stopping_threshold: Option<f64>,
 }
@@ -154,7 +158,8 @@ pub const HYPERPARAMETERS: [HyperparameterSpec; 5] = [
     HyperparameterSpec {
         name: "early_stopping_patience",
         description:
-            "Evaluations in a row without improvement before stopping; 0 never stops early.",
+            "Evaluations in a row without a gain above the threshold before stopping; 0 never \
+             stops early.",
         minimum: 0.0,
         exclusive_minimum: false,
         maximum: None,
@@ -163,7 +168,8 @@ pub const HYPERPARAMETERS: [HyperparameterSpec; 5] = [
     },
     HyperparameterSpec {
         name: "early_stopping_threshold",
-        description: "The least gain in validation MRR@10 that counts as an improvement.",
+        description: "The gain in validation MRR@10 that resets early stopping's patience; any \
+                      gain still makes the checkpoint the kept one.",
         minimum: 0.0,
         exclusive_minimum: false,
         maximum: Some(0.1),
@@ -190,6 +196,10 @@ pub struct FinetuneConfig {
     pub max_negatives: usize,
     /// Stop after this many steps (quick runs and tests); `None` runs all epochs.
     pub max_steps: Option<usize>,
+    /// Where to save the run's state as it goes, and resume it from. Not part of what the run
+    /// computes, so not serialized: the serialized configuration is what a resume must match.
+    #[serde(skip)]
+    pub resume: Option<Resume>,
 }
 
 impl FinetuneConfig {
@@ -207,6 +217,7 @@ impl FinetuneConfig {
             scale: 20.0,
             max_negatives: 7,
             max_steps: None,
+            resume: None,
         }
     }
 

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use finerank_data::{validate, Problem, Review, TrainRow, ValidateOptions};
 use finerank_engine::{
     now_rfc3339, resolve, DeviceChoice, EngineError, Kind, LoadOptions, ModelRecord, Precision,
-    Registry, Reranker,
+    Registry, RegistryError, Reranker,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{finetune, FinetuneConfig, HyperOverrides, Hyperparameters, TrainEvent};
+use crate::{finetune, FinetuneConfig, HyperOverrides, Hyperparameters, Resume, TrainEvent};
 
 /// Passages a bi-encoder or pairs a cross-encoder read when the user sets no `--max-length`:
 /// long enough for CaseHOLD-style citing contexts, short enough to train on a CPU.
@@ -40,6 +40,13 @@ pub struct FinetuneJob {
     /// Cohere's minimums (256 training and 64 validation queries) unless overridden.
     pub min_train_queries: Option<usize>,
     pub min_valid_queries: Option<usize>,
+    /// Where the run saves its state at each validation (usually [`resume_dir`]). A run started
+    /// on a directory that holds the state of an interrupted run of the same job continues from
+    /// it; one of another job is refused. The directory goes once the model is published, and
+    /// stays after a failure or a cancellation, for the caller to resume or delete. `None`: the
+    /// run saves nothing and cannot be resumed.
+    #[serde(default)]
+    pub resume_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +74,15 @@ fn sha256_file(path: &Path) -> Result<String, JobError> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
+/// Where the resume state of job `id` lives in `registry`: `<home>/resume/<id>`. It is beside
+/// `staging/`, not in it, because opening the registry clears staging.
+pub fn resume_dir(registry: &Registry, id: &str) -> Result<PathBuf, JobError> {
+    if !Registry::is_id(id) {
+        return Err(EngineError::from(RegistryError::BadId(id.into())).into());
+    }
+    Ok(registry.home().join("resume").join(id))
+}
+
 /// Without a validation file, a tenth of the training queries (at least one) is held out.
 fn hold_out(mut train: Vec<TrainRow>, seed: u64) -> (Vec<TrainRow>, Vec<TrainRow>) {
     train.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed));
@@ -75,7 +91,10 @@ fn hold_out(mut train: Vec<TrainRow>, seed: u64) -> (Vec<TrainRow>, Vec<TrainRow
 }
 
 /// Reviews the data, trains, saves and publishes. Nothing reaches the registry unless every
-/// step succeeded: the model is written to staging and appears in one rename at the end.
+/// step succeeded: the model is written to staging and appears in one rename at the end. With
+/// `job.resume_dir`, a run interrupted by a crash, a restart or `cancelled` and started again
+/// with the same job continues from its last validation, and publishes the model the
+/// uninterrupted run would have (bit for bit on a CPU).
 pub fn run_job(
     job: &FinetuneJob,
     registry: &Registry,
@@ -129,6 +148,18 @@ pub fn run_job(
     if let Some(every) = job.eval_every {
         cfg.eval_every = every.max(1);
     }
+    let train_sha256 = sha256_file(&job.train)?;
+    let valid_sha256 = job.valid.as_deref().map(sha256_file).transpose()?;
+    cfg.resume = job.resume_dir.as_ref().map(|dir| Resume {
+        dir: dir.clone(),
+        identity: serde_json::json!({
+            "base_model": base_name,
+            "base_model_dir": base_dir,
+            "kind": kind,
+            "train_sha256": train_sha256,
+            "valid_sha256": valid_sha256,
+        }),
+    });
     let outcome = finetune(&mut reranker, &train, &valid, &cfg, on_event, cancelled)
         .map_err(JobError::Train)?;
 
@@ -138,10 +169,20 @@ pub fn run_job(
         .map_err(EngineError::from)?
         .join("model");
     let bi_len = (kind == Kind::BiEncoder).then_some(max_len);
-    reranker
+    let saved = reranker
         .model()
         .save(&staged, bi_len)
-        .map_err(EngineError::from)?;
+        .map_err(|e| JobError::from(EngineError::from(e)))
+        // Beside the weights, before the one rename that publishes the model.
+        .and_then(|()| match &outcome.calibration {
+            Some(calibration) => calibration.write(&staged).map_err(JobError::from),
+            None => Ok(()),
+        });
+    if let Err(e) = saved {
+        // A model that cannot be saved (a full disk) leaves nothing behind, not even its lock.
+        registry.abandon(&id);
+        return Err(e);
+    }
     let record = ModelRecord {
         name: job
             .name
@@ -164,9 +205,18 @@ pub fn run_job(
             "max_steps": cfg.max_steps,
         }),
         metrics: serde_json::to_value(&outcome).expect("outcome serializes"),
-        train_sha256: sha256_file(&job.train)?,
-        valid_sha256: job.valid.as_deref().map(sha256_file).transpose()?,
+        train_sha256,
+        valid_sha256,
     };
-    registry.publish(&record).map_err(EngineError::from)?;
+    if let Err(e) = registry.publish(&record) {
+        registry.abandon(&record.id);
+        return Err(EngineError::from(e).into());
+    }
+    if let Some(dir) = &job.resume_dir {
+        // The model is out; a state left behind would only take disk space.
+        if let Err(e) = std::fs::remove_dir_all(dir) {
+            tracing::warn!(dir = %dir.display(), "could not remove a finished run's resume state: {e}");
+        }
+    }
     Ok((record, review))
 }

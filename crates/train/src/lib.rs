@@ -4,14 +4,21 @@
 //! every other passage in the batch. Cross-encoders train listwise: a softmax over each query's
 //! group of one relevant passage and its hard negatives. Both use AdamW with linear warmup and
 //! decay and gradient clipping, evaluate on the validation set as they go, keep the best
-//! checkpoint and stop early. [`run_job`] wraps a run end to end: data review, training, and an
-//! atomic entry in the model registry.
+//! checkpoint and stop early, then fit the kept model's calibration (its raw scores mapped to
+//! relevance scores) on the validation set. [`run_job`] wraps a run end to end: data review,
+//! training, and an atomic entry in the model registry, its `calibration.json` included. A run
+//! given a resume directory saves its state at each validation, and a crashed or interrupted run
+//! started again on it continues where it was and ends with the same model.
+mod adamw;
 mod hyper;
 mod job;
 mod loop_;
+mod resume;
+mod selection;
 
 pub use hyper::{
     FinetuneConfig, HyperOverrides, HyperparameterSpec, Hyperparameters, HYPERPARAMETERS,
 };
-pub use job::{run_job, FinetuneJob, JobError, DEFAULT_MAX_LEN};
+pub use job::{resume_dir, run_job, FinetuneJob, JobError, DEFAULT_MAX_LEN};
 pub use loop_::{finetune, Outcome, TrainEvent, ValidMetrics};
+pub use resume::{resume_step, Resume};

@@ -2,17 +2,20 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use finerank_data::{TestRow, TrainRow};
-use finerank_engine::{assess, Reranker, ScoreOptions};
+use finerank_data::{ranking_tasks, TestRow, TrainRow};
+use finerank_engine::{assess, fit_calibration, Calibration, Reranker, ScoreOptions};
 use finerank_eval::{summarize, Bootstrap, QueryMetrics};
 use finerank_model::Kind;
 use finerank_text::{chunk_pairs, plan_batches, ChunkPolicy, Encoded};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::OptimizerConfig, Tensor};
+use tch::{nn, Device, Tensor};
 
+use crate::adamw::AdamW;
+use crate::resume::{self, chacha, exact};
+use crate::selection::Selection;
 use crate::FinetuneConfig;
 
 /// Mean validation metrics at one evaluation.
@@ -59,6 +62,9 @@ pub enum TrainEvent {
         train_rows: usize,
         valid_rows: usize,
         device: String,
+        /// The step a resumed run continues after; `None` for a run from the start.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resumed_at: Option<usize>,
     },
     Step {
         step: usize,
@@ -72,6 +78,7 @@ pub enum TrainEvent {
         step: usize,
         epoch: usize,
         metrics: ValidMetrics,
+        /// This validation's checkpoint is now the kept one: it scored above every one before.
         best: bool,
     },
     EarlyStop {
@@ -99,6 +106,13 @@ pub struct Outcome {
     pub best_seconds: f64,
     /// Pairs read per second of optimizer steps (evaluations left out, as in a plain loop).
     pub train_pairs_per_second: f64,
+    /// The kept model's calibration, fitted on the validation tasks, with its expected
+    /// calibration error before and after (absent in older records, and when it was skipped).
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
+    /// Why no calibration was fitted; the model then scores with its kind's default mapping.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_skipped: Option<String>,
 }
 
 impl Outcome {
@@ -108,74 +122,72 @@ impl Outcome {
     }
 }
 
-/// Candidates a validation query is ranked against when its row has no hard negatives.
-const BORROWED_DISTRACTORS: usize = 9;
+/// Weights by name: a model's, or a copy of them in CPU memory, which a GPU run can spare.
+pub(crate) type Weights = HashMap<String, Tensor>;
 
-/// Validation rows as ranking tasks: relevant passages first, then the hard negatives. A row
-/// without negatives would rank its relevant passages against nothing, where every model scores
-/// MRR@10 = 1 and no checkpoint can beat the base; it is ranked instead against the relevant
-/// passages of the next rows (wrapping around), which a model can get wrong.
-fn as_test_rows(rows: &[TrainRow]) -> Vec<TestRow> {
-    rows.iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let borrowed = if r.hard_negatives.is_empty() {
-                borrowed_passages(rows, i, BORROWED_DISTRACTORS)
-            } else {
-                Vec::new()
-            };
-            TestRow {
-                query: r.query.clone(),
-                documents: r
-                    .relevant_passages
-                    .iter()
-                    .chain(&r.hard_negatives)
-                    .chain(borrowed)
-                    .cloned()
-                    .collect(),
-                gold_indices: (0..r.relevant_passages.len()).collect(),
-            }
-        })
-        .collect()
-}
-
-/// Up to `n` distinct relevant passages of the rows after `row`, wrapping around, that are not
-/// among `row`'s own relevant passages (two queries may share one).
-fn borrowed_passages(rows: &[TrainRow], row: usize, n: usize) -> Vec<&String> {
-    let own = &rows[row].relevant_passages;
-    let mut borrowed = Vec::with_capacity(n);
-    for k in 1..rows.len() {
-        if borrowed.len() == n {
-            break;
-        }
-        if let Some(p) = rows[(row + k) % rows.len()].relevant_passages.first() {
-            if !own.contains(p) && !borrowed.contains(&p) {
-                borrowed.push(p);
-            }
-        }
-    }
-    borrowed
-}
-
-fn snapshot(vs: &nn::VarStore) -> HashMap<String, Tensor> {
+/// A copy of the model's weights in CPU memory.
+fn snapshot(vs: &nn::VarStore) -> Weights {
     tch::no_grad(|| {
         vs.variables()
             .into_iter()
-            .map(|(n, t)| (n, t.copy()))
+            .map(|(n, t)| (n, t.to_device_(Device::Cpu, t.kind(), false, true)))
             .collect()
     })
 }
 
-fn restore(vs: &nn::VarStore, snap: &HashMap<String, Tensor>) {
+/// Copies `weights` (every one of the model's) into the model.
+pub(crate) fn restore(vs: &nn::VarStore, weights: &Weights) {
     tch::no_grad(|| {
         for (name, mut var) in vs.variables() {
-            var.copy_(&snap[&name]);
+            var.copy_(&weights[&name]);
         }
     });
 }
 
+/// The kept checkpoint: its metrics, its step, and when it was taken.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Kept {
+    #[serde(with = "exact::metrics")]
+    metrics: ValidMetrics,
+    pub step: usize,
+    /// Wall time from the start of the run.
+    seconds: f64,
+}
+
+/// Where a run stands between steps, besides its weights and its optimizer: everything that
+/// decides what comes next, so that a run resumed from it goes on as the uninterrupted one would.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Progress {
+    /// Steps taken.
+    pub step: usize,
+    /// The current epoch's order of the training rows.
+    order: Vec<usize>,
+    /// Draws each epoch's order and each step's relevant passages.
+    #[serde(with = "chacha")]
+    rng: ChaCha8Rng,
+    #[serde(with = "exact::metrics")]
+    base: ValidMetrics,
+    pub best: Kept,
+    selection: Selection,
+    /// Pairs read and seconds spent in optimizer steps, for the throughput the outcome reports.
+    pairs: usize,
+    step_seconds: f64,
+    /// Wall time of the run up to its last save, in the processes before this one.
+    seconds: f64,
+}
+
+/// libtorch's generator (dropout) is seeded afresh at each step from the run's seed and the
+/// step: its state cannot be read out to save, and this way a resumed run draws the same masks.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    // Stream 0 is the data's.
+    rng.set_stream(1 + step as u64);
+    rng.next_u64()
+}
+
 /// Trains `reranker` in place and leaves it holding the best checkpoint seen on `valid`.
-/// `cancelled` is polled between steps.
+/// `cancelled` is polled between steps. With `cfg.resume`, the run saves its state at each
+/// validation and continues from a state saved there by an interrupted run of the same job.
 pub fn finetune(
     reranker: &mut Reranker,
     train: &[TrainRow],
@@ -187,14 +199,21 @@ pub fn finetune(
     let kind = reranker.kind();
     let total = cfg.total_steps(train.len());
     let bs = cfg.hyper.train_batch_size;
-    let valid_rows = as_test_rows(valid);
+    let steps_per_epoch = train.len().div_ceil(bs);
+    let valid_rows = ranking_tasks(valid);
     let score_opts = ScoreOptions {
         max_len: Some(cfg.max_len),
         ..ScoreOptions::default()
     };
-    let evaluate =
-        |r: &Reranker| ValidMetrics::of(&assess(r, &valid_rows, &score_opts, &mut |_, _| {}));
+    let evaluate = |r: &Reranker| {
+        ValidMetrics::of(&assess(r, &valid_rows, &score_opts, &mut |_, _| {}).per_query)
+    };
 
+    let mut opt = AdamW::new(reranker.model().var_store(), cfg.weight_decay);
+    let resumed = match &cfg.resume {
+        Some(r) => resume::load(r, cfg, reranker.model().var_store(), &mut opt)?,
+        None => None,
+    };
     on_event(&TrainEvent::Started {
         kind,
         total_steps: total,
@@ -202,120 +221,159 @@ pub fn finetune(
         train_rows: train.len(),
         valid_rows: valid.len(),
         device: reranker.model().describe_device(),
+        resumed_at: resumed.as_ref().map(|(p, _)| p.step),
     });
-    let base = evaluate(reranker);
-    on_event(&TrainEvent::Eval {
-        step: 0,
-        epoch: 0,
-        metrics: base.clone(),
-        best: true,
-    });
-
-    let mut opt = nn::AdamW {
-        wd: cfg.weight_decay,
-        ..Default::default()
-    }
-    .build(reranker.model().var_store(), cfg.hyper.learning_rate)
-    .map_err(|e| e.to_string())?;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    let mut best = (base.clone(), 0usize, snapshot(reranker.model().var_store()));
-    let mut best_seconds = 0.0;
-    let mut step_seconds = 0.0;
-    let mut since_best = 0;
-    let mut stopped_early = false;
-    let mut pairs = 0usize;
-    let mut step = 0;
-    let started = Instant::now();
-
-    'epochs: for epoch in 0..cfg.hyper.train_epochs {
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        order.shuffle(&mut rng);
-        for batch in order.chunks(bs) {
-            if step >= total {
-                break 'epochs;
-            }
-            if cancelled() {
-                return Err("cancelled".into());
-            }
-            let step_started = Instant::now();
-            let rows: Vec<&TrainRow> = batch.iter().map(|&i| &train[i]).collect();
-            // One relevant passage per query and step; with several, each epoch draws afresh.
-            let positives: Vec<&str> = rows
-                .iter()
-                .map(|r| {
-                    r.relevant_passages[rng.random_range(0..r.relevant_passages.len())].as_str()
-                })
-                .collect();
-            let (loss, batch_pairs) = match kind {
-                Kind::BiEncoder => bi_encoder_loss(reranker, &rows, &positives, cfg),
-                Kind::CrossEncoder => cross_encoder_loss(reranker, &rows, &positives, cfg),
-            };
-            let lr = cfg.lr_at(step, total);
-            opt.set_lr(lr);
-            opt.zero_grad();
-            loss.backward();
-            opt.clip_grad_norm(cfg.max_grad_norm);
-            opt.step();
-            let loss = loss.double_value(&[]);
-            step_seconds += step_started.elapsed().as_secs_f64();
-            step += 1;
-            pairs += batch_pairs;
-            on_event(&TrainEvent::Step {
-                step,
-                total_steps: total,
-                epoch: epoch + 1,
-                loss,
-                learning_rate: lr,
-                pairs_per_second: pairs as f64 / step_seconds,
+    let (mut progress, mut best_weights) = match resumed {
+        Some(resumed) => resumed,
+        None => {
+            let base = evaluate(reranker);
+            on_event(&TrainEvent::Eval {
+                step: 0,
+                epoch: 0,
+                metrics: base.clone(),
+                best: true,
             });
-            if step % cfg.eval_every == 0 || step == total {
-                let metrics = evaluate(reranker);
-                let improved =
-                    metrics.selection() > best.0.selection() + cfg.hyper.early_stopping_threshold;
-                on_event(&TrainEvent::Eval {
+            let progress = Progress {
+                step: 0,
+                order: Vec::new(),
+                rng: ChaCha8Rng::seed_from_u64(cfg.seed),
+                selection: Selection::new(base.selection()),
+                best: Kept {
+                    metrics: base.clone(),
+                    step: 0,
+                    seconds: 0.0,
+                },
+                base,
+                pairs: 0,
+                step_seconds: 0.0,
+                seconds: 0.0,
+            };
+            (progress, snapshot(reranker.model().var_store()))
+        }
+    };
+    let (before, started) = (progress.seconds, Instant::now());
+    let elapsed = || before + started.elapsed().as_secs_f64();
+    let mut stopped_early = false;
+
+    while progress.step < total {
+        if cancelled() {
+            return Err("cancelled".into());
+        }
+        let step_started = Instant::now();
+        let epoch = progress.step / steps_per_epoch;
+        let at = progress.step % steps_per_epoch;
+        if at == 0 {
+            progress.order = (0..train.len()).collect();
+            progress.order.shuffle(&mut progress.rng);
+        }
+        let batch = &progress.order[at * bs..((at + 1) * bs).min(train.len())];
+        let rows: Vec<&TrainRow> = batch.iter().map(|&i| &train[i]).collect();
+        // One relevant passage per query and step; with several, each epoch draws afresh.
+        let positives: Vec<&str> = rows
+            .iter()
+            .map(|r| {
+                let i = progress.rng.random_range(0..r.relevant_passages.len());
+                r.relevant_passages[i].as_str()
+            })
+            .collect();
+        finerank_model::manual_seed(step_seed(cfg.seed, progress.step));
+        let (loss, batch_pairs) = match kind {
+            Kind::BiEncoder => bi_encoder_loss(reranker, &rows, &positives, cfg),
+            Kind::CrossEncoder => cross_encoder_loss(reranker, &rows, &positives, cfg),
+        };
+        let lr = cfg.lr_at(progress.step, total);
+        opt.zero_grad();
+        loss.backward();
+        opt.clip_grad_norm(cfg.max_grad_norm);
+        opt.step(lr);
+        let loss = loss.double_value(&[]);
+        progress.step_seconds += step_started.elapsed().as_secs_f64();
+        progress.step += 1;
+        progress.pairs += batch_pairs;
+        let step = progress.step;
+        on_event(&TrainEvent::Step {
+            step,
+            total_steps: total,
+            epoch: epoch + 1,
+            loss,
+            learning_rate: lr,
+            pairs_per_second: progress.pairs as f64 / progress.step_seconds,
+        });
+        if step % cfg.eval_every == 0 || step == total {
+            let metrics = evaluate(reranker);
+            let verdict = progress.selection.judge(
+                metrics.selection(),
+                cfg.hyper.early_stopping_threshold,
+                cfg.hyper.early_stopping_patience,
+            );
+            on_event(&TrainEvent::Eval {
+                step,
+                epoch: epoch + 1,
+                metrics: metrics.clone(),
+                best: verdict.best,
+            });
+            if verdict.best {
+                progress.best = Kept {
+                    metrics,
                     step,
-                    epoch: epoch + 1,
-                    metrics: metrics.clone(),
-                    best: improved,
+                    seconds: elapsed(),
+                };
+                best_weights = snapshot(reranker.model().var_store());
+            }
+            // Patience running out at the last step stops nothing: the run is over anyway.
+            if verdict.stop && step < total {
+                on_event(&TrainEvent::EarlyStop {
+                    step,
+                    best_step: progress.best.step,
                 });
-                if improved {
-                    best = (metrics, step, snapshot(reranker.model().var_store()));
-                    best_seconds = started.elapsed().as_secs_f64();
-                    since_best = 0;
-                } else {
-                    since_best += 1;
-                    if cfg.hyper.early_stopping_patience > 0
-                        && since_best >= cfg.hyper.early_stopping_patience
-                    {
-                        on_event(&TrainEvent::EarlyStop {
-                            step,
-                            best_step: best.1,
-                        });
-                        stopped_early = true;
-                        break 'epochs;
-                    }
-                }
+                stopped_early = true;
+                break;
+            }
+            if let Some(r) = cfg.resume.as_ref().filter(|_| step < total) {
+                progress.seconds = elapsed();
+                let vs = reranker.model().var_store();
+                resume::save(r, cfg, &progress, vs, &best_weights, &opt)?;
             }
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    if best.1 == 0 {
+    let seconds = elapsed();
+    if progress.best.step == 0 {
         on_event(&TrainEvent::NoImprovement {
-            steps: step,
-            base_mrr_at_10: base.mrr_at_10,
+            steps: progress.step,
+            base_mrr_at_10: progress.base.mrr_at_10,
         });
     }
-    restore(reranker.model().var_store(), &best.2);
+    restore(reranker.model().var_store(), &best_weights);
+    let calibration = calibrate_kept(reranker, &valid_rows, &score_opts);
     Ok(Outcome {
-        base,
-        best: best.0,
-        best_step: best.1,
-        steps: step,
+        base: progress.base,
+        best: progress.best.metrics,
+        best_step: progress.best.step,
+        steps: progress.step,
         stopped_early,
         train_seconds: seconds,
-        best_seconds,
-        train_pairs_per_second: pairs as f64 / step_seconds.max(1e-9),
+        best_seconds: progress.best.seconds,
+        train_pairs_per_second: progress.pairs as f64 / progress.step_seconds.max(1e-9),
+        calibration_skipped: calibration.as_ref().err().cloned(),
+        calibration: calibration.ok(),
     })
+}
+
+/// Fits the kept model's calibration on the validation tasks (relevant passages against mined or
+/// borrowed negatives), measured against the default mapping, and leaves `reranker` scoring with
+/// it; when it cannot be fitted, with the default mapping, which is what the saved model will use.
+fn calibrate_kept(
+    reranker: &mut Reranker,
+    tasks: &[TestRow],
+    opts: &ScoreOptions,
+) -> Result<Calibration, String> {
+    let default = Calibration::default_for(reranker.kind());
+    let fitted =
+        fit_calibration(reranker, tasks, opts, &default, &mut |_, _| {}).map_err(|e| e.to_string());
+    reranker
+        .set_calibration(fitted.clone().unwrap_or(default))
+        .expect("a calibration fitted for the model's own kind");
+    fitted
 }
 
 /// Multiple-negatives ranking loss: each query's softmax runs over every passage in the batch,
@@ -431,39 +489,4 @@ fn forward_sorted(r: &Reranker, inputs: &[Encoded]) -> Tensor {
         0,
         &Tensor::from_slice(&position).to_device(stacked.device()),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn row(q: &str, relevant: &[&str], negatives: &[&str]) -> TrainRow {
-        TrainRow {
-            query: q.into(),
-            relevant_passages: relevant.iter().map(|s| s.to_string()).collect(),
-            hard_negatives: negatives.iter().map(|s| s.to_string()).collect(),
-        }
-    }
-
-    #[test]
-    fn validation_without_negatives_ranks_against_other_queries_passages() {
-        let mut rows: Vec<TrainRow> = (0..12)
-            .map(|i| row(&format!("q{i}"), &[&format!("p{i}")], &[]))
-            .collect();
-        // Two queries sharing one relevant passage: it is never a distractor for either.
-        rows[1].relevant_passages = vec!["p0".into()];
-        rows.push(row("mined", &["pm"], &["n1", "n2"]));
-        let tasks = as_test_rows(&rows);
-
-        assert_eq!(tasks[0].gold_indices, [0]);
-        assert_eq!(tasks[0].documents.len(), 1 + BORROWED_DISTRACTORS);
-        assert_eq!(tasks[0].documents[0], "p0");
-        assert!(!tasks[0].documents[1..].contains(&"p0".to_string()));
-        // The last rows wrap around to the first ones.
-        assert_eq!(tasks[11].documents[1], "pm");
-        let p0 = tasks[11].documents.iter().filter(|d| *d == "p0").count();
-        assert_eq!(p0, 1, "a passage two queries share is borrowed once");
-        // A row with mined negatives is ranked against those alone.
-        assert_eq!(tasks[12].documents, ["pm", "n1", "n2"]);
-    }
 }

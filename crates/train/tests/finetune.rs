@@ -1,15 +1,18 @@
 //! Fine-tuning end to end on small data: the loss falls, the run repeats exactly with the same
-//! seed, the model lands in the registry whole (or not at all), and Hugging Face's own stacks
-//! load it and score as finerank does.
+//! seed, an interrupted run resumes to the same model, the kept checkpoint is the best one
+//! validated, the model lands in the registry whole (or not at all) with its calibration beside
+//! it, and Hugging Face's own stacks load it and score as finerank does before calibration.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use finerank_data::{prepare, Mapping, PrepareOptions, Split};
 use finerank_engine::{
-    resolve, DeviceChoice, Kind, LoadOptions, ModelRecord, Precision, Registry, Reranker,
-    ScoreOptions,
+    resolve, Calibration, DeviceChoice, Group, Kind, LoadOptions, ModelRecord, Precision, Registry,
+    Reranker, ScoreOptions, CALIBRATION_FILE,
 };
-use finerank_train::{run_job, FinetuneJob, HyperOverrides, JobError, TrainEvent};
+use finerank_train::{
+    resume_dir, resume_step, run_job, FinetuneJob, HyperOverrides, JobError, Outcome, TrainEvent,
+};
 
 /// libtorch's random generator is process-wide: a training run beside another in this binary
 /// would draw from it too, so the runs here take turns.
@@ -64,6 +67,7 @@ fn job(base: &str, train: &Path, valid: &Path) -> FinetuneJob {
         precision: Precision::F32,
         min_train_queries: Some(8),
         min_valid_queries: Some(8),
+        resume_dir: None,
     }
 }
 
@@ -82,7 +86,8 @@ fn tiny_bert() -> String {
         .to_string()
 }
 
-fn scores(registry: &Registry, id: &str, pairs: &[(&str, &str)]) -> Vec<f32> {
+/// Each pair's relevance score and raw score, from the model `id` names.
+fn scores(registry: &Registry, id: &str, pairs: &[(&str, &str)]) -> Vec<(f32, f32)> {
     let (name, dir) = resolve(id, registry).unwrap();
     let r = Reranker::load(
         &name,
@@ -95,24 +100,34 @@ fn scores(registry: &Registry, id: &str, pairs: &[(&str, &str)]) -> Vec<f32> {
     .unwrap();
     pairs
         .iter()
-        .map(|(q, d)| r.rerank(q, &[d], None, &ScoreOptions::default()).results[0].relevance_score)
+        .map(|(q, d)| {
+            let group = Group {
+                query: q,
+                documents: vec![d],
+            };
+            let s = r.score(&[group], &ScoreOptions::default()).remove(0);
+            (s.scores[0], s.raw_scores[0])
+        })
         .collect()
+}
+
+/// Runs `j` to the end and returns its record with every event.
+fn train_with_events(j: &FinetuneJob, registry: &Registry) -> (ModelRecord, Vec<TrainEvent>) {
+    let mut events = Vec::new();
+    let (record, _) = run_job(j, registry, &mut |e| events.push(e.clone()), &|| false).unwrap();
+    (record, events)
 }
 
 /// Runs `j` to the end and returns its record with the loss of every step.
 fn train_with_losses(j: &FinetuneJob, registry: &Registry) -> (ModelRecord, Vec<f64>) {
-    let mut losses = Vec::new();
-    let (record, _) = run_job(
-        j,
-        registry,
-        &mut |e| {
-            if let TrainEvent::Step { loss, .. } = e {
-                losses.push(*loss)
-            }
-        },
-        &|| false,
-    )
-    .unwrap();
+    let (record, events) = train_with_events(j, registry);
+    let losses = events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step { loss, .. } => Some(*loss),
+            _ => None,
+        })
+        .collect();
     (record, losses)
 }
 
@@ -190,12 +205,46 @@ fn hf_scores(dir: &Path, kind: &str) -> Vec<f32> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn assert_close(ours: &[f32], theirs: &[f32]) {
-    for (a, b) in ours.iter().zip(theirs) {
+/// The saved model's raw scores are Hugging Face's, and the `calibration.json` beside its weights
+/// (which Hugging Face ignores) is the one the run reported and maps them to relevance scores.
+fn assert_scores_like_hugging_face_then_calibrated(registry: &Registry, record: &ModelRecord) {
+    let (_, dir) = registry.get(&record.id).unwrap().unwrap();
+    let kind = match record.kind {
+        Kind::CrossEncoder => "cross-encoder",
+        Kind::BiEncoder => "bi-encoder",
+    };
+    let ours = scores(registry, &record.id, &PAIRS);
+    let raw: Vec<f32> = ours.iter().map(|s| s.1).collect();
+    let theirs = hf_scores(&dir, kind);
+    assert_eq!(
+        (raw.len(), theirs.len()),
+        (PAIRS.len(), PAIRS.len()),
+        "finerank {raw:?} vs Hugging Face {theirs:?}"
+    );
+    for (a, b) in raw.iter().zip(&theirs) {
         assert!(
             (a - b).abs() < 1e-4,
-            "finerank {ours:?} vs Hugging Face {theirs:?}"
+            "finerank {raw:?} vs Hugging Face {theirs:?}"
         );
+    }
+
+    assert!(dir.join(CALIBRATION_FILE).is_file(), "no calibration.json");
+    let calibration = Calibration::read(&dir, record.kind, false)
+        .unwrap()
+        .unwrap();
+    let outcome: Outcome = serde_json::from_value(record.metrics.clone()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join(CALIBRATION_FILE)).unwrap(),
+        serde_json::to_string_pretty(&outcome.calibration.unwrap()).unwrap()
+    );
+    assert_eq!(outcome.calibration_skipped, None);
+    let report = calibration.fitted_on.as_ref().unwrap();
+    // 16 validation queries, each with its relevant holding and four wrong ones.
+    assert_eq!((report.pairs, report.positives), (80, 16));
+    assert!((0.0..=1.0).contains(&report.ece_after), "{report:?}");
+    assert!((0.0..=1.0).contains(&report.ece_before), "{report:?}");
+    for (score, raw) in ours {
+        assert_eq!(score, calibration.score(raw));
     }
 }
 
@@ -205,11 +254,7 @@ fn transformers_loads_a_fine_tuned_cross_encoder_with_the_same_scores() {
     let (_tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.learning_rate = Some(1e-3);
     let (record, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
-    let (_, dir) = registry.get(&record.id).unwrap().unwrap();
-    assert_close(
-        &scores(&registry, &record.id, &PAIRS),
-        &hf_scores(&dir, "cross-encoder"),
-    );
+    assert_scores_like_hugging_face_then_calibrated(&registry, &record);
 }
 
 fn default_model() -> String {
@@ -236,11 +281,7 @@ fn minilm_few_steps_lower_the_loss_and_sentence_transformers_agrees() {
     let first: f64 = losses[..3].iter().sum();
     let last: f64 = losses[6..].iter().sum();
     assert!(last < first, "loss did not fall: {losses:?}");
-    let (_, dir) = registry.get(&record.id).unwrap().unwrap();
-    assert_close(
-        &scores(&registry, &record.id, &PAIRS),
-        &hf_scores(&dir, "bi-encoder"),
-    );
+    assert_scores_like_hugging_face_then_calibrated(&registry, &record);
 }
 
 /// The training file of `j` rewritten without its hard negatives, as users often have their data.
@@ -307,4 +348,188 @@ fn a_run_that_never_beats_the_base_says_so() {
     )
     .unwrap();
     assert!(!said);
+}
+
+/// A validation set of one class (one query without negatives, and no other query's passages to
+/// borrow) cannot be calibrated: the run says why instead of failing, and the model keeps its
+/// kind's default mapping.
+#[test]
+fn a_validation_set_of_one_class_skips_calibration_and_says_why() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_tmp, registry, mut j) = setup(&tiny_bert());
+    let valid = j.valid.clone().unwrap();
+    let first = std::fs::read_to_string(&valid).unwrap();
+    let mut row: serde_json::Value = serde_json::from_str(first.lines().next().unwrap()).unwrap();
+    row.as_object_mut().unwrap().remove("hard_negatives");
+    let lonely = valid.with_file_name("one-query.jsonl");
+    std::fs::write(&lonely, format!("{row}\n")).unwrap();
+    j.valid = Some(lonely);
+    j.min_valid_queries = Some(1);
+    j.max_steps = Some(1);
+    let (record, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
+    let outcome: Outcome = serde_json::from_value(record.metrics.clone()).unwrap();
+    assert_eq!(outcome.calibration, None);
+    let reason = outcome.calibration_skipped.unwrap();
+    assert!(reason.contains("non-relevant"), "{reason}");
+    let (_, dir) = registry.get(&record.id).unwrap().unwrap();
+    assert!(!dir.join(CALIBRATION_FILE).exists());
+}
+
+/// Every tensor of the published model `id`, by name.
+fn weights(registry: &Registry, id: &str) -> Vec<(String, tch::Tensor)> {
+    let (_, dir) = registry.get(id).unwrap().unwrap();
+    let mut tensors = tch::Tensor::read_safetensors(dir.join("model.safetensors")).unwrap();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+/// What a run did at each step and validation after step `after`, without its timings.
+fn trace(events: &[TrainEvent], after: usize) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            TrainEvent::Step {
+                step,
+                epoch,
+                loss,
+                learning_rate,
+                ..
+            } if *step > after => Some(format!(
+                "step {step} of epoch {epoch}: loss {loss:?} at {learning_rate:?}"
+            )),
+            TrainEvent::Eval {
+                step,
+                metrics,
+                best,
+                ..
+            } if *step > after => Some(format!("validation at {step}: {metrics:?}, best {best}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A run interrupted after step 5 of 12 and started again continues from its last validation
+/// (at step 4, in its first epoch): it draws the second epoch's order, the dropout masks and the
+/// passages as the uninterrupted run did, with the same optimizer state, so every later step has
+/// the same loss and the published model (a checkpoint after the resume) the same weights, bit
+/// for bit.
+#[test]
+fn an_interrupted_run_resumes_to_the_same_model() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (tmp, registry, mut j) = setup(&tiny_bert());
+    j.hyper.learning_rate = Some(1e-3);
+    j.hyper.train_epochs = Some(2);
+    j.hyper.early_stopping_patience = Some(0);
+    j.eval_every = Some(4);
+    let (plain, plain_events) = train_with_events(&j, &registry);
+
+    let id = Registry::new_id();
+    j.id = Some(id.clone());
+    let dir = resume_dir(&registry, &id).unwrap();
+    j.resume_dir = Some(dir.clone());
+    let step = std::cell::Cell::new(0);
+    let mut on_event = |e: &TrainEvent| {
+        if let TrainEvent::Step { step: s, .. } = e {
+            step.set(*s)
+        }
+    };
+    let err = run_job(&j, &registry, &mut on_event, &|| step.get() == 5).unwrap_err();
+    assert!(
+        matches!(err, JobError::Train(ref m) if m == "cancelled"),
+        "{err}"
+    );
+    assert_eq!(resume_step(&dir).unwrap(), Some(4));
+
+    // A restart: the registry is opened afresh, which clears its staging but not this.
+    let registry = Registry::open(&tmp.path().join("home")).unwrap();
+    let mut other = j.clone();
+    other.seed += 1;
+    let err = run_job(&other, &registry, &mut |_| {}, &|| false).unwrap_err();
+    assert!(
+        err.to_string().contains("different run (seed differ)"),
+        "{err}"
+    );
+
+    let (resumed, events) = train_with_events(&j, &registry);
+    assert_eq!(resumed.id, id);
+    assert!(
+        !dir.exists(),
+        "the resume state outlived the published model"
+    );
+    assert!(
+        matches!(
+            events[0],
+            TrainEvent::Started {
+                resumed_at: Some(4),
+                ..
+            }
+        ),
+        "{:?}",
+        events[0]
+    );
+    let outcome =
+        |r: &ModelRecord| -> Outcome { serde_json::from_value(r.metrics.clone()).unwrap() };
+    let (a, b) = (outcome(&plain), outcome(&resumed));
+    assert!(
+        a.best_step > 4,
+        "the kept checkpoint predates the resume: {}",
+        a.best_step
+    );
+    let (x, y) = (weights(&registry, &plain.id), weights(&registry, &id));
+    assert_eq!(x.len(), y.len());
+    for ((name, x), (other, y)) in x.iter().zip(&y) {
+        assert_eq!(name, other);
+        assert!(x.equal(y), "{name} differs after the resume");
+    }
+    assert_eq!(
+        (a.base, a.best, a.best_step, a.steps),
+        (b.base, b.best, b.best_step, b.steps)
+    );
+    // Every step and validation after the resume, as the uninterrupted run had them.
+    assert_eq!(trace(&plain_events, 4), trace(&events, 4));
+}
+
+/// The kept checkpoint is the best validation seen, even when its gain is below the
+/// early-stopping threshold (here the largest allowed, 0.1), which only governs patience.
+#[test]
+fn the_kept_checkpoint_is_the_best_validation_whatever_the_threshold() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (_tmp, registry, mut j) = setup(&tiny_bert());
+    j.hyper.learning_rate = Some(1e-3);
+    j.hyper.train_epochs = Some(2);
+    j.hyper.early_stopping_patience = Some(0);
+    j.hyper.early_stopping_threshold = Some(0.1);
+    j.eval_every = Some(2);
+    let mut evals = Vec::new();
+    let (record, _) = run_job(
+        &j,
+        &registry,
+        &mut |e| {
+            if let TrainEvent::Eval { step, metrics, .. } = e {
+                evals.push((*step, metrics.mrr_at_10))
+            }
+        },
+        &|| false,
+    )
+    .unwrap();
+    let outcome: Outcome = serde_json::from_value(record.metrics).unwrap();
+    // The first of the highest scores, the base's (step 0) included.
+    let kept_by = |gain: f64| {
+        evals.iter().fold(
+            evals[0],
+            |kept, &e| if e.1 > kept.1 + gain { e } else { kept },
+        )
+    };
+    let best = kept_by(0.0);
+    assert_ne!(
+        best,
+        kept_by(0.1),
+        "this run cannot tell the rules apart: no checkpoint gained less than 0.1 on the best \
+         before it: {evals:?}"
+    );
+    assert_eq!(
+        (outcome.best_step, outcome.best.mrr_at_10),
+        best,
+        "{evals:?}"
+    );
 }

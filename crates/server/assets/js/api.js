@@ -80,11 +80,14 @@ export const api = {
   hyperparameters: (datasetId, baseModel) =>
     call(`v1/finetuning/hyperparameters?dataset_id=${q(datasetId)}&base_model=${q(baseModel)}`),
   dataset: (id) => call(`v1/datasets/${q(id)}`),
-  createDataset(name, train, valid, onProgress) {
+  // `files`: {train, valid?, corpus?}; `mine`: mine hard negatives from the corpus.
+  createDataset(name, { train, valid, corpus }, mine, onProgress) {
     const form = new FormData();
     form.append("data", train, train.name);
     if (valid) form.append("eval_data", valid, valid.name);
-    return upload(`v1/datasets?name=${q(name)}&type=reranker-finetune-input`, form, onProgress);
+    if (corpus) form.append("corpus", corpus, corpus.name);
+    const mining = mine ? "&mine_negatives=true" : "";
+    return upload(`v1/datasets?name=${q(name)}&type=reranker-finetune-input${mining}`, form, onProgress);
   },
   rerank: (model, query, documents) => call("v2/rerank", { method: "POST", json: { model, query, documents } }),
 };

@@ -1,6 +1,7 @@
-// The "create rerank model" wizard, as in Cohere's dashboard: 1) upload a training set and an
-// optional validation set, 2) review the server's validation of them, 3) name the model and set
-// its hyperparameters, 4) start training.
+// The "create rerank model" wizard, as in Cohere's dashboard: 1) upload a training set, an
+// optional validation set and an optional corpus (with hard negatives mined from it, if asked),
+// 2) review the server's validation of them, 3) name the model and set its hyperparameters,
+// 4) start training.
 import { api, servedModels } from "./api.js";
 import { lengthHistogram } from "./charts.js";
 import { badge, count, el, errorBox, fixed, loading, table, toast } from "./ui.js";
@@ -13,7 +14,7 @@ const bytes = (n) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(
 
 export function createPage(root, ctx) {
   document.title = "Create rerank model · finerank";
-  const state = { files: {}, datasetName: "", dataset: null, modelName: "", base: "", hyper: null, values: {} };
+  const state = { files: {}, mine: false, datasetName: "", dataset: null, modelName: "", base: "", hyper: null, values: {} };
   const stepper = el("ol", { class: "steps", "aria-label": "Steps" }, STEPS.map((s) => el("li", {}, s)));
   const body = el("div");
   root.append(
@@ -88,6 +89,7 @@ export function createPage(root, ctx) {
   let nameInput;
   function uploadStep(panel) {
     nameInput = el("input", { type: "text", id: "dataset-name", required: true, maxlength: "256", value: state.datasetName, oninput: () => (state.datasetName = nameInput.value) });
+    const mine = el("input", { type: "checkbox", id: "mine-negatives", checked: state.mine, "aria-describedby": "help-mine", onchange: () => (state.mine = mine.checked) });
     const status = el("div", { "aria-live": "polite" });
     const submit = el("button", { type: "submit" }, "Upload and review");
     const form = el(
@@ -95,6 +97,26 @@ export function createPage(root, ctx) {
       { novalidate: true },
       el("p", { class: "muted" }, "Each line of a file is one query with its relevant passages and hard negatives: ", el("code", {}, '{"query": "…", "relevant_passages": ["…"], "hard_negatives": ["…", "…"]}')),
       el("div", { class: "grid" }, dropZone("train", "Training set", "Required. Cohere asks for at least 256 queries.", true), dropZone("valid", "Validation set", "Optional. Without one, a tenth of the training queries is held out.", false)),
+      el(
+        "div",
+        { class: "grid" },
+        dropZone(
+          "corpus",
+          "Corpus",
+          'Optional. The documents the passages come from, as BEIR\'s corpus.jsonl: one {"_id", "title", "text"} per line. After training, the model is measured re-ranking BM25\'s top 100 from it.',
+          false,
+        ),
+        el(
+          "div",
+          { class: "field" },
+          el("label", { class: "check" }, mine, " Mine hard negatives from the corpus"),
+          el(
+            "p",
+            { class: "help", id: "help-mine" },
+            "For each query, the default model picks the corpus documents closest to its relevant passage that are not relevant, as finerank mine does, and training uses them. Rows keep their own negatives first. Without a validation set, a tenth of the queries is held out.",
+          ),
+        ),
+      ),
       el("div", { class: "field" }, el("label", { for: "dataset-name" }, "Dataset name"), nameInput, el("p", { class: "help" }, "Shown in lists; it defaults to the training file's name.")),
       status,
       el("div", { class: "actions" }, submit),
@@ -111,8 +133,8 @@ export function createPage(root, ctx) {
       try {
         const progress = loading("Uploading…");
         status.replaceChildren(progress);
-        const { id } = await api.createDataset(name, state.files.train, state.files.valid, (f) => (progress.textContent = `Uploading… ${Math.round(f * 100)}%`));
-        status.replaceChildren(loading("Validating the data…"));
+        const { id } = await api.createDataset(name, state.files, state.mine, (f) => (progress.textContent = `Uploading… ${Math.round(f * 100)}%`));
+        status.replaceChildren(loading(state.mine ? "Validating the data and mining hard negatives…" : "Validating the data…"));
         let dataset = (await api.dataset(id)).dataset;
         while (["queued", "processing"].includes(dataset.validation_status)) {
           await sleep(700);
@@ -187,6 +209,34 @@ export function createPage(root, ctx) {
     );
   }
 
+  // What mining did: where candidates came from, what scored them, and what it kept and dropped.
+  function miningCard(m) {
+    const stat = (term, value) => el("div", {}, el("dt", {}, term), el("dd", {}, value));
+    return el(
+      "section",
+      { class: "card", "aria-label": "Mining" },
+      el("h3", {}, "Hard negatives mined from the corpus"),
+      el("p", {}, "Candidates from ", el("strong", {}, m.first_stage), ", scored by ", el("strong", {}, m.scorer), "."),
+      el(
+        "dl",
+        { class: "stats" },
+        stat("Negatives per query", fixed(m.queries ? m.negatives / m.queries : 0, 2)),
+        stat("Queries short of negatives", `${count(m.queries_short)} of ${count(m.queries)}`),
+        stat("Dropped as judged relevant", count(m.dropped_positive)),
+        stat("Dropped as repeated texts", count(m.dropped_repeated_text)),
+        stat("Dropped by margin", count(m.dropped_absolute_margin + m.dropped_relative_margin)),
+        stat("Seconds", fixed(m.seconds, 1)),
+      ),
+      el(
+        "p",
+        { class: "small muted" },
+        `${count(m.negatives)} negatives for ${count(m.queries)} queries over ${count(m.corpus_docs)} documents, from ${count(m.candidates)} candidates looked at.` +
+          (m.cache_hits.length ? ` Reused from the cache: ${m.cache_hits.join(", ")}.` : "") +
+          " The statistics below are of the mined rows, which training reads.",
+      ),
+    );
+  }
+
   function reviewStep(panel) {
     const d = state.dataset;
     const r = d.review;
@@ -204,6 +254,7 @@ export function createPage(root, ctx) {
             r ? "Fix each problem in the file, at the line given, then upload it again." : d.validation_error,
           ),
       r ? problems(r) : null,
+      r?.mining ? miningCard(r.mining) : null,
       r ? el("div", {}, [["Training set", r.train], ["Validation set", r.valid]].filter(([, s]) => s).map(([label, s]) => fileCard(label, s, r.max_len ?? s.length_histogram.at(s.truncated_pairs ? -2 : -1).up_to, mounts))) : null,
       el(
         "div",

@@ -1,6 +1,7 @@
 // A model's page. For a fine-tune: its status timeline, training curves that update while it
-// trains, its validation metrics against the base model, an API tab and deletion. For a base
-// model (or one the CLI trained): what it is and the API tab.
+// trains, its validation metrics against the base model (and, for a dataset with a corpus, its
+// retrieval figures), an API tab and deletion. For a base model (or one the CLI trained): what it
+// is and the API tab.
 import { api, apiKey } from "./api.js";
 import { lineChart } from "./charts.js";
 import {
@@ -14,6 +15,12 @@ const METRICS = [
   ["accuracy_at_3", "Accuracy@3"],
   ["mrr_at_10", "MRR@10"],
   ["ndcg_at_10", "nDCG@10"],
+];
+const RETRIEVAL_METRICS = [
+  ["recall_at_10", "Recall@10"],
+  ["recall_at_100", "Recall@100"],
+  ["mrr_at_10", "MRR@10"],
+  ["map_at_100", "MAP@100"],
 ];
 const HYPERPARAMETERS = ["train_epochs", "learning_rate", "train_batch_size", "early_stopping_patience", "early_stopping_threshold"];
 const EXAMPLE_QUERY = "What is the capital of the United States?";
@@ -182,7 +189,8 @@ function metricsView(m) {
           "div",
           { class: "error-box", role: "alert" },
           "No checkpoint beat the base model on validation: this model holds the base's weights. " +
-            "If the data has no hard negatives, mine them first (finerank mine) and train again.",
+            "If the data has no hard negatives, mine them first (upload it again with its corpus and " +
+            "Mine hard negatives, or run finerank mine) and train again.",
         ),
       ];
   return [
@@ -200,6 +208,44 @@ function metricsView(m) {
   ];
 }
 
+const pValue = (p) => (p < 1e-4 ? p.toExponential(1) : p.toFixed(4));
+
+// Retrieval as search sees it: BM25's top k for each evaluation query, alone and re-ranked by the
+// base and by the fine-tuned model, with CIs, and the fine-tuned model's paired difference from
+// the base.
+function retrievalView(r) {
+  const [first, base, tuned] = r.systems;
+  const label = { [first.name]: "BM25 alone", [base.name]: `Base model (${base.name})`, [tuned.name]: "Fine-tuned" };
+  const vsBase = r.comparisons.find((c) => c.a === base.name && c.b === tuned.name)?.comparison.ndcg_at_10;
+  const withCi = (e) => `${fixed(e.mean)} [${fixed(e.ci_low)}, ${fixed(e.ci_high)}]`;
+  const rows = r.systems.map((s) => [
+    label[s.name] || s.name,
+    withCi(s.metrics.ndcg_at_10),
+    ...RETRIEVAL_METRICS.map(([key]) => fixed(s.metrics[key].mean)),
+    s === tuned && vsBase
+      ? el("span", {}, delta(vsBase.diff.mean), ` [${fixed(vsBase.diff.ci_low)}, ${fixed(vsBase.diff.ci_high)}] p = ${pValue(vsBase.p_value)}`)
+      : "—",
+  ]);
+  return [
+    el(
+      "p",
+      { class: "note" },
+      `These ${count(r.queries)} evaluation queries also chose the checkpoint during training, so the fine-tuned model's figures lean optimistic: they are not a held-out test.`,
+    ),
+    table(
+      [{ label: "System" }, { label: "nDCG@10 [95% CI]", num: true }, ...RETRIEVAL_METRICS.map(([, name]) => ({ label: name, num: true })), { label: "nDCG@10 vs base", num: true }],
+      rows,
+      { caption: "Retrieval on the corpus against the base model" },
+    ),
+    el(
+      "p",
+      { class: "small muted" },
+      `BM25's top ${r.top_k} over the ${count(r.corpus_docs)} documents of ${r.collection}, re-ranked by each model. ` +
+        "95% bootstrap CIs; the difference from the base has a paired bootstrap CI and a randomization-test p-value, as finerank eval --beir reports them.",
+    ),
+  ];
+}
+
 function jobPage(root, ctx, job) {
   const model = job.id + "-ft";
   const title = el("h1", {}, job.name);
@@ -207,6 +253,8 @@ function jobPage(root, ctx, job) {
   const meta = el("dl", { class: "meta" });
   const timelineBox = el("div", {});
   const metricsBox = el("div", {});
+  const retrievalBox = el("div", {});
+  const retrievalCard = el("section", { class: "card", hidden: true }, el("h2", {}, "Retrieval on the corpus"), retrievalBox);
   const pollError = el("div", {});
   const lossBox = el("div", { class: "chart", role: "img", "aria-label": "Training loss per step" });
   const evalBox = el("div", { class: "chart", role: "img", "aria-label": "Validation metrics per evaluation" });
@@ -227,6 +275,7 @@ function jobPage(root, ctx, job) {
       el("div", { class: "grid" }, el("div", {}, el("h3", {}, "Loss per step"), lossBox), el("div", {}, el("h3", {}, "Validation metrics per evaluation"), evalBox)),
     ),
     el("section", { class: "card" }, el("h2", {}, "Validation metrics against the base model"), metricsBox),
+    retrievalCard,
   );
   root.replaceChildren(
     el(
@@ -281,6 +330,9 @@ function jobPage(root, ctx, job) {
         ? "These update live while the model trains. Step 0 is the base model."
         : points.length ? "Step 0 is the base model, before any training." : "This job recorded no training.";
       metricsBox.replaceChildren(...[metricsView(current.metrics)].flat());
+      const retrieval = current.metrics?.retrieval;
+      retrievalCard.hidden = !retrieval;
+      if (retrieval) retrievalBox.replaceChildren(...retrievalView(retrieval));
       if (current.status !== shownStatus) {
         shownStatus = current.status;
         apiBox.replaceChildren(apiPanel(model, { ready: current.status === "STATUS_READY", isDefault: false }));

@@ -1,8 +1,13 @@
 //! Cohere's datasets API, for the one type fine-tuning uses: `reranker-finetune-input`. Uploads are
 //! validated in the background; clients poll `GET /v1/datasets/{id}` until `validation_status` is
 //! `validated` or `failed` (the SDK's `co.wait` does this).
+//!
+//! A finerank extension: an upload may bring the document collection its passages come from (a
+//! BEIR corpus), or a whole BEIR collection in place of Cohere rows, and ask for hard negatives to
+//! be mined from it, as `finerank mine` does.
 use axum::extract::{Multipart, State};
 use axum::Json;
+use finerank_retrieve::{FirstStage, MineOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -10,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::check_name;
 use crate::error::{unreadable_body, ApiError, ErrorBody};
 use crate::extract::{ApiPath, ApiQuery};
+use crate::parts::Part;
 use crate::store::{DatasetDeletion, DatasetFilter, DatasetRow, NewDataset};
 use crate::validator::{DatasetMetrics, ValidationStatus};
 use crate::AppState;
@@ -23,19 +29,48 @@ pub struct CreateParams {
     name: Option<String>,
     /// Must be `reranker-finetune-input`.
     r#type: Option<String>,
+    /// Mine hard negatives from `corpus` for every query, as `finerank mine` does, scored by the
+    /// server's default model; training then reads the mined rows, and the review describes
+    /// them. Rows keep their own negatives first. Without `eval_data`, a tenth of the queries is
+    /// held out for evaluation. Needs `corpus`; a BEIR collection needs it set.
+    mine_negatives: Option<bool>,
+    /// With `mine_negatives`: negatives per query, 1 to 50 (default 7), as `finerank mine
+    /// --negatives`.
+    negatives: Option<usize>,
+    /// With `mine_negatives`: where candidates come from, as `finerank mine --first-stage`:
+    /// `dense` (the default: the model's embeddings of the whole corpus; a cross-encoder has none
+    /// and rescores BM25's candidates), `bm25`, or `hybrid` (both, fused by reciprocal rank).
+    #[param(value_type = Option<String>)]
+    first_stage: Option<String>,
 }
 
-/// The multipart body of an upload.
+/// The multipart body of an upload: Cohere rows as `data`, or a BEIR collection as `corpus`,
+/// `queries` and `qrels`.
 #[derive(ToSchema)]
 #[allow(dead_code)] // Describes the body for the OpenAPI document; the handler streams it.
 pub struct DatasetUpload {
-    /// Training data, JSONL: one `{"query", "relevant_passages", "hard_negatives"}` per line.
-    #[schema(value_type = String, format = Binary)]
-    data: Vec<u8>,
+    /// Training data, JSONL: one `{"query", "relevant_passages", "hard_negatives"}` per line
+    /// (`hard_negatives` optional). Required unless a BEIR collection comes instead.
+    #[schema(value_type = Option<String>, format = Binary)]
+    data: Option<Vec<u8>>,
     /// Evaluation data in the same format (optional; without it a tenth of the training queries
     /// is held out).
     #[schema(value_type = Option<String>, format = Binary)]
     eval_data: Option<Vec<u8>>,
+    /// The document collection, BEIR's corpus.jsonl: one `{"_id", "title", "text"}` per line.
+    /// Relevant passages are found in it by their text. Negatives are mined from it when
+    /// `mine_negatives=true`, and after training the model is evaluated retrieval-style over it
+    /// (with rows, that takes `eval_data` or mining).
+    #[schema(value_type = Option<String>, format = Binary)]
+    corpus: Option<Vec<u8>>,
+    /// With `corpus` and `qrels`, in place of `data`: BEIR's queries.jsonl, one `{"_id", "text"}`
+    /// per line.
+    #[schema(value_type = Option<String>, format = Binary)]
+    queries: Option<Vec<u8>>,
+    /// With `corpus` and `queries`: the relevance judgements, BEIR's qrels TSV
+    /// (`query-id<TAB>corpus-id<TAB>score`, header optional) or TREC's four columns.
+    #[schema(value_type = Option<String>, format = Binary)]
+    qrels: Option<Vec<u8>>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -74,9 +109,19 @@ pub struct Dataset {
     dataset_parts: Vec<DatasetPart>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics: Option<DatasetMetrics>,
+    /// The mining the upload asked for: `first_stage`, `negatives`, and the rest of `finerank
+    /// mine`'s settings at their defaults.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    mining: Option<MineOptions>,
     /// The full review: each file's statistics (queries, passages per query, token lengths and
     /// their histogram, truncation, samples), every problem found, with its line and fix, and
-    /// `max_len`, the window in tokens that the lengths were measured against.
+    /// `max_len`, the window in tokens that the lengths were measured against. For a mined
+    /// dataset it reviews the mined rows training reads, and `mining` reports the mining: the
+    /// first stage and the scorer, queries, `negatives` kept, candidates looked at and dropped
+    /// (`dropped_positive`: judged relevant; `dropped_absolute_margin`,
+    /// `dropped_relative_margin`: likely false negatives), `queries_short` of negatives, and
+    /// `seconds`. Only `GET /v1/datasets/{id}` gives it: lists leave it out.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     review: Option<Value>,
@@ -84,6 +129,7 @@ pub struct Dataset {
 
 #[derive(Serialize, ToSchema)]
 pub struct DatasetPart {
+    /// `<dataset id>-<multipart field>`.
     id: String,
     /// The uploaded file's name.
     name: String,
@@ -114,23 +160,28 @@ pub struct Empty {}
 
 impl From<DatasetRow> for Dataset {
     fn from(d: DatasetRow) -> Dataset {
-        let counts = d.metrics.as_ref().map(|m| &m.finetune_dataset_metrics);
-        let mut parts = vec![DatasetPart {
-            id: format!("{}-data", d.id),
-            name: d.data.filename,
-            index: 0,
-            size_bytes: d.data.size_bytes,
-            num_rows: counts.map(|c| c.train_examples),
-        }];
-        if let Some(eval) = d.eval {
-            parts.push(DatasetPart {
-                id: format!("{}-eval_data", d.id),
-                name: eval.filename,
-                index: 1,
-                size_bytes: eval.size_bytes,
-                num_rows: counts.map(|c| c.eval_examples),
-            });
-        }
+        // The rows counted are those training reads, the uploaded files' own unless mined.
+        let counts = d
+            .metrics
+            .as_ref()
+            .filter(|_| d.mining.is_none())
+            .map(|m| &m.finetune_dataset_metrics);
+        let parts = d
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(index, (part, file))| DatasetPart {
+                id: format!("{}-{}", d.id, part.field()),
+                name: file.filename.clone(),
+                index,
+                size_bytes: file.size_bytes,
+                num_rows: counts.and_then(|c| match part {
+                    Part::Data => Some(c.train_examples),
+                    Part::Eval => Some(c.eval_examples),
+                    _ => None,
+                }),
+            })
+            .collect();
         Dataset {
             id: d.id,
             name: d.name,
@@ -142,7 +193,19 @@ impl From<DatasetRow> for Dataset {
             validation_warnings: d.validation_warnings,
             dataset_parts: parts,
             metrics: d.metrics,
+            mining: d.mining,
             review: d.review,
+        }
+    }
+}
+
+impl Dataset {
+    /// A list's entry: all but the review, which is long (sample rows and every problem) and is
+    /// one `GET /v1/datasets/{id}` away.
+    fn summary(row: DatasetRow) -> Dataset {
+        Dataset {
+            review: None,
+            ..Dataset::from(row)
         }
     }
 }
@@ -151,7 +214,42 @@ fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("no dataset with id {id:?}"))
 }
 
-/// Upload a dataset: multipart fields `data` and optionally `eval_data`.
+/// The mining an upload asks for, from its query parameters.
+fn mining(p: &CreateParams) -> Result<Option<MineOptions>, ApiError> {
+    if !p.mine_negatives.unwrap_or(false) {
+        if p.negatives.is_some() || p.first_stage.is_some() {
+            return Err(ApiError::bad_request(
+                "`negatives` and `first_stage` say how to mine negatives: add mine_negatives=true, \
+                 or leave them out",
+            ));
+        }
+        return Ok(None);
+    }
+    let defaults = MineOptions::default();
+    let negatives = p.negatives.unwrap_or(defaults.negatives);
+    if !(1..=defaults.range_max).contains(&negatives) {
+        return Err(ApiError::bad_request(format!(
+            "negatives must be 1 to {max} (mining looks at the best {max} candidates), got \
+             {negatives}",
+            max = defaults.range_max
+        )));
+    }
+    let first_stage = match p.first_stage.as_deref() {
+        Some(s) => s
+            .parse::<FirstStage>()
+            .map_err(|e| ApiError::bad_request(format!("first_stage: {e}")))?,
+        None => defaults.first_stage,
+    };
+    Ok(Some(MineOptions {
+        first_stage,
+        negatives,
+        ..defaults
+    }))
+}
+
+/// Upload a dataset: Cohere rows as `data` (`eval_data` optional, and `corpus`, the collection
+/// the passages come from, to mine negatives from and to evaluate retrieval on), or a BEIR
+/// collection as `corpus`, `queries` and `qrels` with `mine_negatives=true`.
 #[utoipa::path(post, path = "/v1/datasets", tag = "datasets", params(CreateParams),
     request_body(content = DatasetUpload, content_type = "multipart/form-data"),
     responses((status = 200, body = CreateResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -160,6 +258,7 @@ pub async fn create(
     ApiQuery(params): ApiQuery<CreateParams>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<Json<CreateResponse>, ApiError> {
+    let mining = mining(&params)?;
     let name = params
         .name
         .ok_or_else(|| ApiError::bad_request("the query parameter `name` is required"))?;
@@ -187,21 +286,27 @@ pub async fn create(
         )
     })?;
     let staged = state.uploads.receive(multipart, limit).await?;
+    staged.parts.check(mining.is_some())?;
     let id = uuid::Uuid::new_v4().to_string();
     let dataset = NewDataset {
         id: id.clone(),
         name,
         dataset_type: RERANK_DATASET_TYPE.into(),
-        data: staged.data.clone().expect("receive checks that data came"),
-        eval: staged.eval.clone(),
+        parts: staged.parts.clone(),
+        mining,
     };
     let app = state.clone();
     crate::blocking(move || {
-        app.uploads.commit(&staged, &dataset.id)?;
-        app.store.insert_dataset(&dataset).map_err(|e| {
+        let recorded = app
+            .uploads
+            .commit(&staged, &dataset.id)
+            .map_err(ApiError::from)
+            .and_then(|()| app.store.insert_dataset(&dataset).map_err(ApiError::from));
+        // A refused upload leaves nothing, not even files the rename had already moved.
+        if recorded.is_err() {
             let _ = app.uploads.remove(&dataset.id);
-            ApiError::from(e)
-        })
+        }
+        recorded
     })
     .await?;
     state.validator.wake();
@@ -246,7 +351,7 @@ fn count(name: &str, value: Option<f64>) -> Result<Option<usize>, ApiError> {
     }
 }
 
-/// Datasets, newest first.
+/// Datasets, newest first, without their reviews.
 #[utoipa::path(get, path = "/v1/datasets", tag = "datasets", params(ListParams),
     responses((status = 200, body = DatasetsListResponse), (status = 400, body = ErrorBody)))]
 pub async fn list(
@@ -271,7 +376,7 @@ pub async fn list(
     };
     let rows = state.db(move |s| s.datasets(&filter)).await?;
     Ok(Json(DatasetsListResponse {
-        datasets: rows.into_iter().map(Dataset::from).collect(),
+        datasets: rows.into_iter().map(Dataset::summary).collect(),
     }))
 }
 

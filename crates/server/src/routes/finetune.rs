@@ -326,7 +326,8 @@ pub async fn update(
     }
 }
 
-/// Delete a fine-tuned model: a running job stops, a trained model stops answering.
+/// Delete a fine-tuned model: a running job stops, a trained model stops answering and its
+/// files go.
 #[utoipa::path(delete, path = "/v1/finetuning/finetuned-models/{id}", tag = "finetuning", params(("id" = String, Path)),
     responses((status = 200, body = Empty), (status = 404, body = ErrorBody)))]
 pub async fn delete(
@@ -341,10 +342,13 @@ pub async fn delete(
     if status == JobStatus::Finetuning {
         state.jobs.cancel(&id);
     }
+    // The row went first, with a tombstone from which the next start finishes the delete if the
+    // process dies before the files go. Once they have, the loaded copy goes too.
     let model = format!("{id}-ft");
-    state.batcher.evict(&model);
     let registry = state.catalog.registry().clone();
-    crate::blocking(move || registry.delete(&model).map_err(ApiError::from)).await?;
+    let removed = model.clone();
+    crate::blocking(move || registry.delete(&removed).map_err(ApiError::from)).await?;
+    state.batcher.evict(&model);
     Ok(Json(Empty {}))
 }
 

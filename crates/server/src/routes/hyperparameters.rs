@@ -81,9 +81,11 @@ pub async fn get(
     let dataset = validated_dataset(&state, &p.dataset_id, "dataset_id").await?;
     let rows = dataset
         .metrics
+        .as_ref()
         .map_or(0, |m| m.finetune_dataset_metrics.train_examples);
-    // As finerank-train's run_job holds out validation rows.
-    let train_rows = match dataset.eval {
+    // As finerank-train's run_job holds out validation rows when there is no validation file.
+    let (_, valid) = state.uploads.training_files(&dataset)?;
+    let train_rows = match valid {
         Some(_) => rows,
         None => rows.saturating_sub((rows / 10).max(1)),
     };

@@ -6,6 +6,7 @@ pub mod hyperparameters;
 pub mod models;
 pub mod ops;
 pub mod rerank;
+pub mod tei;
 
 use axum::extract::DefaultBodyLimit;
 use serde::Deserialize;
@@ -32,7 +33,8 @@ pub fn router(upload_limit: usize) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(rerank::v1))
         .routes(routes!(rerank::v2))
-        .routes(routes!(rerank::tei))
+        .routes(routes!(tei::rerank))
+        .routes(routes!(tei::info))
         .routes((schemas, paths, upload))
         .routes(routes!(datasets::usage))
         .routes(routes!(datasets::get, datasets::delete))

@@ -1,8 +1,8 @@
-//! Reranking: Cohere's `/v1/rerank` and `/v2/rerank`, and text-embeddings-inference's `/rerank`.
-//! The three differ only in their wire shapes; all go through the same checks and the batcher.
+//! Reranking: Cohere's `/v1/rerank` and `/v2/rerank`, and text-embeddings-inference's `/rerank`
+//! (`tei`). They differ only in their wire shapes; all go through the same checks and the batcher.
 use axum::extract::State;
 use axum::Json;
-use finerank_engine::{rank, Kind};
+use finerank_engine::rank_by_raw;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -12,6 +12,11 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{parse_json, ApiJson};
 use crate::jobs::JobStatus;
 use crate::AppState;
+
+use super::tei::{self, TeiRerankRequest};
+
+/// Every rerank endpoint: POSTs that change nothing, so a read-only key may call them.
+pub const RERANK_PATHS: [&str; 3] = ["/v1/rerank", "/v2/rerank", tei::PATH];
 
 /// Cohere's defaults: at most 10 windows a document in v1, 4096 tokens in v2.
 const V1_DEFAULT_CHUNKS: usize = 10;
@@ -42,8 +47,12 @@ pub struct RerankV1Request {
 pub struct RerankV2Request {
     model: Option<String>,
     query: String,
-    documents: Vec<String>,
+    /// Strings. Objects are taken too, as LiteLLM sends them and as v1 takes them: ranked by
+    /// their `text` field, or by the fields named in `rank_fields`.
+    #[schema(value_type = Vec<Object>)]
+    documents: Vec<Value>,
     top_n: Option<i64>,
+    rank_fields: Option<Vec<String>>,
     /// Score about the first N tokens of each document (default 4096), in whole model windows.
     max_tokens_per_doc: Option<i64>,
     return_documents: Option<bool>,
@@ -86,74 +95,25 @@ pub struct BilledUnits {
     search_units: usize,
 }
 
-#[derive(Deserialize, ToSchema)]
-pub struct TeiRerankRequest {
-    query: String,
-    texts: Vec<String>,
-    /// Scores before the model's final squashing (a cross-encoder's logits, a bi-encoder's
-    /// cosine) instead of [0, 1].
-    #[serde(default)]
-    raw_scores: bool,
-    #[serde(default)]
-    return_text: bool,
-    /// Score only the first window of each text instead of its best one.
-    #[serde(default)]
-    truncate: bool,
-    /// `Right` (the default) is the only direction supported.
-    truncation_direction: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TeiRank {
-    index: usize,
-    score: f32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    text: Option<String>,
-}
-
 impl RerankV1Request {
     /// The texts to score, `top_n` and the windows scored per document.
     fn checked(&self) -> Result<(Vec<String>, Option<usize>, usize), ApiError> {
         let top_n = positive("top_n", self.top_n)?;
         let chunks =
             positive("max_chunks_per_doc", self.max_chunks_per_doc)?.unwrap_or(V1_DEFAULT_CHUNKS);
-        let texts = self
-            .documents
-            .iter()
-            .enumerate()
-            .map(|(i, d)| document_text(i, d, self.rank_fields.as_deref()))
-            .collect::<Result<Vec<_>, _>>()?;
+        let texts = texts(&self.documents, self.rank_fields.as_deref())?;
         Ok((texts, top_n, chunks))
     }
 }
 
 impl RerankV2Request {
-    /// `top_n` and the tokens scored per document.
-    fn checked(&self) -> Result<(Option<usize>, usize), ApiError> {
+    /// The texts to score, `top_n` and the tokens scored per document.
+    fn checked(&self) -> Result<(Vec<String>, Option<usize>, usize), ApiError> {
         let top_n = positive("top_n", self.top_n)?;
         let tokens =
             positive("max_tokens_per_doc", self.max_tokens_per_doc)?.unwrap_or(V2_DEFAULT_TOKENS);
-        Ok((top_n, tokens))
-    }
-}
-
-impl TeiRerankRequest {
-    fn limit(&self) -> Result<DocLimit, ApiError> {
-        if let Some(direction) = self
-            .truncation_direction
-            .as_deref()
-            .filter(|d| !d.eq_ignore_ascii_case("right"))
-        {
-            return Err(ApiError::unprocessable(format!(
-                "truncation_direction {direction:?} is not supported; texts are cut from the right"
-            )));
-        }
-        // Truncating keeps the first window only.
-        Ok(if self.truncate {
-            DocLimit::Chunks(1)
-        } else {
-            DocLimit::All
-        })
+        let texts = texts(&self.documents, self.rank_fields.as_deref())?;
+        Ok((texts, top_n, tokens))
     }
 }
 
@@ -170,11 +130,10 @@ pub fn decode_rerank_request(
             Ok((texts, top_n))
         }
         "/v2/rerank" => {
-            let req: RerankV2Request = parse_json(body)?;
-            let (top_n, _) = req.checked()?;
-            Ok((req.documents, top_n))
+            let (texts, top_n, _) = parse_json::<RerankV2Request>(body)?.checked()?;
+            Ok((texts, top_n))
         }
-        "/rerank" => {
+        tei::PATH => {
             let req: TeiRerankRequest = parse_json(body)?;
             req.limit()?;
             Ok((req.texts, None))
@@ -185,14 +144,20 @@ pub fn decode_rerank_request(
     }
 }
 
+/// A request's scores, and what Cohere's `meta.warnings` says about them.
+pub(super) struct Answer {
+    pub scored: Scored,
+    pub warnings: Vec<String>,
+}
+
 /// Checks shared by every endpoint, then a place in the queue.
-async fn score(
+pub(super) async fn score(
     state: &AppState,
     model: Option<&str>,
     query: &str,
     documents: Vec<String>,
     limit: DocLimit,
-) -> Result<Scored, ApiError> {
+) -> Result<Answer, ApiError> {
     if query.trim().is_empty() {
         return Err(ApiError::bad_request(
             "query is empty; give the text to rank the documents against",
@@ -210,9 +175,10 @@ async fn score(
             documents.len()
         )));
     }
+    let requested = model.unwrap_or_default();
     let model = state
         .catalog
-        .canonical(model.unwrap_or_default())
+        .canonical(requested)
         .map_err(|e| ApiError::not_found(e.0))?;
     let job = RerankJob {
         model: model.clone(),
@@ -220,12 +186,23 @@ async fn score(
         documents,
         limit,
     };
-    match state.batcher.score(job).await {
+    let scored = match state.batcher.score(job).await {
         Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
-            Err(not_ready(state, &model).await.unwrap_or(e))
+            return Err(not_ready(state, &model).await.unwrap_or(e))
         }
-        other => other,
-    }
+        other => other?,
+    };
+    let truncated = scored.query_truncated.then(|| {
+        "the query is longer than the model reads and was cut; its score reflects only its start"
+            .to_string()
+    });
+    let warnings = state
+        .catalog
+        .substitution(requested)
+        .into_iter()
+        .chain(truncated)
+        .collect();
+    Ok(Answer { scored, warnings })
 }
 
 /// A fine-tuned id that is not servable yet says where its job is.
@@ -251,25 +228,20 @@ fn positive(field: &str, value: Option<i64>) -> Result<Option<usize>, ApiError> 
     }
 }
 
-fn warnings(scored: &Scored) -> Vec<String> {
-    match scored.query_truncated {
-        true => vec!["the query is longer than the model reads and was cut; its score reflects only its start".into()],
-        false => Vec::new(),
-    }
-}
-
+/// Cohere's answer: the best `top_n` with their documents, as sent, when `documents` is given.
 fn response(
     version: &str,
-    scored: &Scored,
+    answer: Answer,
     top_n: Option<usize>,
-    document: impl Fn(usize) -> Option<Value>,
+    documents: Option<&[Value]>,
 ) -> RerankResponse {
-    let results = rank(&scored.scores, top_n)
+    let scored = &answer.scored;
+    let results = rank_by_raw(&scored.raw_scores, &scored.scores, top_n)
         .into_iter()
         .map(|r| RerankResult {
             index: r.index,
             relevance_score: r.relevance_score,
-            document: document(r.index),
+            document: documents.map(|d| returned(&d[r.index])),
         })
         .collect();
     RerankResponse {
@@ -282,12 +254,29 @@ fn response(
             billed_units: BilledUnits {
                 search_units: scored.scores.len().div_ceil(DOCS_PER_SEARCH_UNIT),
             },
-            warnings: warnings(scored),
+            warnings: answer.warnings,
         },
     }
 }
 
-/// The text of one v1 document: a string, an object's `text`, or its `rank_fields` as
+/// A document as it comes back: objects whole, strings as Cohere's `{"text": ...}`.
+fn returned(document: &Value) -> Value {
+    match document {
+        Value::String(s) => serde_json::json!({ "text": s }),
+        other => other.clone(),
+    }
+}
+
+/// The texts to score of Cohere documents.
+fn texts(documents: &[Value], rank_fields: Option<&[String]>) -> Result<Vec<String>, ApiError> {
+    documents
+        .iter()
+        .enumerate()
+        .map(|(i, d)| document_text(i, d, rank_fields))
+        .collect()
+}
+
+/// The text of one document: a string, an object's `text`, or its `rank_fields` as
 /// `field: value` lines.
 fn document_text(
     i: usize,
@@ -342,23 +331,13 @@ pub async fn v1(
     ApiJson(req): ApiJson<RerankV1Request>,
 ) -> Result<Json<RerankResponse>, ApiError> {
     let (texts, top_n, chunks) = req.checked()?;
-    let scored = score(
-        &state,
-        req.model.as_deref(),
-        &req.query,
-        texts,
-        DocLimit::Chunks(chunks),
-    )
-    .await?;
-    let return_documents = req.return_documents.unwrap_or(false);
-    // Documents come back as sent: objects whole, strings as Cohere's `{"text": ...}`.
-    let out = response("1", &scored, top_n, |i| {
-        return_documents.then(|| match &req.documents[i] {
-            Value::String(s) => serde_json::json!({ "text": s }),
-            other => other.clone(),
-        })
-    });
-    Ok(Json(out))
+    let limit = DocLimit::Chunks(chunks);
+    let answer = score(&state, req.model.as_deref(), &req.query, texts, limit).await?;
+    let documents = req
+        .return_documents
+        .unwrap_or(false)
+        .then_some(&req.documents[..]);
+    Ok(Json(response("1", answer, top_n, documents)))
 }
 
 /// Rerank documents for a query (Cohere API v2).
@@ -369,59 +348,12 @@ pub async fn v2(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RerankV2Request>,
 ) -> Result<Json<RerankResponse>, ApiError> {
-    let (top_n, tokens) = req.checked()?;
-    let kept = req
+    let (texts, top_n, tokens) = req.checked()?;
+    let limit = DocLimit::Tokens(tokens);
+    let answer = score(&state, req.model.as_deref(), &req.query, texts, limit).await?;
+    let documents = req
         .return_documents
         .unwrap_or(false)
-        .then(|| req.documents.clone());
-    let scored = score(
-        &state,
-        req.model.as_deref(),
-        &req.query,
-        req.documents,
-        DocLimit::Tokens(tokens),
-    )
-    .await?;
-    let out = response("2", &scored, top_n, |i| {
-        kept.as_ref().map(|d| serde_json::json!({ "text": d[i] }))
-    });
-    Ok(Json(out))
-}
-
-/// Squashed scores back to the model's own scale (inverting the engine's sigmoid for
-/// cross-encoders and its (cosine + 1) / 2 for bi-encoders).
-fn raw_score(score: f32, kind: Kind) -> f32 {
-    match kind {
-        Kind::CrossEncoder => {
-            let p = score.clamp(f32::EPSILON, 1.0 - f32::EPSILON);
-            (p / (1.0 - p)).ln()
-        }
-        Kind::BiEncoder => 2.0 * score - 1.0,
-    }
-}
-
-/// Rerank texts for a query with the default model (text-embeddings-inference's API).
-#[utoipa::path(post, path = "/rerank", tag = "rerank", request_body = TeiRerankRequest,
-    responses((status = 200, body = Vec<TeiRank>), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody),
-              (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
-pub async fn tei(
-    State(state): State<AppState>,
-    ApiJson(req): ApiJson<TeiRerankRequest>,
-) -> Result<Json<Vec<TeiRank>>, ApiError> {
-    let limit = req.limit()?;
-    let kept = req.return_text.then(|| req.texts.clone());
-    let scored = score(&state, None, &req.query, req.texts, limit).await?;
-    let ranks = rank(&scored.scores, None)
-        .into_iter()
-        .map(|r| TeiRank {
-            index: r.index,
-            score: if req.raw_scores {
-                raw_score(r.relevance_score, scored.kind)
-            } else {
-                r.relevance_score
-            },
-            text: kept.as_ref().map(|t| t[r.index].clone()),
-        })
-        .collect();
-    Ok(Json(ranks))
+        .then_some(&req.documents[..]);
+    Ok(Json(response("2", answer, top_n, documents)))
 }

@@ -2,9 +2,23 @@
 #![allow(dead_code)] // Each test binary uses its own part of this.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use finerank_server::{app, AppState, Config};
-use serde_json::Value;
+use finerank_server::{serve_on, AppState, Config};
+use reqwest::multipart::Form;
+use serde_json::{json, Value};
+
+/// Small minimums and two steps: a job takes seconds.
+pub const QUICK: &[&str] = &[
+    "--min-train-queries",
+    "16",
+    "--min-eval-queries",
+    "8",
+    "--max-train-steps",
+    "2",
+    "--train-max-length",
+    "64",
+];
 
 pub fn shared(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -42,10 +56,7 @@ impl Server {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let router = app(state.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
+        let task = tokio::spawn(serve_on(listener, state.clone(), std::future::pending()));
         Server {
             url,
             state,
@@ -118,9 +129,53 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-/// The message of an error body.
+/// The message of an error body, in Cohere's shape or (from TEI's `/rerank`) TEI's.
 pub fn message(body: &Value) -> &str {
     body["message"]
         .as_str()
+        .or(body["error"].as_str())
         .unwrap_or_else(|| panic!("no message in {body}"))
+}
+
+/// Uploads a dataset named "lease"; `params` are more query parameters (`&mine_negatives=true`).
+pub async fn upload(s: &Server, params: &str, form: Form) -> (u16, Value) {
+    let url = s.at(&format!(
+        "/v1/datasets?name=lease&type=reranker-finetune-input{params}"
+    ));
+    s.send(s.client.post(url).multipart(form)).await
+}
+
+/// Polls until `done` holds, for at most a minute.
+pub async fn until(s: &Server, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{path} never got there: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Uploads, and waits for the validation to end either way; the dataset as it then is.
+pub async fn validated(s: &Server, params: &str, form: Form) -> Value {
+    let (status, created) = upload(s, params, form).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["id"].as_str().unwrap();
+    until(s, &format!("/v1/datasets/{id}"), |b| {
+        !matches!(
+            b["dataset"]["validation_status"].as_str(),
+            Some("queued" | "processing")
+        )
+    })
+    .await["dataset"]
+        .clone()
+}
+
+/// Fine-tuning settings for a dataset: one epoch of batches of four.
+pub fn settings(dataset_id: &str) -> Value {
+    json!({"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": dataset_id,
+           "hyperparameters": {"train_epochs": 1, "train_batch_size": 4, "learning_rate": 0.001}})
 }
