@@ -1,18 +1,14 @@
 //! The command line as a user meets it: good runs print JSON, bad files get errors that name the
 //! file, the line and the fix, and nothing half-written is left behind.
+mod casehold;
 mod common;
 mod models;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use casehold::{prepare_casehold, shared};
 use common::{command, finerank, text};
 use models::{copy_dir, default_model_with_window, installed_default_model};
-
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel)
-}
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let p = dir.join(name);
@@ -525,23 +521,11 @@ fn calibrate_fits_reports_and_writes_beside_a_checkpoint_but_not_the_default_mod
 fn finetune_prints_its_calibration() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let out = finerank(
+    prepare_casehold(
         tmp.path(),
-        &[
-            "prepare",
-            "--input",
-            &shared("data/casehold/train.jsonl").display().to_string(),
-            "--out",
-            &data.display().to_string(),
-            "--train",
-            "48",
-            "--valid",
-            "16",
-            "--test",
-            "0",
-        ],
+        &data,
+        &["--train", "48", "--valid", "16", "--test", "0"],
     );
-    assert!(out.status.success(), "{}", text(&out));
     let out = finerank(
         tmp.path(),
         &[

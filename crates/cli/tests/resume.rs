@@ -1,19 +1,15 @@
 //! `finerank finetune --resume`: a run killed mid-training continues from its saved state and
 //! registers the model an uninterrupted run registers.
+mod casehold;
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use casehold::{prepare_casehold, shared};
 use common::{command, finerank, text};
-
-fn shared(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared")
-        .join(rel)
-}
 
 /// A registered model's weights file, byte for byte.
 fn weights(home: &Path, id: &str) -> Vec<u8> {
@@ -25,23 +21,11 @@ fn a_killed_finetune_resumes_to_the_model_an_uninterrupted_run_makes() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path();
     let data = home.join("data");
-    let out = finerank(
+    prepare_casehold(
         home,
-        &[
-            "prepare",
-            "--input",
-            &shared("data/casehold/train.jsonl").display().to_string(),
-            "--out",
-            &data.display().to_string(),
-            "--train",
-            "48",
-            "--valid",
-            "16",
-            "--test",
-            "0",
-        ],
+        &data,
+        &["--train", "48", "--valid", "16", "--test", "0"],
     );
-    assert!(out.status.success(), "{}", text(&out));
     let (train, valid) = (data.join("train.jsonl"), data.join("valid.jsonl"));
     let base = shared("fixtures/tiny-bert-cross-encoder");
     let args = [
