@@ -18,7 +18,7 @@ pub use calibration::{fit_calibration, Calibration, Method, RawScore, CALIBRATIO
 pub use finerank_model::{DeviceChoice, Kind, LoadOptions, Precision};
 pub use registry::{now_rfc3339, ModelRecord, Registry, RegistryError};
 pub use reranker::{
-    dot, rank, rank_by_raw, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions,
+    dot, rank_by_raw, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions,
 };
 pub use resolve::{default_model_dir, resolve, ResolveError, DEFAULT_MODEL};
 

@@ -316,7 +316,7 @@ pub fn rank_by_raw(raw_scores: &[f32], scores: &[f32], top_n: Option<usize>) -> 
 /// Indices best first in `finerank_eval::by_score_desc`'s order: a NaN or infinite score (a
 /// broken model output) after every finite one, so it never ranks a document first. A stable
 /// sort keeps ties, there being no relevance to break them by, in document order.
-pub fn rank(scores: &[f32], top_n: Option<usize>) -> Vec<Ranked> {
+fn rank(scores: &[f32], top_n: Option<usize>) -> Vec<Ranked> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| by_score_desc(scores[a].into(), scores[b].into()));
     order.truncate(top_n.unwrap_or(scores.len()));

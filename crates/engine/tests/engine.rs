@@ -277,7 +277,10 @@ fn staging_belongs_to_its_writer() {
     let live_id = Registry::new_id();
     live.staging_dir(&live_id).unwrap();
     Registry::open(tmp.path()).unwrap();
-    assert_eq!(entries(&tmp.path().join("staging")), [live_id.clone()]);
+    assert_eq!(
+        entries(&tmp.path().join("staging")),
+        std::slice::from_ref(&live_id)
+    );
     // A writer takes over, emptied, a staging directory whose writer died.
     let leftover = debris.join("model/model.safetensors");
     std::fs::create_dir_all(leftover.parent().unwrap()).unwrap();
