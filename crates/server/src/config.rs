@@ -88,6 +88,18 @@ pub struct Config {
     /// Fine-tuning jobs run at once.
     #[arg(long, env = "FINERANK_TRAINING_WORKERS", default_value_t = 1)]
     pub training_workers: usize,
+    /// libtorch threads that score requests (0: the global --threads, else one per core).
+    #[arg(long, env = "FINERANK_SERVING_THREADS", default_value_t = 0)]
+    pub serving_threads: usize,
+    /// libtorch threads of each fine-tune, and of the mining and retrieval evaluation of
+    /// datasets with a corpus (0: half the cores, at least one).
+    #[arg(long, env = "FINERANK_TRAINING_THREADS", default_value_t = 0)]
+    pub training_threads: usize,
+    /// Scheduling niceness of that background work, 0 (as requests) to 19 (lowest): where
+    /// the serving and training threads add up to more than the cores, requests come first.
+    #[arg(long, env = "FINERANK_TRAINING_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub training_nice: i32,
     /// Stop every fine-tune after N optimizer steps (quick trials and tests).
     #[arg(long, env = "FINERANK_MAX_TRAIN_STEPS")]
     pub max_train_steps: Option<usize>,
@@ -137,6 +149,14 @@ impl Config {
 
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(Registry::default_home)
+    }
+
+    /// libtorch threads of each background thread (`--training-threads`, defaults filled in).
+    pub fn background_threads(&self) -> usize {
+        match self.training_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)),
+            n => n,
+        }
     }
 
     /// Settings that would make the server useless rather than merely slow.

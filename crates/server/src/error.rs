@@ -137,6 +137,8 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> ApiError {
         match &e {
             RegistryError::Io { source, .. } => ApiError::storage(source.kind(), &e),
+            // Another process is writing the model (a fine-tune publishing it): try again later.
+            RegistryError::StagingInUse { .. } => Some(ApiError::conflict(e.to_string())),
             _ => None,
         }
         .unwrap_or_else(|| ApiError::internal(e))
@@ -169,6 +171,12 @@ mod tests {
         assert!(read_only.message.contains("read-only"), "{read_only}");
         let other = ApiError::from(io::Error::from(io::ErrorKind::PermissionDenied));
         assert_eq!(other.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let busy = ApiError::from(RegistryError::StagingInUse {
+            path: "staging/x-ft".into(),
+            owner: "42".into(),
+        });
+        assert_eq!(busy.status, StatusCode::CONFLICT, "{busy}");
+        assert!(busy.message.contains("pid 42"), "{busy}");
 
         let sqlite = |code| {
             ApiError::from(rusqlite::Error::SqliteFailure(

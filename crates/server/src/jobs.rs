@@ -6,8 +6,13 @@
 //! when the dataset has a corpus (`retrieval`), load the new model into the rerank worker and
 //! mark it ready:
 //! `STATUS_QUEUED -> STATUS_FINETUNING -> STATUS_DEPLOYING_API -> STATUS_READY`, or `STATUS_FAILED`
-//! with a reason. Training cannot resume from a checkpoint, so a job that a crash interrupted is
-//! marked failed at the next start (or ready, if its model had already been published).
+//! with a reason.
+//!
+//! A run saves its state at each validation (`finerank_train::resume_dir`). A job that a crash,
+//! a restart or a shutdown interrupted goes back to the queue at the next start (or is ready, if
+//! its model had already been published) and continues from its last validation, to the model
+//! the uninterrupted run would have made. A failed job keeps its state until it is retried
+//! ([`Jobs::retry`]) or deleted.
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +21,10 @@ use std::thread::JoinHandle;
 
 use finerank_engine::{LoadOptions, ModelRecord, Registry, Reranker};
 use finerank_eval::RetrievalReport;
-use finerank_train::{run_job, FinetuneJob, HyperOverrides, Outcome, TrainEvent, ValidMetrics};
+use finerank_train::{
+    resume_dir, resume_step, run_job, FinetuneJob, HyperOverrides, JobError, Outcome, TrainEvent,
+    ValidMetrics,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -28,8 +36,9 @@ use crate::store::{DatasetRow, ModelRow, Store};
 use crate::uploads::Uploads;
 use crate::wake::Wake;
 
-pub const RESTART_REASON: &str = "interrupted by a server restart; resubmit";
-const SHUTDOWN_REASON: &str = "the server shut down during training; resubmit";
+/// How the queue event of a job that the last process left training begins.
+pub const RESTART_NOTE: &str = "interrupted by a server restart";
+const SHUTDOWN_NOTE: &str = "the server shut down during training";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum JobStatus {
@@ -103,6 +112,11 @@ pub struct Hyperparameters {
     pub train_epochs: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learning_rate: Option<f64>,
+    /// Seeds the run's data order, dropout and any fresh head (default 0). A finerank
+    /// extension: the same seed, data and settings make the same model on a CPU, whatever other
+    /// jobs train beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_alpha: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,11 +258,35 @@ impl Jobs {
         }
     }
 
-    /// Fails jobs in training with a reason that says why, asks them to stop, and waits until
-    /// they have. Training looks for cancellation between steps, so this can take as long as an
-    /// evaluation; the wait is not optional, since libtorch tears itself down at exit under any
-    /// thread still using it. A supervisor that loses patience and kills the process loses
-    /// nothing: the jobs are already failed in the database.
+    /// Puts a failed job back in the queue; false if it is not failed (any more). It continues
+    /// from its last validation, unless `from_scratch`, which drops the saved state first (a job
+    /// whose settings or server flags changed cannot resume).
+    pub fn retry(&self, id: &str, from_scratch: bool) -> anyhow::Result<bool> {
+        let registry = self.shared.catalog.registry();
+        let dir = resume_dir(registry, &format!("{id}-ft"))?;
+        if from_scratch {
+            remove_state(&dir)?;
+        }
+        let note = format!("retried; {}", resumes_from(&dir));
+        let requeued = self.shared.store.requeue(id, &[JobStatus::Failed], &note)?;
+        if requeued {
+            self.wake();
+        }
+        Ok(requeued)
+    }
+
+    /// Drops the saved training state of a deleted job. A job still training may save once more
+    /// before it stops; its worker drops that when it does.
+    pub fn forget(&self, id: &str) -> anyhow::Result<()> {
+        let dir = resume_dir(self.shared.catalog.registry(), &format!("{id}-ft"))?;
+        remove_state(&dir)
+    }
+
+    /// Asks jobs in training to stop, and waits until they have; each goes back to the queue,
+    /// to resume from its last validation at the next start. Training looks for cancellation
+    /// between steps, so this can take as long as an evaluation; the wait is not optional, since
+    /// libtorch tears itself down at exit under any thread still using it. A supervisor that
+    /// loses patience and kills the process loses nothing: the next start requeues the jobs.
     pub fn shutdown(&self) {
         self.shared.wake.stop();
         let running: Vec<String> = self
@@ -260,15 +298,6 @@ impl Jobs {
             .cloned()
             .collect();
         for id in &running {
-            // A job already deploying has its model and finishes in a moment; let it.
-            let from = [JobStatus::Finetuning];
-            if let Err(e) =
-                self.shared
-                    .store
-                    .transition(id, &from, JobStatus::Failed, Some(SHUTDOWN_REASON))
-            {
-                tracing::error!(%id, "could not mark the job failed at shutdown: {e}");
-            }
             self.cancel(id);
         }
         let workers: Vec<_> = self
@@ -289,11 +318,11 @@ impl Jobs {
     }
 }
 
-/// Settles what a process that died left unfinished. A job left running cannot resume: it fails
-/// with the reason, unless its model was already published (the registry only ever holds whole
-/// models), which makes it ready. A deleted model whose files are still there (the process died
-/// between deleting the row and the files, or a job deleted while it trained published its
-/// model) loses them now.
+/// Settles what a process that died left unfinished. A job left running goes back to the queue
+/// to resume from its last validation, unless its model was already published (the registry
+/// only ever holds whole models), which makes it ready. A deleted model whose files or training
+/// state are still there (the process died between deleting the row and the files, or a job
+/// deleted while it trained published its model) loses them now.
 fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
     for id in store.deleted_models()? {
         let model = format!("{id}-ft");
@@ -302,9 +331,16 @@ fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
             Ok(false) => {}
             Err(e) => tracing::error!(%model, "could not remove the files of a deleted model: {e}"),
         }
+        if let Err(e) = resume_dir(registry, &model)
+            .map_err(anyhow::Error::from)
+            .and_then(|d| remove_state(&d))
+        {
+            tracing::error!(%model, "could not remove the training state of a deleted model: {e}");
+        }
     }
     for (id, status) in store.running_jobs()? {
-        let (to, reason) = match registry.get(&format!("{id}-ft")).ok().flatten() {
+        let model = format!("{id}-ft");
+        let to = match registry.get(&model).ok().flatten() {
             Some((record, _)) => {
                 // The process may have died between publishing and storing the metrics; the
                 // registry's record has them.
@@ -312,24 +348,57 @@ fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
                     Ok(metrics) => store.set_metrics(&id, &metrics)?,
                     Err(e) => tracing::error!(%id, "{e}"),
                 }
-                (JobStatus::Ready, None)
+                store.transition(&id, &[status], JobStatus::Ready, None)?;
+                JobStatus::Ready
             }
-            None => (JobStatus::Failed, Some(RESTART_REASON)),
+            None => {
+                let note = format!(
+                    "{RESTART_NOTE}; {}",
+                    resumes_from(&resume_dir(registry, &model)?)
+                );
+                store.requeue(&id, &[status], &note)?;
+                JobStatus::Queued
+            }
         };
-        store.transition(&id, &[status], to, reason)?;
         tracing::warn!(%id, "a job left {} by the last run is now {}", status.as_str(), to.as_str());
     }
     Ok(())
 }
 
+/// Where a job whose training state is saved in `dir` goes on from, in words.
+fn resumes_from(dir: &std::path::Path) -> String {
+    match resume_step(dir) {
+        Ok(Some(step)) => format!("resumes from step {step}"),
+        Ok(None) => "starts from the beginning: no validation had saved its state yet".into(),
+        Err(e) => format!("cannot resume ({e})"),
+    }
+}
+
+fn remove_state(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(anyhow::Error::new(e).context(format!("removing {}", dir.display())))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Shared {
     fn work(&self) {
+        crate::threads::background(&self.config);
         self.wake.work("job", || {
             let Some((row, cancel)) = self.claim()? else {
                 return Ok::<_, rusqlite::Error>(false);
             };
             self.run(&row, &cancel);
             self.running.lock().expect("running lock").remove(&row.id);
+            if self.store.model(&row.id)?.is_none() {
+                // Deleted while it trained: the state it saved meanwhile goes too.
+                let dir = resume_dir(self.catalog.registry(), &format!("{}-ft", row.id));
+                if let Err(e) = dir.map_err(anyhow::Error::from).and_then(|d| remove_state(&d)) {
+                    tracing::error!(id = %row.id, "could not remove a deleted job's training state: {e}");
+                }
+            }
             Ok(true)
         });
     }
@@ -362,6 +431,16 @@ impl Shared {
             });
         let result = match outcome {
             Ok(metrics) => self.deploy(id, &metrics),
+            // Stopped by a shutdown: back to the queue, to resume at the next start.
+            Err(_) if self.wake.stopped() && cancel.load(Ordering::Relaxed) => {
+                let note = match resume_dir(self.catalog.registry(), &format!("{id}-ft")) {
+                    Ok(dir) => format!("{SHUTDOWN_NOTE}; {} at the next start", resumes_from(&dir)),
+                    Err(e) => format!("{SHUTDOWN_NOTE}; {e}"),
+                };
+                self.store
+                    .requeue(id, &[JobStatus::Finetuning], &note)
+                    .map(drop)
+            }
             Err(reason) => self.fail(id, JobStatus::Finetuning, &reason),
         };
         if let Err(e) = result {
@@ -385,11 +464,13 @@ impl Shared {
             .training_files(dataset)
             .map_err(|e| e.to_string())?;
         let cfg = &self.config;
+        let model = format!("{}-ft", row.id);
+        let resume = resume_dir(self.catalog.registry(), &model).map_err(|e| e.to_string())?;
         // Validation held what was uploaded to the minimums; mined files may hold fewer
         // training queries, a share of them held out for evaluation.
         let minimum = |min| Some(if dataset.mining.is_some() { 1 } else { min });
         Ok(FinetuneJob {
-            id: Some(format!("{}-ft", row.id)),
+            id: Some(model),
             base: self.catalog.reference(&base).to_string(),
             kind: None,
             name: Some(row.name.clone()),
@@ -400,7 +481,11 @@ impl Shared {
                 .as_ref()
                 .map(HyperOverrides::from)
                 .unwrap_or_default(),
-            seed: 0,
+            seed: settings
+                .hyperparameters
+                .as_ref()
+                .and_then(|h| h.seed)
+                .unwrap_or(0),
             max_len: cfg.train_max_length,
             eval_every: None,
             max_steps: cfg.max_train_steps,
@@ -408,8 +493,7 @@ impl Shared {
             precision: cfg.precision,
             min_train_queries: minimum(cfg.min_train_queries),
             min_valid_queries: minimum(cfg.min_eval_queries),
-            // A job a restart interrupted fails (`recover`); it does not resume.
-            resume_dir: None,
+            resume_dir: Some(resume),
         })
     }
 
@@ -437,7 +521,15 @@ impl Shared {
             &mut |e| recorder.on_event(e),
             &cancelled,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            JobError::ResumeMismatch { fields, .. } => format!(
+                "its saved training state is of a different run ({} differ), so it cannot \
+                 resume: restart the server with the training flags the job began under, or \
+                 retry it with from_scratch=true",
+                fields.join(", ")
+            ),
+            e => e.to_string(),
+        })?;
         let mut metrics = FinetuneMetrics::from_record(record)?;
         if let Some(corpus) = &dataset.parts.corpus {
             let evaluated = self.evaluate_retrieval(row, &dataset, &corpus.filename, &cancelled);
@@ -549,16 +641,21 @@ struct Recorder<'a> {
 impl Recorder<'_> {
     fn on_event(&mut self, event: &TrainEvent) {
         let written = match event {
-            TrainEvent::Started { total_steps, .. } => {
+            TrainEvent::Started {
+                total_steps,
+                resumed_at,
+                ..
+            } => {
                 let progress = Progress {
-                    step: 0,
+                    step: resumed_at.unwrap_or(0),
                     total_steps: *total_steps,
                     epoch: 0,
                     loss: None,
                 };
+                let note = resumed_at.map(|step| format!("resumed from step {step}"));
                 self.store
                     .set_progress(self.id, &progress)
-                    .and_then(|()| self.store.training_started(self.id))
+                    .and_then(|()| self.store.training_started(self.id, note.as_deref()))
             }
             TrainEvent::Step {
                 step,

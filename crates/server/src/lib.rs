@@ -32,6 +32,7 @@ mod parts;
 mod retrieval;
 mod routes;
 mod store;
+mod threads;
 mod uploads;
 mod validator;
 mod wake;
@@ -54,7 +55,7 @@ use tower_http::trace::TraceLayer;
 
 pub use config::Config;
 pub use error::ApiError;
-pub use jobs::RESTART_REASON;
+pub use jobs::RESTART_NOTE;
 pub use routes::rerank::decode_rerank_request;
 
 use batcher::Batcher;
@@ -138,9 +139,9 @@ impl AppState {
         })))
     }
 
-    /// Stops the workers, each after the work in hand: a fine-tune in training fails with a
-    /// reason saying why (it stops at its next step), a validation finishes, and rerank requests
-    /// still queued are answered with an error. Then the data directory is free for another
+    /// Stops the workers, each after the work in hand: a fine-tune in training stops at its next
+    /// step and goes back to the queue (it resumes from its last validation at the next start),
+    /// a validation finishes, and rerank requests still queued are answered with an error. Then the data directory is free for another
     /// server.
     pub fn shutdown(&self) {
         self.validator.shutdown();

@@ -4,13 +4,12 @@
 //! before it reads or settles anything, and one that cannot get it stops with the holder's pid.
 //! The OS drops the lock when the process ends, however it ends, so a SIGKILLed server never
 //! blocks the next start.
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
 use anyhow::Context;
-use fs4::fs_std::FileExt;
 
 const LOCK_FILE: &str = "finerank.lock";
 
@@ -29,9 +28,13 @@ impl DataDirLock {
             .truncate(false)
             .open(&path)
             .with_context(|| crate::not_writable(dir))?;
-        let locked = file
-            .try_lock_exclusive()
-            .with_context(|| format!("locking {}", path.display()))?;
+        let locked = match file.try_lock() {
+            Ok(()) => true,
+            Err(TryLockError::WouldBlock) => false,
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        };
         if !locked {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);

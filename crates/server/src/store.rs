@@ -634,13 +634,14 @@ impl Store {
         })
     }
 
-    /// Stamps a running job's STATUS_FINETUNING event: its first step is next.
-    pub fn training_started(&self, id: &str) -> Result<()> {
+    /// Stamps a running job's STATUS_FINETUNING event: its first step is next. `note` says
+    /// where a resumed run goes on from.
+    pub fn training_started(&self, id: &str, note: Option<&str>) -> Result<()> {
         self.write(|tx| {
             let status = model_status(tx, id)?;
-            // Deleted, or failed by a shutdown, meanwhile: nothing started.
+            // Deleted meanwhile: nothing started.
             if status == Some(JobStatus::Finetuning) {
-                add_event(tx, id, JobStatus::Finetuning, None)?;
+                add_event(tx, id, JobStatus::Finetuning, note)?;
             }
             Ok(())
         })
@@ -671,6 +672,24 @@ impl Store {
                 params![id, to, at, reason, ended],
             )?;
             add_event(tx, id, to, reason)?;
+            Ok(true)
+        })
+    }
+
+    /// Puts a job from one of `from` back in the queue, with an event that says why; false if
+    /// it was not in `from`. A failure's reason and end time go: the job is not over.
+    pub fn requeue(&self, id: &str, from: &[JobStatus], note: &str) -> Result<bool> {
+        self.write(|tx| {
+            if !model_status(tx, id)?.is_some_and(|c| from.contains(&c)) {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE finetuned_models SET status = ?2, updated_at = ?3, failure_reason = NULL,
+                     completed_at = NULL
+                 WHERE id = ?1",
+                params![id, JobStatus::Queued, now()],
+            )?;
+            add_event(tx, id, JobStatus::Queued, Some(note))?;
             Ok(true)
         })
     }

@@ -152,6 +152,7 @@ impl Validator {
 
 impl Worker {
     fn work(&mut self) {
+        crate::threads::background(&self.config);
         let wake = self.wake.clone();
         wake.work("dataset", || {
             let Some(dataset) = self.store.claim_dataset()? else {

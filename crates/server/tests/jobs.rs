@@ -408,8 +408,9 @@ async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
     let (_, before) = rerank(&s, &format!("{ready_id}-ft")).await;
     s.stop().await;
 
-    // A job that was training when the process died: a long one, stopped mid-run.
-    let s = Server::start(dir.path(), &["--min-train-queries", "16"]).await;
+    // A long job, stopped by a shutdown after it saved its state at a validation.
+    const LONG: &[&str] = &["--min-train-queries", "16"];
+    let s = Server::start(dir.path(), LONG).await;
     let long = json!({"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": dataset_id,
                       "hyperparameters": {"train_epochs": 100, "train_batch_size": 2}});
     let (_, created) = s
@@ -422,11 +423,10 @@ async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
         .as_str()
         .unwrap()
         .to_string();
-    until(
-        &s,
-        &format!("/v1/finetuning/finetuned-models/{killed_id}"),
-        |b| b["finetuned_model"]["status"] != "STATUS_QUEUED",
-    )
+    let job = format!("/v1/finetuning/finetuned-models/{killed_id}");
+    until(&s, &format!("{job}/training-step-metrics"), |b| {
+        b["step_metrics"].as_array().is_some_and(|m| m.len() >= 2)
+    })
     .await;
     let (status, body) = rerank(&s, &format!("{killed_id}-ft")).await;
     assert_eq!(status, 404);
@@ -437,14 +437,35 @@ async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
     let (status, body) = s.delete(&format!("/v1/datasets/{dataset_id}")).await;
     assert_eq!(status, 409, "a running job needs its dataset: {body}");
     assert!(message(&body).contains(&killed_id), "{body}");
+    let (status, body) = s.post(&format!("{job}/retry"), &json!({})).await;
+    assert_eq!(status, 409, "only a failed job can be retried: {body}");
     s.stop().await;
     assert_eq!(
         job_state(dir.path(), &killed_id),
-        (
-            "STATUS_FAILED".into(),
-            Some("the server shut down during training; resubmit".into())
-        )
+        ("STATUS_QUEUED".into(), None)
     );
+
+    // The next start resumes it from its last validation.
+    let s = Server::start(dir.path(), LONG).await;
+    let events = until(&s, &format!("{job}/events"), |b| {
+        b["events"][0]["status"] == "STATUS_FINETUNING"
+    })
+    .await;
+    let queued = events["events"][1]["message"].as_str().unwrap();
+    let step = queued
+        .strip_prefix("the server shut down during training; resumes from step ")
+        .and_then(|rest| rest.strip_suffix(" at the next start"))
+        .unwrap_or_else(|| panic!("{events}"));
+    assert_ne!(step, "0", "{events}");
+    assert_eq!(
+        events["events"][0]["message"],
+        format!("resumed from step {step}"),
+        "{events}"
+    );
+    s.stop().await;
+
+    // A process killed while the job trained leaves it running. Started again with other
+    // training flags, the saved state is not this run's: the job fails and says how to go on.
     leave_running(dir.path(), &killed_id);
     // A process killed after publishing a model but before storing its metrics (the registry
     // has them): the job comes back ready, with them.
@@ -458,21 +479,45 @@ async fn after_a_restart_everything_is_there_and_no_job_is_left_running() {
         .unwrap();
 
     let s = Server::start(dir.path(), QUICK).await;
-    let (_, killed) = s
-        .get(&format!("/v1/finetuning/finetuned-models/{killed_id}"))
+    let failed = until(&s, &job, |b| {
+        b["finetuned_model"]["status"] == "STATUS_FAILED"
+    })
+    .await;
+    let reason = failed["finetuned_model"]["failure_reason"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("max_steps"), "{reason}");
+    assert!(reason.contains("from_scratch=true"), "{reason}");
+    let (_, events) = s.get(&format!("{job}/events?order_by=created_at")).await;
+    let statuses: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    let requeued = &events["events"][statuses.len() - 2];
+    assert_eq!(requeued["status"], "STATUS_QUEUED", "{events}");
+    let note = requeued["message"].as_str().unwrap();
+    assert!(note.starts_with(finerank_server::RESTART_NOTE), "{note}");
+    assert!(note.contains("resumes from step"), "{note}");
+    // Retried from scratch, it trains to the end under these flags.
+    let (status, retried) = s
+        .post(&format!("{job}/retry?from_scratch=true"), &json!({}))
         .await;
-    let killed = &killed["finetuned_model"];
-    assert_eq!(killed["status"], "STATUS_FAILED", "{killed}");
-    assert_eq!(killed["failure_reason"], finerank_server::RESTART_REASON);
-    let (_, events) = s
-        .get(&format!(
-            "/v1/finetuning/finetuned-models/{killed_id}/events"
-        ))
-        .await;
-    assert_eq!(events["events"][0]["status"], "STATUS_FAILED");
-    assert_eq!(
-        events["events"][0]["message"],
-        finerank_server::RESTART_REASON
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["finetuned_model"]["status"], "STATUS_QUEUED");
+    assert!(
+        retried["finetuned_model"]["failure_reason"].is_null(),
+        "{retried}"
+    );
+    until(&s, &job, |b| {
+        b["finetuned_model"]["status"] == "STATUS_READY"
+    })
+    .await;
+    let resume_state = dir.path().join("resume").join(format!("{killed_id}-ft"));
+    assert!(
+        !resume_state.exists(),
+        "a ready job keeps no training state"
     );
 
     let (_, dataset_after) = s.get(&format!("/v1/datasets/{dataset_id}")).await;

@@ -59,6 +59,10 @@ pub enum JobError {
     Config(String),
     #[error("training failed: {0}")]
     Train(String),
+    /// `resume_dir` holds the saved state of a run with another base model, data or settings:
+    /// the fields that differ.
+    #[error("{}", crate::resume::mismatch_message(.dir, .fields))]
+    ResumeMismatch { dir: PathBuf, fields: Vec<String> },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -102,17 +106,14 @@ pub fn run_job(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(ModelRecord, Review), JobError> {
     let (base_name, base_dir) = resolve(&job.base, registry).map_err(EngineError::from)?;
-    // Seeded before loading: a fresh classification head is initialised at load time.
-    finerank_model::manual_seed(job.seed);
-    let mut reranker = Reranker::load(
-        &base_name,
-        &base_dir,
-        &LoadOptions {
-            device: job.device,
-            kind: job.kind,
-            precision: job.precision,
-        },
-    )?;
+    // A fresh classification head is drawn at load time, from the job's seed alone.
+    let opts = LoadOptions {
+        device: job.device,
+        kind: job.kind,
+        precision: job.precision,
+    };
+    let mut reranker =
+        finerank_model::seeded(job.seed, || Reranker::load(&base_name, &base_dir, &opts))?;
     let kind = reranker.kind();
     let max_len = job
         .max_len
@@ -160,6 +161,13 @@ pub fn run_job(
             "valid_sha256": valid_sha256,
         }),
     });
+    if let Some(resume) = &cfg.resume {
+        let fields = crate::resume::mismatch(resume, &cfg).map_err(JobError::Train)?;
+        if !fields.is_empty() {
+            let dir = resume.dir.clone();
+            return Err(JobError::ResumeMismatch { dir, fields });
+        }
+    }
     let outcome = finetune(&mut reranker, &train, &valid, &cfg, on_event, cancelled)
         .map_err(JobError::Train)?;
 

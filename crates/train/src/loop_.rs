@@ -178,6 +178,8 @@ pub(crate) struct Progress {
 
 /// libtorch's generator (dropout) is seeded afresh at each step from the run's seed and the
 /// step: its state cannot be read out to save, and this way a resumed run draws the same masks.
+/// Each step holds it while it draws (`finerank_model::seeded`), so runs side by side in one
+/// process keep to their own masks.
 fn step_seed(seed: u64, step: usize) -> u64 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Stream 0 is the data's.
@@ -276,11 +278,12 @@ pub fn finetune(
                 r.relevant_passages[i].as_str()
             })
             .collect();
-        finerank_model::manual_seed(step_seed(cfg.seed, progress.step));
-        let (loss, batch_pairs) = match kind {
-            Kind::BiEncoder => bi_encoder_loss(reranker, &rows, &positives, cfg),
-            Kind::CrossEncoder => cross_encoder_loss(reranker, &rows, &positives, cfg),
-        };
+        // The forward pass draws the dropout masks; the backward pass draws nothing.
+        let (loss, batch_pairs) =
+            finerank_model::seeded(step_seed(cfg.seed, progress.step), || match kind {
+                Kind::BiEncoder => bi_encoder_loss(reranker, &rows, &positives, cfg),
+                Kind::CrossEncoder => cross_encoder_loss(reranker, &rows, &positives, cfg),
+            });
         let lr = cfg.lr_at(progress.step, total);
         opt.zero_grad();
         loss.backward();

@@ -99,6 +99,32 @@ fn differences(saved: &Value, now: &Value) -> Vec<String> {
         .collect()
 }
 
+impl State {
+    /// What differs between the run that saved this state and the run `resume` and `cfg` make.
+    fn differences(&self, resume: &Resume, cfg: &FinetuneConfig) -> Vec<String> {
+        let mut differ = differences(&self.identity, &read_back(&resume.identity));
+        differ.extend(differences(&self.config, &read_back(cfg)));
+        differ
+    }
+}
+
+/// The fields (base model, data, settings) in which the run saved in `resume.dir` differs from
+/// the one `cfg` makes; empty when it is the same run, or nothing is saved.
+pub(crate) fn mismatch(resume: &Resume, cfg: &FinetuneConfig) -> Result<Vec<String>, String> {
+    Ok(read_state(&resume.dir)?
+        .map(|state| state.differences(resume, cfg))
+        .unwrap_or_default())
+}
+
+pub(crate) fn mismatch_message(dir: &Path, fields: &[String]) -> String {
+    format!(
+        "{}: the resume state of a different run ({} differ); rerun with the same base model, \
+         data and settings, or delete the directory to start over",
+        dir.display(),
+        fields.join(", ")
+    )
+}
+
 /// Restores the run saved in `resume.dir` into the model's weights and `opt`, and returns its
 /// progress and the kept checkpoint's weights (on the CPU); `None` when there is nothing saved.
 pub(crate) fn load(
@@ -111,15 +137,9 @@ pub(crate) fn load(
     let Some(state) = read_state(dir)? else {
         return Ok(None);
     };
-    let mut differ = differences(&state.identity, &read_back(&resume.identity));
-    differ.extend(differences(&state.config, &read_back(cfg)));
+    let differ = state.differences(resume, cfg);
     if !differ.is_empty() {
-        return Err(format!(
-            "{}: the resume state of a different run ({} differ); rerun with the same base \
-             model, data and settings, or delete the directory to start over",
-            dir.display(),
-            differ.join(", ")
-        ));
+        return Err(mismatch_message(dir, &differ));
     }
     let weights = read_tensors(dir, &state.weights, vs)?;
     let best = read_tensors(dir, &state.best_weights, vs)?;
@@ -225,8 +245,11 @@ fn write_file(
     write: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), String> {
     let tmp = dir.join(format!(".{name}.tmp"));
-    write(&tmp)?;
-    sync(&tmp)?;
+    if let Err(e) = write(&tmp).and_then(|()| sync(&tmp)) {
+        // A full disk must not keep the part it took.
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     let path = dir.join(name);
     fs::rename(&tmp, &path).map_err(io(&path))
 }

@@ -1,5 +1,6 @@
 //! Fine-tuning end to end on small data: the loss falls, the run repeats exactly with the same
-//! seed, an interrupted run resumes to the same model, the kept checkpoint is the best one
+//! seed (whatever runs beside it: the tests here run in parallel), an interrupted run resumes
+//! to the same model, the kept checkpoint is the best one
 //! validated, the model lands in the registry whole (or not at all) with its calibration beside
 //! it, and Hugging Face's own stacks load it and score as finerank does before calibration.
 use std::path::{Path, PathBuf};
@@ -13,10 +14,6 @@ use finerank_engine::{
 use finerank_train::{
     resume_dir, resume_step, run_job, FinetuneJob, HyperOverrides, JobError, Outcome, TrainEvent,
 };
-
-/// libtorch's random generator is process-wide: a training run beside another in this binary
-/// would draw from it too, so the runs here take turns.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -148,7 +145,6 @@ const PAIRS: [(&str, &str); 3] = [
 
 #[test]
 fn same_seed_same_model_and_nothing_partial_in_the_registry() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.learning_rate = Some(1e-3);
     let (a, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
@@ -250,7 +246,6 @@ fn assert_scores_like_hugging_face_then_calibrated(registry: &Registry, record: 
 
 #[test]
 fn transformers_loads_a_fine_tuned_cross_encoder_with_the_same_scores() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (_tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.learning_rate = Some(1e-3);
     let (record, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
@@ -265,7 +260,6 @@ fn default_model() -> String {
 /// sentence-transformers loads with the same scores.
 #[test]
 fn minilm_few_steps_lower_the_loss_and_sentence_transformers_agrees() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (_tmp, registry, mut j) = setup(&default_model());
     // Three passes over the same 48 queries: the loss must fall as the model fits them.
     j.hyper = HyperOverrides {
@@ -304,7 +298,6 @@ fn without_negatives(j: &mut FinetuneJob) {
 /// it would train on nothing. It learns against the other queries' passages in the batch instead.
 #[test]
 fn a_cross_encoder_without_negatives_still_has_a_loss_to_learn_from() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (_tmp, registry, mut j) = setup(&tiny_bert());
     without_negatives(&mut j);
     j.max_steps = Some(3);
@@ -317,7 +310,6 @@ fn a_cross_encoder_without_negatives_still_has_a_loss_to_learn_from() {
 /// A run where no checkpoint beats the base says so, in its events and its recorded outcome.
 #[test]
 fn a_run_that_never_beats_the_base_says_so() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (_tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.learning_rate = Some(1e-30);
     let mut said = None;
@@ -355,7 +347,6 @@ fn a_run_that_never_beats_the_base_says_so() {
 /// kind's default mapping.
 #[test]
 fn a_validation_set_of_one_class_skips_calibration_and_says_why() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (_tmp, registry, mut j) = setup(&tiny_bert());
     let valid = j.valid.clone().unwrap();
     let first = std::fs::read_to_string(&valid).unwrap();
@@ -415,7 +406,6 @@ fn trace(events: &[TrainEvent], after: usize) -> Vec<String> {
 /// for bit.
 #[test]
 fn an_interrupted_run_resumes_to_the_same_model() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.learning_rate = Some(1e-3);
     j.hyper.train_epochs = Some(2);
@@ -448,6 +438,10 @@ fn an_interrupted_run_resumes_to_the_same_model() {
     assert!(
         err.to_string().contains("different run (seed differ)"),
         "{err}"
+    );
+    assert!(
+        matches!(err, JobError::ResumeMismatch { ref fields, .. } if fields == &["seed"]),
+        "{err:?}"
     );
 
     let (resumed, events) = train_with_events(&j, &registry);
@@ -493,7 +487,6 @@ fn an_interrupted_run_resumes_to_the_same_model() {
 /// early-stopping threshold (here the largest allowed, 0.1), which only governs patience.
 #[test]
 fn the_kept_checkpoint_is_the_best_validation_whatever_the_threshold() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (_tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.learning_rate = Some(1e-3);
     j.hyper.train_epochs = Some(2);
@@ -532,4 +525,61 @@ fn the_kept_checkpoint_is_the_best_validation_whatever_the_threshold() {
         best,
         "{evals:?}"
     );
+}
+
+/// libtorch's generator is one for the whole process. Two runs side by side, with different
+/// seeds, each end with the model its seed makes alone: a run holds the generator while it
+/// seeds and draws, so the other's steps cannot reseed it in between.
+#[test]
+fn runs_side_by_side_each_repeat_their_run_alone() {
+    let (_tmp, registry, mut j) = setup(&tiny_bert());
+    j.hyper.learning_rate = Some(1e-3);
+    j.hyper.train_epochs = Some(3);
+    j.hyper.early_stopping_patience = Some(0);
+    let (alone, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
+    let mut other = j.clone();
+    other.seed += 1;
+    let beside = std::thread::scope(|s| {
+        let run = |job: &FinetuneJob| {
+            let registry = &registry;
+            let job = job.clone();
+            s.spawn(move || run_job(&job, registry, &mut |_| {}, &|| false).unwrap().0)
+        };
+        let (a, b) = (run(&j), run(&other));
+        b.join().unwrap();
+        a.join().unwrap()
+    });
+    let (x, y) = (
+        weights(&registry, &alone.id),
+        weights(&registry, &beside.id),
+    );
+    assert_eq!(x.len(), y.len());
+    for ((name, x), (_, y)) in x.iter().zip(&y) {
+        assert!(
+            x.equal(y),
+            "{name} differs when another run trains beside it"
+        );
+    }
+}
+
+/// `stopped_early` says that patience cut the run short: not when it runs out at the last
+/// validation, where the run was over anyway. At a learning rate too small to move any score,
+/// every validation after the base's is stale, so patience 1 stops at the first one.
+#[test]
+fn a_run_stopped_early_is_one_with_steps_left() {
+    let (_tmp, registry, mut j) = setup(&tiny_bert());
+    j.hyper.learning_rate = Some(1e-12);
+    j.hyper.early_stopping_patience = Some(1);
+    j.hyper.early_stopping_threshold = Some(0.1);
+    let outcome = |every: usize| -> Outcome {
+        let mut j = j.clone();
+        j.eval_every = Some(every);
+        let (record, _) = run_job(&j, &registry, &mut |_| {}, &|| false).unwrap();
+        serde_json::from_value(record.metrics).unwrap()
+    };
+    // 48 queries in batches of 8: 6 steps.
+    let whole = outcome(6);
+    assert_eq!((whole.steps, whole.stopped_early), (6, false));
+    let cut = outcome(3);
+    assert_eq!((cut.steps, cut.stopped_early), (3, true));
 }

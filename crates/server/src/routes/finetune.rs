@@ -73,7 +73,8 @@ pub struct ListFinetunedModelsResponse {
 pub struct Event {
     status: JobStatus,
     created_at: String,
-    /// Why, for a failure.
+    /// Why: a failure's reason, where a requeued job will go on from, or where a resumed one
+    /// went on from.
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<String>,
 }
@@ -345,11 +346,65 @@ pub async fn delete(
     // The row went first, with a tombstone from which the next start finishes the delete if the
     // process dies before the files go. Once they have, the loaded copy goes too.
     let model = format!("{id}-ft");
-    let registry = state.catalog.registry().clone();
     let removed = model.clone();
-    crate::blocking(move || registry.delete(&removed).map_err(ApiError::from)).await?;
+    let files = state.clone();
+    crate::blocking(move || {
+        files.catalog.registry().delete(&removed)?;
+        files.jobs.forget(&id).map_err(ApiError::internal)
+    })
+    .await?;
     state.batcher.evict(&model);
     Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RetryParams {
+    /// Drop the job's saved training state and train from the beginning (default false: resume
+    /// from its last validation).
+    from_scratch: Option<bool>,
+}
+
+fn not_failed(id: &str, status: JobStatus) -> ApiError {
+    ApiError::conflict(format!(
+        "model {id} is {}; only a STATUS_FAILED job can be retried",
+        status.as_str()
+    ))
+}
+
+/// Retry a failed fine-tune. It goes back to the queue and resumes from its last validation (the
+/// state a run saves there stays until the job is retried or deleted), or trains from the
+/// beginning with `from_scratch=true`. A finerank extension.
+#[utoipa::path(post, path = "/v1/finetuning/finetuned-models/{id}/retry", tag = "finetuning",
+    params(("id" = String, Path), RetryParams),
+    responses((status = 200, body = ModelResponse), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn retry(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<RetryParams>,
+) -> Result<Json<ModelResponse>, ApiError> {
+    let current = row(&state, &id).await?;
+    if current.status != JobStatus::Failed {
+        return Err(not_failed(&id, current.status));
+    }
+    // The job failed perhaps because its dataset or base model went; it could not train again.
+    check_settings(&state, &current.settings).await?;
+    let (jobs, key) = (state.clone(), id.clone());
+    let from_scratch = p.from_scratch.unwrap_or(false);
+    let requeued = crate::blocking(move || {
+        jobs.jobs
+            .retry(&key, from_scratch)
+            .map_err(ApiError::internal)
+    })
+    .await?;
+    let now = row(&state, &id).await?;
+    if !requeued {
+        return Err(not_failed(&id, now.status));
+    }
+    Ok(Json(ModelResponse {
+        finetuned_model: now.into(),
+    }))
 }
 
 /// Status changes of a fine-tuned model, most recent first unless `order_by=created_at`.

@@ -40,6 +40,7 @@ pub fn router(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(datasets::get, datasets::delete))
         .routes(routes!(finetune::create, finetune::list))
         .routes(routes!(finetune::get, finetune::update, finetune::delete))
+        .routes(routes!(finetune::retry))
         .routes(routes!(finetune::events))
         .routes(routes!(finetune::step_metrics))
         .routes(routes!(finetune::losses))
