@@ -231,21 +231,37 @@ pub fn check_modules(dir: &Path) -> Result<(), ModelError> {
         .try_for_each(|p| check_pooling(&p))
 }
 
-/// Exactly one pooling mode, the mean over tokens.
+/// Exactly one pooling mode, the mean over tokens, as sentence-transformers 6 writes it
+/// (`"pooling_mode": "mean"`, or a list of one) or as earlier versions did (`pooling_mode_*`
+/// flags, of which only `pooling_mode_mean_tokens` is on).
 fn check_pooling(path: &Path) -> Result<(), ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
     let v: serde_json::Map<String, Value> = serde_json::from_str(&text)
         .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
-    let modes: Vec<&str> = v
-        .iter()
-        .filter(|(k, on)| k.starts_with("pooling_mode_") && on.as_bool() == Some(true))
-        .map(|(k, _)| k.as_str())
-        .collect();
-    match modes.as_slice() {
-        ["pooling_mode_mean_tokens"] => Ok(()),
-        _ => Err(ModelError::Invalid(format!(
-            "{}: pooling {modes:?} is not supported: finerank implements mean pooling \
-             (pooling_mode_mean_tokens) only for bi-encoders",
+    let (mean, given) = match v.get("pooling_mode") {
+        Some(mode) => {
+            let mean = match mode {
+                Value::String(m) => m == "mean",
+                Value::Array(ms) => ms.len() == 1 && ms[0] == "mean",
+                _ => false,
+            };
+            (mean, format!("\"pooling_mode\": {mode}"))
+        }
+        None => {
+            let on: Vec<&str> = v
+                .iter()
+                .filter(|(k, on)| k.starts_with("pooling_mode_") && on.as_bool() == Some(true))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            (on == ["pooling_mode_mean_tokens"], format!("{on:?}"))
+        }
+    };
+    match mean {
+        true => Ok(()),
+        false => Err(ModelError::Invalid(format!(
+            "{}: pooling {given} is not supported: finerank implements mean pooling \
+             (\"pooling_mode\": \"mean\", or pooling_mode_mean_tokens alone) only for \
+             bi-encoders",
             path.display()
         ))),
     }

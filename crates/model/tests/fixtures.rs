@@ -256,7 +256,7 @@ fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
 #[test]
 fn checkpoints_it_cannot_read_exactly_are_refused_naming_the_field() {
     type Edit = fn(&Path);
-    let cases: [(&str, Edit, &[&str]); 5] = [
+    let cases: [(&str, Edit, &[&str]); 6] = [
         (
             "a Dense module",
             |d| {
@@ -285,6 +285,17 @@ fn checkpoints_it_cannot_read_exactly_are_refused_naming_the_field() {
                 "pooling_mode_cls_token",
                 "mean pooling",
             ],
+        ),
+        (
+            "CLS pooling, as sentence-transformers 6 writes it",
+            |d| {
+                std::fs::write(
+                    d.join("1_Pooling/config.json"),
+                    r#"{"embedding_dimension": 384, "pooling_mode": "cls", "include_prompt": true}"#,
+                )
+                .unwrap()
+            },
+            &["1_Pooling/config.json", "\"pooling_mode\": \"cls\"", "mean pooling"],
         ),
         (
             "relative positions",
@@ -339,6 +350,25 @@ fn checkpoints_it_cannot_read_exactly_are_refused_naming_the_field() {
         for w in wanted {
             assert!(err.contains(w), "{what}: {err:?} does not name {w:?}");
         }
+    }
+}
+
+/// sentence-transformers 6 writes the pooling mode as one string; mean pooling written so is
+/// the same model as with the older flags.
+#[test]
+fn mean_pooling_reads_in_either_format() {
+    let dir = editable_default_model();
+    let tok = TextTokenizer::from_file(&dir.path().join("tokenizer.json")).unwrap();
+    let inputs = [tok.encode_single("The rent is due on the first of the month.", 256)];
+    let before = Model::load(dir.path(), &cpu()).unwrap().infer(&inputs);
+    for mode in [r#""mean""#, r#"["mean"]"#] {
+        std::fs::write(
+            dir.path().join("1_Pooling/config.json"),
+            format!(r#"{{"embedding_dimension": 384, "pooling_mode": {mode}, "include_prompt": true}}"#),
+        )
+        .unwrap();
+        let model = Model::load(dir.path(), &cpu()).unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(model.infer(&inputs), before, "{mode}");
     }
 }
 
