@@ -13,19 +13,7 @@ work=$(mktemp -d)
 server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
-# One query and the 100 holdings of the first 20 test rows, as a Cohere v1 rerank body.
-.venv/bin/python - "$work/body.json" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open("../shared/data/casehold/test.jsonl")][:20]
-docs = [r[f"holding_{i}"] for r in rows for i in range(5)]
-json.dump({"model": "all-MiniLM-L6-v2", "query": rows[0]["citing_prompt"], "documents": docs, "top_n": 5},
-          open(sys.argv[1], "w"))
-PY
-cat > "$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open("$work/body.json"); wrk.body = f:read("*a"); f:close()
-LUA
+. bench/rerank-request.sh
 
 printf '| batching | concurrency | requests/s | p50 ms | p99 ms | non-2xx or errors |\n| --- | --- | --- | --- | --- | --- |\n'
 for mode in on off; do
@@ -43,7 +31,6 @@ for mode in on off; do
     p50=$(awk '$1=="50%" {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
     bad=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {n+=1} END {print n+0}' <<<"$out")
-    ms() { awk -v v="$1" 'BEGIN { if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else { sub(/s$/, "", v); print v*1000 } }'; }
     printf '| %s | %d | %s | %s | %s | %s |\n' "$mode" "$c" "$rps" "$(ms "$p50")" "$(ms "$p99")" "$bad"
   done
   kill "$server"; wait "$server" 2>/dev/null || true; server=""

@@ -5,6 +5,8 @@
 # under two splits of the cores:
 #   shared:  --serving-threads N --training-threads N --training-nice 0 (N = the cores: what the
 #            server did before the split, every thread at the same priority);
+#   halves:  --serving-threads N/2 --training-threads N/2 --training-nice 0 (each side its own
+#            cores);
 #   default: the server's defaults (training on half the cores, at nice 10).
 # Each row gives the requests' p50 and p99 and the training's pace over the same seconds (steps
 # of the job's loss log over the window).
@@ -26,20 +28,7 @@ server=""
 trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 
 "$bin" prepare --input ../shared/data/casehold/train.jsonl --out "$work/data" >/dev/null 2>&1
-"$py" - "$work/body.json" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open("../shared/data/casehold/test.jsonl")][:20]
-docs = [r[f"holding_{i}"] for r in rows for i in range(5)]
-json.dump({"model": "all-MiniLM-L6-v2", "query": rows[0]["citing_prompt"], "documents": docs, "top_n": 5},
-          open(sys.argv[1], "w"))
-PY
-cat > "$work/post.lua" <<LUA
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-local f = io.open("$work/body.json"); wrk.body = f:read("*a"); f:close()
-LUA
-
-ms() { awk -v v="$1" 'BEGIN { if (v ~ /ms$/) { sub(/ms$/, "", v); print v } else if (v ~ /us$/) { sub(/us$/, "", v); print v/1000 } else { sub(/s$/, "", v); print v*1000 } }'; }
+. bench/rerank-request.sh
 
 # Starts a server with the given flags on a fresh data dir; sets $server and $api.
 start() {
@@ -84,9 +73,11 @@ wrk -t1 -c1 -d3s -s "$work/post.lua" "$api/v1/rerank" >/dev/null
 read -r p50 p99 rps <<<"$(load)"
 printf '| default flags | none | %s | %s | %s | |\n' "$p50" "$p99" "$rps"
 stop
-for split in shared default; do
+half=$(( cores / 2 > 0 ? cores / 2 : 1 ))
+for split in shared halves default; do
   flags=()
   [ "$split" = shared ] && flags=(--serving-threads "$cores" --training-threads "$cores" --training-nice 0)
+  [ "$split" = halves ] && flags=(--serving-threads "$half" --training-threads "$half" --training-nice 0)
   start "$split" "${flags[@]}"
   wrk -t1 -c1 -d3s -s "$work/post.lua" "$api/v1/rerank" >/dev/null
   job=$(train)

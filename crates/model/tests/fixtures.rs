@@ -295,7 +295,11 @@ fn checkpoints_it_cannot_read_exactly_are_refused_naming_the_field() {
                 )
                 .unwrap()
             },
-            &["1_Pooling/config.json", "\"pooling_mode\": \"cls\"", "mean pooling"],
+            &[
+                "1_Pooling/config.json",
+                "\"pooling_mode\": \"cls\"",
+                "mean pooling",
+            ],
         ),
         (
             "relative positions",
@@ -364,7 +368,9 @@ fn mean_pooling_reads_in_either_format() {
     for mode in [r#""mean""#, r#"["mean"]"#] {
         std::fs::write(
             dir.path().join("1_Pooling/config.json"),
-            format!(r#"{{"embedding_dimension": 384, "pooling_mode": {mode}, "include_prompt": true}}"#),
+            format!(
+                r#"{{"embedding_dimension": 384, "pooling_mode": {mode}, "include_prompt": true}}"#
+            ),
         )
         .unwrap();
         let model = Model::load(dir.path(), &cpu()).unwrap_or_else(|e| panic!("{mode}: {e}"));

@@ -263,11 +263,13 @@ impl Jobs {
     /// whose settings or server flags changed cannot resume).
     pub fn retry(&self, id: &str, from_scratch: bool) -> anyhow::Result<bool> {
         let registry = self.shared.catalog.registry();
-        let dir = resume_dir(registry, &format!("{id}-ft"))?;
-        if from_scratch {
-            remove_state(&dir)?;
-        }
-        let note = format!("retried; {}", resumes_from(&dir));
+        let model = format!("{id}-ft");
+        let note = if from_scratch {
+            remove_state(registry, &model)?;
+            "retried from scratch".to_string()
+        } else {
+            format!("retried; {}", resumes_from(&resume_dir(registry, &model)?))
+        };
         let requeued = self.shared.store.requeue(id, &[JobStatus::Failed], &note)?;
         if requeued {
             self.wake();
@@ -278,8 +280,7 @@ impl Jobs {
     /// Drops the saved training state of a deleted job. A job still training may save once more
     /// before it stops; its worker drops that when it does.
     pub fn forget(&self, id: &str) -> anyhow::Result<()> {
-        let dir = resume_dir(self.shared.catalog.registry(), &format!("{id}-ft"))?;
-        remove_state(&dir)
+        remove_state(self.shared.catalog.registry(), &format!("{id}-ft"))
     }
 
     /// Asks jobs in training to stop, and waits until they have; each goes back to the queue,
@@ -331,10 +332,7 @@ fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
             Ok(false) => {}
             Err(e) => tracing::error!(%model, "could not remove the files of a deleted model: {e}"),
         }
-        if let Err(e) = resume_dir(registry, &model)
-            .map_err(anyhow::Error::from)
-            .and_then(|d| remove_state(&d))
-        {
+        if let Err(e) = remove_state(registry, &model) {
             tracing::error!(%model, "could not remove the training state of a deleted model: {e}");
         }
     }
@@ -374,8 +372,10 @@ fn resumes_from(dir: &std::path::Path) -> String {
     }
 }
 
-fn remove_state(dir: &std::path::Path) -> anyhow::Result<()> {
-    match std::fs::remove_dir_all(dir) {
+/// Removes the training state the job of `model` saved, if any.
+fn remove_state(registry: &Registry, model: &str) -> anyhow::Result<()> {
+    let dir = resume_dir(registry, model)?;
+    match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(anyhow::Error::new(e).context(format!("removing {}", dir.display())))
         }
@@ -394,8 +394,8 @@ impl Shared {
             self.running.lock().expect("running lock").remove(&row.id);
             if self.store.model(&row.id)?.is_none() {
                 // Deleted while it trained: the state it saved meanwhile goes too.
-                let dir = resume_dir(self.catalog.registry(), &format!("{}-ft", row.id));
-                if let Err(e) = dir.map_err(anyhow::Error::from).and_then(|d| remove_state(&d)) {
+                let model = format!("{}-ft", row.id);
+                if let Err(e) = remove_state(self.catalog.registry(), &model) {
                     tracing::error!(id = %row.id, "could not remove a deleted job's training state: {e}");
                 }
             }
