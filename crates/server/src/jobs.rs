@@ -346,6 +346,10 @@ fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
                     Ok(metrics) => store.set_metrics(&id, &metrics)?,
                     Err(e) => tracing::error!(%id, "{e}"),
                 }
+                // It may also have died while removing the run's state, after publishing.
+                if let Err(e) = remove_state(registry, &model) {
+                    tracing::error!(%model, "could not remove a published model's training state: {e}");
+                }
                 store.transition(&id, &[status], JobStatus::Ready, None)?;
                 JobStatus::Ready
             }
@@ -756,6 +760,46 @@ mod tests {
         );
     }
 
+    /// The process dies after publishing a model and before removing the run's saved state: the
+    /// next start makes the job ready and removes the state, which would otherwise stay forever.
+    #[test]
+    fn a_published_runs_leftover_state_goes_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let registry = Registry::open(dir.path()).unwrap();
+        let id = uuid::Uuid::new_v4().to_string();
+        let model = format!("{id}-ft");
+        queue(&store, &id);
+        store.claim_job().unwrap().unwrap();
+        std::fs::create_dir_all(registry.staging_dir(&model).unwrap().join("model")).unwrap();
+        registry.publish(&record(&model)).unwrap();
+        let state = resume_dir(&registry, &model).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        std::fs::write(state.join("weights-4.safetensors"), b"partly removed").unwrap();
+
+        recover(&store, &registry).unwrap();
+        assert_eq!(statuses(&store, &id).last(), Some(&JobStatus::Ready));
+        assert!(
+            !state.exists(),
+            "the run's state outlived its published model"
+        );
+    }
+
+    fn record(model: &str) -> ModelRecord {
+        ModelRecord {
+            id: model.to_string(),
+            name: "model".into(),
+            kind: Kind::CrossEncoder,
+            base_model: "base".into(),
+            base_model_dir: "base".into(),
+            created_at: finerank_engine::now_rfc3339(),
+            hyperparameters: serde_json::Value::Null,
+            metrics: serde_json::Value::Null,
+            train_sha256: String::new(),
+            valid_sha256: None,
+        }
+    }
+
     /// The process dies after a model's row was deleted and before its files were: the next
     /// start removes them, so the model is neither listed nor served.
     #[test]
@@ -768,19 +812,7 @@ mod tests {
         queue(&store, &id);
         let staged = registry.staging_dir(&model).unwrap().join("model");
         std::fs::create_dir_all(&staged).unwrap();
-        let record = ModelRecord {
-            id: model.clone(),
-            name: "model".into(),
-            kind: Kind::CrossEncoder,
-            base_model: "base".into(),
-            base_model_dir: "base".into(),
-            created_at: finerank_engine::now_rfc3339(),
-            hyperparameters: serde_json::Value::Null,
-            metrics: serde_json::Value::Null,
-            train_sha256: String::new(),
-            valid_sha256: None,
-        };
-        registry.publish(&record).unwrap();
+        registry.publish(&record(&model)).unwrap();
         store
             .transition(&id, &[JobStatus::Queued], JobStatus::Ready, None)
             .unwrap();
