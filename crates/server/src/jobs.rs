@@ -36,6 +36,11 @@ use crate::store::{DatasetRow, ModelRow, Store};
 use crate::uploads::Uploads;
 use crate::wake::Wake;
 
+/// The registry id of the model that job `job` trains, as Cohere names it: `<job>-ft`.
+pub fn model_of(job: &str) -> String {
+    format!("{job}-ft")
+}
+
 /// How the queue event of a job that the last process left training begins.
 pub const RESTART_NOTE: &str = "interrupted by a server restart";
 const SHUTDOWN_NOTE: &str = "the server shut down during training";
@@ -263,12 +268,12 @@ impl Jobs {
     /// whose settings or server flags changed cannot resume).
     pub fn retry(&self, id: &str, from_scratch: bool) -> anyhow::Result<bool> {
         let registry = self.shared.catalog.registry();
-        let model = format!("{id}-ft");
+        let model = model_of(id);
         let note = if from_scratch {
             remove_state(registry, &model)?;
             "retried from scratch".to_string()
         } else {
-            format!("retried; {}", resumes_from(&resume_dir(registry, &model)?))
+            format!("retried; {}", resumes_from(registry, &model))
         };
         let requeued = self.shared.store.requeue(id, &[JobStatus::Failed], &note)?;
         if requeued {
@@ -280,7 +285,7 @@ impl Jobs {
     /// Drops the saved training state of a deleted job. A job still training may save once more
     /// before it stops; its worker drops that when it does.
     pub fn forget(&self, id: &str) -> anyhow::Result<()> {
-        remove_state(self.shared.catalog.registry(), &format!("{id}-ft"))
+        remove_state(self.shared.catalog.registry(), &model_of(id))
     }
 
     /// Asks jobs in training to stop, and waits until they have; each goes back to the queue,
@@ -326,7 +331,7 @@ impl Jobs {
 /// deleted while it trained published its model) loses them now.
 fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
     for id in store.deleted_models()? {
-        let model = format!("{id}-ft");
+        let model = model_of(&id);
         match registry.delete(&model) {
             Ok(true) => tracing::warn!(%model, "removed the files of a deleted model"),
             Ok(false) => {}
@@ -337,7 +342,7 @@ fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
         }
     }
     for (id, status) in store.running_jobs()? {
-        let model = format!("{id}-ft");
+        let model = model_of(&id);
         let to = match registry.get(&model).ok().flatten() {
             Some((record, _)) => {
                 // The process may have died between publishing and storing the metrics; the
@@ -354,10 +359,7 @@ fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
                 JobStatus::Ready
             }
             None => {
-                let note = format!(
-                    "{RESTART_NOTE}; {}",
-                    resumes_from(&resume_dir(registry, &model)?)
-                );
+                let note = format!("{RESTART_NOTE}; {}", resumes_from(registry, &model));
                 store.requeue(&id, &[status], &note)?;
                 JobStatus::Queued
             }
@@ -367,9 +369,10 @@ fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where a job whose training state is saved in `dir` goes on from, in words.
-fn resumes_from(dir: &std::path::Path) -> String {
-    match resume_step(dir) {
+/// Where the job training `model` goes on from, by the state it saved, in words.
+fn resumes_from(registry: &Registry, model: &str) -> String {
+    let dir = resume_dir(registry, model).map_err(|e| e.to_string());
+    match dir.and_then(|dir| resume_step(&dir)) {
         Ok(Some(step)) => format!("resumes from step {step}"),
         Ok(None) => "starts from the beginning: no validation had saved its state yet".into(),
         Err(e) => format!("cannot resume ({e})"),
@@ -398,7 +401,7 @@ impl Shared {
             self.running.lock().expect("running lock").remove(&row.id);
             if self.store.model(&row.id)?.is_none() {
                 // Deleted while it trained: the state it saved meanwhile goes too.
-                let model = format!("{}-ft", row.id);
+                let model = model_of(&row.id);
                 if let Err(e) = remove_state(self.catalog.registry(), &model) {
                     tracing::error!(id = %row.id, "could not remove a deleted job's training state: {e}");
                 }
@@ -437,10 +440,8 @@ impl Shared {
             Ok(metrics) => self.deploy(id, &metrics),
             // Stopped by a shutdown: back to the queue, to resume at the next start.
             Err(_) if self.wake.stopped() && cancel.load(Ordering::Relaxed) => {
-                let note = match resume_dir(self.catalog.registry(), &format!("{id}-ft")) {
-                    Ok(dir) => format!("{SHUTDOWN_NOTE}; {} at the next start", resumes_from(&dir)),
-                    Err(e) => format!("{SHUTDOWN_NOTE}; {e}"),
-                };
+                let resumes = resumes_from(self.catalog.registry(), &model_of(id));
+                let note = format!("{SHUTDOWN_NOTE}; {resumes} at the next start");
                 self.store
                     .requeue(id, &[JobStatus::Finetuning], &note)
                     .map(drop)
@@ -468,7 +469,7 @@ impl Shared {
             .training_files(dataset)
             .map_err(|e| e.to_string())?;
         let cfg = &self.config;
-        let model = format!("{}-ft", row.id);
+        let model = model_of(&row.id);
         let resume = resume_dir(self.catalog.registry(), &model).map_err(|e| e.to_string())?;
         // Validation held what was uploaded to the minimums; mined files may hold fewer
         // training queries, a share of them held out for evaluation.
@@ -541,7 +542,7 @@ impl Shared {
                 Ok(report) => metrics.retrieval = Some(report),
                 Err(e) => {
                     // The job fails, so its model must not stay behind to be served.
-                    let _ = self.discard(&format!("{}-ft", row.id));
+                    let _ = self.discard(&model_of(&row.id));
                     return Err(format!("trained, but the retrieval evaluation failed: {e}"));
                 }
             }
@@ -570,7 +571,7 @@ impl Shared {
             Reranker::load(name, &dir, &opts).map_err(|e| e.to_string())
         };
         let base = load(&self.base(row)?)?;
-        let tuned = load(&format!("{}-ft", row.id))?;
+        let tuned = load(&model_of(&row.id))?;
         crate::retrieval::evaluate(
             corpus_name,
             &collection,
@@ -584,7 +585,7 @@ impl Shared {
     /// The model is in the registry: load it for reranking, then open it to requests. If the job
     /// was deleted while it trained, the model goes too.
     fn deploy(&self, id: &str, metrics: &FinetuneMetrics) -> rusqlite::Result<()> {
-        let model = format!("{id}-ft");
+        let model = model_of(id);
         self.store.set_metrics(id, metrics)?;
         if !self
             .store
@@ -765,14 +766,9 @@ mod tests {
     #[test]
     fn a_published_runs_leftover_state_goes_at_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let registry = Registry::open(dir.path()).unwrap();
-        let id = uuid::Uuid::new_v4().to_string();
-        let model = format!("{id}-ft");
-        queue(&store, &id);
+        let (store, registry, id) = published_job(dir.path());
+        let model = model_of(&id);
         store.claim_job().unwrap().unwrap();
-        std::fs::create_dir_all(registry.staging_dir(&model).unwrap().join("model")).unwrap();
-        registry.publish(&record(&model)).unwrap();
         let state = resume_dir(&registry, &model).unwrap();
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(state.join("weights-4.safetensors"), b"partly removed").unwrap();
@@ -785,9 +781,17 @@ mod tests {
         );
     }
 
-    fn record(model: &str) -> ModelRecord {
-        ModelRecord {
-            id: model.to_string(),
+    /// A store and a registry in `dir`, with a queued job whose model is already published (an
+    /// empty one: recovery looks only at the record). Returns the job's id.
+    fn published_job(dir: &std::path::Path) -> (Store, Registry, String) {
+        let store = store(dir);
+        let registry = Registry::open(dir).unwrap();
+        let id = uuid::Uuid::new_v4().to_string();
+        let model = model_of(&id);
+        queue(&store, &id);
+        std::fs::create_dir_all(registry.staging_dir(&model).unwrap().join("model")).unwrap();
+        let record = ModelRecord {
+            id: model,
             name: "model".into(),
             kind: Kind::CrossEncoder,
             base_model: "base".into(),
@@ -797,7 +801,9 @@ mod tests {
             metrics: serde_json::Value::Null,
             train_sha256: String::new(),
             valid_sha256: None,
-        }
+        };
+        registry.publish(&record).unwrap();
+        (store, registry, id)
     }
 
     /// The process dies after a model's row was deleted and before its files were: the next
@@ -805,14 +811,8 @@ mod tests {
     #[test]
     fn a_delete_cut_short_is_finished_at_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store(dir.path());
-        let registry = Registry::open(dir.path()).unwrap();
-        let id = uuid::Uuid::new_v4().to_string();
-        let model = format!("{id}-ft");
-        queue(&store, &id);
-        let staged = registry.staging_dir(&model).unwrap().join("model");
-        std::fs::create_dir_all(&staged).unwrap();
-        registry.publish(&record(&model)).unwrap();
+        let (store, registry, id) = published_job(dir.path());
+        let model = model_of(&id);
         store
             .transition(&id, &[JobStatus::Queued], JobStatus::Ready, None)
             .unwrap();

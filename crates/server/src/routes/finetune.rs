@@ -345,7 +345,7 @@ pub async fn delete(
     }
     // The row went first, with a tombstone from which the next start finishes the delete if the
     // process dies before the files go. Once they have, the loaded copy goes too.
-    let model = format!("{id}-ft");
+    let model = crate::jobs::model_of(&id);
     let removed = model.clone();
     let files = state.clone();
     crate::blocking(move || {
