@@ -6,7 +6,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
-command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)" >&2; exit 1; }
 scripts/bootstrap.sh
 bin=$(tests/test-binary.sh)
 work=$(mktemp -d)

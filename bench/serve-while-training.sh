@@ -15,7 +15,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
-command -v wrk >/dev/null || { echo "bench: needs wrk (apt-get install wrk)" >&2; exit 1; }
 scripts/bootstrap.sh
 cargo build -q --release -p finerank
 bin=$PWD/target/release/finerank
