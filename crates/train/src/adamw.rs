@@ -163,14 +163,16 @@ mod tests {
     use tch::{Device, Kind};
 
     /// Two parameters in a fresh store, seeded, and an input for a loss whose gradient is large
-    /// enough to clip.
-    fn store(seed: i64) -> (nn::VarStore, Tensor) {
-        tch::manual_seed(seed);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let _ = vs.root().randn("w", &[64, 33], 0.0, 1.0);
-        let _ = vs.root().randn("b", &[33], 0.0, 1.0);
-        let x = Tensor::randn([16, 64], (Kind::Float, Device::Cpu));
-        (vs, x)
+    /// enough to clip. The draws hold the process's generator: tests run side by side, and one
+    /// reseeding it between another's draws gave two "identical" stores different weights.
+    fn store(seed: u64) -> (nn::VarStore, Tensor) {
+        finerank_model::seeded(seed, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let _ = vs.root().randn("w", &[64, 33], 0.0, 1.0);
+            let _ = vs.root().randn("b", &[33], 0.0, 1.0);
+            let x = Tensor::randn([16, 64], (Kind::Float, Device::Cpu));
+            (vs, x)
+        })
     }
 
     fn loss(vs: &nn::VarStore, x: &Tensor) -> Tensor {
