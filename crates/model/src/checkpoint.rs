@@ -18,12 +18,6 @@ const TOKENIZER_FILES: &[&str] = &[
     "sentencepiece.bpe.model",
 ];
 
-/// A head that the checkpoint lacks is initialised fresh (a cross-encoder built on a bi-encoder
-/// base); anything else missing means the checkpoint is not what its config claims.
-fn is_head(name: &str) -> bool {
-    name.starts_with("classifier.") || name.contains("pooler.")
-}
-
 /// What loading learnt about the checkpoint that saving needs.
 pub(crate) struct Loaded {
     /// Tensors the model did not use, kept when the layout is unchanged.
@@ -40,7 +34,7 @@ pub(crate) fn load_weights(
     dir: &Path,
     family: Family,
     kind: Kind,
-    native: Option<Kind>,
+    native: Kind,
 ) -> Result<Loaded, ModelError> {
     let path = dir.join("model.safetensors");
     if !path.exists() {
@@ -76,12 +70,12 @@ pub(crate) fn load_weights(
                     )))
                 }
                 None if kind == Kind::CrossEncoder
-                    && is_head(&name)
-                    && native != Some(Kind::CrossEncoder) =>
+                    && family.is_head(&name)
+                    && native != Kind::CrossEncoder =>
                 {
                     fresh.push(name)
                 }
-                None if is_head(&name) => {
+                None if family.is_head(&name) => {
                     return Err(ModelError::Invalid(format!(
                         "{}: tensor {name} is missing, but config.json's architectures say this \
                          is a trained classifier, and a random head would score at random. \
@@ -92,9 +86,9 @@ pub(crate) fn load_weights(
                 }
                 None => {
                     return Err(ModelError::Invalid(format!(
-                        "{}: tensor {name} is missing; is this a {:?} checkpoint?",
+                        "{}: tensor {name} is missing; is this a {} checkpoint?",
                         path.display(),
-                        family
+                        family.name()
                     )))
                 }
             }
@@ -105,7 +99,7 @@ pub(crate) fn load_weights(
         fresh.sort();
         tracing::info!(tensors = ?fresh, "initialising a new classification head");
     }
-    let mut extras: Vec<(String, Tensor)> = if native == Some(kind) {
+    let mut extras: Vec<(String, Tensor)> = if native == kind {
         file.into_iter().collect()
     } else {
         Vec::new()
@@ -157,7 +151,7 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
     );
     Tensor::write_safetensors(&tensors, dir.join("model.safetensors"))?;
 
-    let config = model.config.for_saving(model.family, model.kind);
+    let config = model.config.for_saving(model.kind);
     write_json(&dir.join("config.json"), &serde_json::Value::Object(config))?;
     for name in TOKENIZER_FILES {
         let src = model.source.join(name);

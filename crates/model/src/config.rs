@@ -1,10 +1,11 @@
 //! The parts of a Hugging Face `config.json` (and the sentence-transformers files beside it) that
 //! decide how a checkpoint is built and scored.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::family::Family;
 use crate::ModelError;
 
 /// How a model scores a (query, document) pair.
@@ -17,23 +18,8 @@ pub enum Kind {
     BiEncoder,
 }
 
-/// The encoder family; they differ in weight prefix, position ids and classification head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    Bert,
-    XlmRoberta,
-}
-
-impl Family {
-    /// The prefix Hugging Face puts before the encoder's weights in `*ForSequenceClassification`.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Family::Bert => "bert",
-            Family::XlmRoberta => "roberta",
-        }
-    }
-}
-
+/// The sizes every family's `config.json` has, and the whole file for the family to read its
+/// own keys from.
 #[derive(Clone, Debug, Deserialize)]
 pub struct Config {
     #[serde(default)]
@@ -45,18 +31,8 @@ pub struct Config {
     pub num_attention_heads: i64,
     pub intermediate_size: i64,
     pub max_position_embeddings: i64,
-    #[serde(default = "one")]
-    pub type_vocab_size: i64,
-    #[serde(default = "default_eps")]
-    pub layer_norm_eps: f64,
     #[serde(default)]
     pub pad_token_id: i64,
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
-    #[serde(default = "default_dropout")]
-    pub hidden_dropout_prob: f64,
-    #[serde(default = "default_dropout")]
-    pub attention_probs_dropout_prob: f64,
     #[serde(default)]
     pub num_labels: Option<i64>,
     #[serde(default)]
@@ -64,19 +40,8 @@ pub struct Config {
     /// Kept so that a saved config round-trips every field transformers wrote, not only ours.
     #[serde(skip)]
     pub raw: serde_json::Map<String, Value>,
-}
-
-fn one() -> i64 {
-    1
-}
-fn default_eps() -> f64 {
-    1e-12
-}
-fn default_act() -> String {
-    "gelu".into()
-}
-fn default_dropout() -> f64 {
-    0.1
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 impl Config {
@@ -86,52 +51,30 @@ impl Config {
         let raw: serde_json::Map<String, Value> = serde_json::from_str(&text).map_err(|e| {
             ModelError::Invalid(format!("{}: not valid JSON ({e})", path.display()))
         })?;
-        let mut cfg: Config = serde_json::from_value(Value::Object(raw.clone())).map_err(|e| {
-            ModelError::Invalid(format!(
-                "{}: {e}; expected a BERT or XLM-RoBERTa config.json",
-                path.display()
-            ))
-        })?;
+        // The family first: an unknown model_type says so, not that a size is missing.
+        let model_type = raw
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        Family::of(model_type)
+            .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
+        let mut cfg: Config = serde_json::from_value(Value::Object(raw.clone()))
+            .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
         cfg.raw = raw;
-        // Other values of these fields change the arithmetic: the model would load and score wrong.
-        if cfg.hidden_act != "gelu" {
-            return Err(ModelError::Invalid(format!(
-                "{}: hidden_act {:?} is not supported: finerank implements exact GELU (\"gelu\") only",
-                path.display(),
-                cfg.hidden_act
-            )));
-        }
-        match cfg.raw.get("position_embedding_type") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if s == "absolute" => {}
-            Some(other) => {
-                return Err(ModelError::Invalid(format!(
-                    "{}: position_embedding_type {other} is not supported: finerank implements \
-                     absolute position embeddings only",
-                    path.display()
-                )))
-            }
-        }
+        cfg.path = path;
         if cfg.hidden_size % cfg.num_attention_heads != 0 {
             return Err(ModelError::Invalid(format!(
                 "{}: hidden_size {} is not a multiple of num_attention_heads {}",
-                path.display(),
+                cfg.path.display(),
                 cfg.hidden_size,
                 cfg.num_attention_heads
             )));
         }
-        cfg.family()?;
         Ok(cfg)
     }
 
-    pub fn family(&self) -> Result<Family, ModelError> {
-        match self.model_type.as_str() {
-            "bert" => Ok(Family::Bert),
-            "xlm-roberta" | "roberta" => Ok(Family::XlmRoberta),
-            other => Err(ModelError::Invalid(format!(
-                "model_type {other:?} is not supported; finerank runs BERT and XLM-RoBERTa checkpoints"
-            ))),
-        }
+    pub fn family(&self) -> Family {
+        Family::of(&self.model_type).expect("read checks the family")
     }
 
     fn labels(&self) -> i64 {
@@ -142,41 +85,28 @@ impl Config {
 
     /// The checkpoint's own kind: a `*ForSequenceClassification` with one label is a cross-encoder,
     /// a bare encoder is a bi-encoder.
-    pub fn native_kind(&self) -> Result<Option<Kind>, ModelError> {
+    pub fn native_kind(&self) -> Result<Kind, ModelError> {
         let classifier = self
             .architectures
             .iter()
             .any(|a| a.ends_with("ForSequenceClassification"));
         if !classifier {
-            return Ok(Some(Kind::BiEncoder));
+            return Ok(Kind::BiEncoder);
         }
         match self.labels() {
-            1 => Ok(Some(Kind::CrossEncoder)),
+            1 => Ok(Kind::CrossEncoder),
             n => Err(ModelError::Invalid(format!(
-                "{} has {n} labels; a reranker cross-encoder has num_labels=1",
+                "{}: {} has {n} labels; a reranker cross-encoder has num_labels=1",
+                self.path.display(),
                 self.architectures.join(",")
             ))),
         }
     }
 
-    /// XLM-R counts positions from `pad_token_id + 1`, so its window is two shorter than the table.
-    pub fn max_tokens(&self, family: Family) -> usize {
-        let n = match family {
-            Family::Bert => self.max_position_embeddings,
-            Family::XlmRoberta => self.max_position_embeddings - self.pad_token_id - 1,
-        };
-        n.max(1) as usize
-    }
-
     /// The config to write beside weights saved as `kind`, starting from what the checkpoint had.
-    pub fn for_saving(&self, family: Family, kind: Kind) -> serde_json::Map<String, Value> {
+    pub fn for_saving(&self, kind: Kind) -> serde_json::Map<String, Value> {
         let mut out = self.raw.clone();
-        let arch = match (family, kind) {
-            (Family::Bert, Kind::CrossEncoder) => "BertForSequenceClassification",
-            (Family::XlmRoberta, Kind::CrossEncoder) => "XLMRobertaForSequenceClassification",
-            (Family::Bert, Kind::BiEncoder) => "BertModel",
-            (Family::XlmRoberta, Kind::BiEncoder) => "XLMRobertaModel",
-        };
+        let arch = self.family().architecture(kind);
         out.insert("architectures".into(), serde_json::json!([arch]));
         if kind == Kind::CrossEncoder {
             out.insert("num_labels".into(), 1.into());

@@ -1,4 +1,4 @@
-//! The compute backend of finerank: BERT and XLM-RoBERTa rerankers on libtorch.
+//! The compute backend of finerank: encoder rerankers on libtorch, one module per family.
 //!
 //! A [`Model`] is loaded from a Hugging Face checkpoint directory (`config.json`,
 //! `model.safetensors`, `tokenizer.json`) as a cross-encoder or a bi-encoder, runs inference on
@@ -8,19 +8,19 @@
 mod attention;
 mod checkpoint;
 mod config;
-mod encoder;
+mod family;
 mod precision;
 
 use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
 
 use finerank_text::Encoded;
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::{Device, Kind as DType, Tensor};
 
 use config::Config;
 pub use config::{Family, Kind};
-use encoder::Encoder;
+use family::Network;
 pub use precision::Precision;
 
 #[derive(Debug, thiserror::Error)]
@@ -111,31 +111,13 @@ pub fn seeded<T>(seed: u64, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-enum Head {
-    /// Bi-encoder: masked mean over tokens, then L2 normalisation (sentence-transformers).
-    MeanPool,
-    /// BertForSequenceClassification: tanh pooler over [CLS], then a linear layer.
-    Bert {
-        pooler: nn::Linear,
-        classifier: nn::Linear,
-    },
-    /// XLMRobertaForSequenceClassification: dense + tanh over <s>, then out_proj.
-    Roberta {
-        dense: nn::Linear,
-        out_proj: nn::Linear,
-    },
-}
-
 pub struct Model {
     vs: nn::VarStore,
-    encoder: Encoder,
-    head: Head,
+    network: Box<dyn Network>,
     config: Config,
-    family: Family,
     kind: Kind,
     source: PathBuf,
     window: usize,
-    dropout: f64,
     bf16: bool,
     /// Tensors the checkpoint had that this model does not use (a bi-encoder's pooler, buffers);
     /// written back on save so nothing the user had is lost.
@@ -157,65 +139,43 @@ pub struct LoadOptions {
 impl Model {
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
         let config = Config::read(dir)?;
-        let family = config.family()?;
+        let family = config.family();
         let native = config.native_kind()?;
-        let kind = opts.kind.or(native).unwrap_or(Kind::BiEncoder);
+        let kind = opts.kind.unwrap_or(native);
         if kind == Kind::BiEncoder {
             config::check_modules(dir)?;
         }
         let device = opts.device.resolve()?;
         let vs = nn::VarStore::new(device);
-        let root = vs.root();
-        let (encoder, head) = match kind {
-            Kind::BiEncoder => (Encoder::new(root.clone(), &config, family), Head::MeanPool),
-            Kind::CrossEncoder => {
-                let enc_path = &root / family.prefix();
-                let h = config.hidden_size;
-                // Only a head the checkpoint lacks starts at random; one it has is read over
-                // zeros, drawing nothing (see `seeded`).
-                let init = match native {
-                    Some(Kind::CrossEncoder) => encoder::LINEAR,
-                    _ => nn::LinearConfig {
-                        ws_init: nn::Init::Randn {
-                            mean: 0.0,
-                            stdev: 0.02,
-                        },
-                        bs_init: Some(nn::Init::Const(0.0)),
-                        bias: true,
-                    },
-                };
-                let head = match family {
-                    Family::Bert => Head::Bert {
-                        pooler: nn::linear(&enc_path / "pooler" / "dense", h, h, init),
-                        classifier: nn::linear(&root / "classifier", h, 1, init),
-                    },
-                    Family::XlmRoberta => Head::Roberta {
-                        dense: nn::linear(&root / "classifier" / "dense", h, h, init),
-                        out_proj: nn::linear(&root / "classifier" / "out_proj", h, 1, init),
-                    },
-                };
-                (Encoder::new(enc_path, &config, family), head)
-            }
+        // Only a head the checkpoint lacks starts at random; one it has is read over zeros,
+        // drawing nothing (see `seeded`).
+        let head = match native {
+            Kind::CrossEncoder => crate::family::ZEROS,
+            Kind::BiEncoder => nn::LinearConfig {
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+                bs_init: Some(nn::Init::Const(0.0)),
+                bias: true,
+            },
         };
+        let network = family.build(&vs.root(), &config, kind, head)?;
         let loaded = checkpoint::load_weights(&vs, dir, family, kind, native)?;
         let window = match kind {
             Kind::BiEncoder => config::sentence_max_len(dir),
             Kind::CrossEncoder => None,
         }
         .unwrap_or(usize::MAX)
-        .min(config.max_tokens(family));
-        let dropout = config.hidden_dropout_prob;
+        .min(network.max_tokens());
         let bf16 = opts.precision.bf16_on(device);
         Ok(Model {
             vs,
-            encoder,
-            head,
+            network,
             config,
-            family,
             kind,
             source: dir.to_path_buf(),
             window,
-            dropout,
             bf16,
             extras: loaded.extras,
             dtype: loaded.dtype,
@@ -249,37 +209,29 @@ impl Model {
 
     /// The longest input the position table allows, whatever `max_seq_length` says.
     pub fn max_positions(&self) -> usize {
-        self.config.max_tokens(self.family)
+        self.network.max_tokens()
     }
 
     /// Cross-encoder: one logit per input, [batch]. Bi-encoder: L2-normalised embeddings,
     /// [batch, hidden]. With `train`, dropout is on and the graph is kept for backward.
     pub fn forward_t<E: Borrow<Encoded>>(&self, inputs: &[E], train: bool) -> Tensor {
         let (ids, type_ids, mask) = self.batch_tensors(inputs);
-        let encode = || self.encoder.forward(&ids, &type_ids, &mask, train);
+        let encode = || self.network.encode(&ids, &type_ids, &mask, train);
         // Only the encoder runs in bf16; pooling and the head read its output in fp32.
         let hidden = match self.bf16 {
             true => precision::bf16_autocast(self.device(), encode).to_kind(DType::Float),
             false => encode(),
         };
-        match &self.head {
-            Head::MeanPool => {
+        match self.kind {
+            Kind::CrossEncoder => self.network.classify(&hidden, &mask, train),
+            // Masked mean over tokens, then L2 normalisation (sentence-transformers).
+            Kind::BiEncoder => {
                 let m = mask.to_kind(hidden.kind()).unsqueeze(-1);
                 let summed = (&hidden * &m).sum_dim_intlist(1, false, None);
                 let counts = m.sum_dim_intlist(1, false, None).clamp_min(1e-9);
                 let mean = summed / counts;
                 let norm = mean.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
                 mean / norm
-            }
-            Head::Bert { pooler, classifier } => {
-                let cls = hidden.select(1, 0);
-                let pooled = pooler.forward(&cls).tanh().dropout(self.dropout, train);
-                classifier.forward(&pooled).squeeze_dim(1)
-            }
-            Head::Roberta { dense, out_proj } => {
-                let cls = hidden.select(1, 0).dropout(self.dropout, train);
-                let x = dense.forward(&cls).tanh().dropout(self.dropout, train);
-                out_proj.forward(&x).squeeze_dim(1)
             }
         }
     }

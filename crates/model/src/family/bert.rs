@@ -1,0 +1,263 @@
+//! BERT and XLM-RoBERTa (and RoBERTa): absolute position embeddings, post-norm layers, exact
+//! GELU. Weight names match Hugging Face's, so checkpoints load and save without a table.
+use serde::Deserialize;
+use tch::nn::{self, Module};
+use tch::{Kind as DType, Tensor};
+
+use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
+use crate::config::Config;
+use crate::ModelError;
+
+/// The keys of a BERT or XLM-R `config.json` beyond the sizes every family has.
+#[derive(Deserialize)]
+struct Keys {
+    #[serde(default = "one")]
+    type_vocab_size: i64,
+    #[serde(default = "eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "gelu")]
+    hidden_act: String,
+    #[serde(default)]
+    position_embedding_type: Option<String>,
+    #[serde(default = "dropout")]
+    hidden_dropout_prob: f64,
+    #[serde(default = "dropout")]
+    attention_probs_dropout_prob: f64,
+}
+
+fn one() -> i64 {
+    1
+}
+fn eps() -> f64 {
+    1e-12
+}
+fn gelu() -> String {
+    "gelu".into()
+}
+fn dropout() -> f64 {
+    0.1
+}
+
+pub(super) struct Bert {
+    /// XLM-R numbers positions from `pad_token_id + 1`.
+    roberta: bool,
+    pad_id: i64,
+    max_positions: i64,
+    heads: i64,
+    hidden_dropout: f64,
+    attention_dropout: f64,
+    word: nn::Embedding,
+    position: nn::Embedding,
+    token_type: nn::Embedding,
+    /// One-row token-type tables (XLM-R) take no segment ids: the tokenizer's may say 1.
+    single_segment: bool,
+    norm: LayerNorm,
+    layers: Vec<Layer>,
+    head: Option<Head>,
+}
+
+struct Layer {
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    attn_out: nn::Linear,
+    attn_norm: LayerNorm,
+    intermediate: nn::Linear,
+    out: nn::Linear,
+    out_norm: LayerNorm,
+}
+
+enum Head {
+    /// BertForSequenceClassification: tanh pooler over [CLS], then a linear layer.
+    Bert {
+        pooler: nn::Linear,
+        classifier: nn::Linear,
+    },
+    /// XLMRobertaForSequenceClassification: dense + tanh over <s>, then out_proj.
+    Roberta {
+        dense: nn::Linear,
+        out_proj: nn::Linear,
+    },
+}
+
+impl Layer {
+    fn new(p: nn::Path, cfg: &Config, eps: f64) -> Layer {
+        let h = cfg.hidden_size;
+        let attn = &p / "attention";
+        Layer {
+            query: nn::linear(&attn / "self" / "query", h, h, ZEROS),
+            key: nn::linear(&attn / "self" / "key", h, h, ZEROS),
+            value: nn::linear(&attn / "self" / "value", h, h, ZEROS),
+            attn_out: nn::linear(&attn / "output" / "dense", h, h, ZEROS),
+            attn_norm: LayerNorm::new(&attn / "output" / "LayerNorm", h, eps, true),
+            intermediate: nn::linear(
+                &p / "intermediate" / "dense",
+                h,
+                cfg.intermediate_size,
+                ZEROS,
+            ),
+            out: nn::linear(&p / "output" / "dense", cfg.intermediate_size, h, ZEROS),
+            out_norm: LayerNorm::new(&p / "output" / "LayerNorm", h, eps, true),
+        }
+    }
+}
+
+impl Bert {
+    pub(super) fn new(
+        root: &nn::Path,
+        p: nn::Path,
+        cfg: &Config,
+        roberta: bool,
+        head: Option<nn::LinearConfig>,
+    ) -> Result<Bert, ModelError> {
+        let keys: Keys = cfg.family_keys()?;
+        // Other values of these keys change the arithmetic: the model would load and score wrong.
+        if keys.hidden_act != "gelu" {
+            return Err(unsupported(
+                cfg,
+                "hidden_act",
+                format!("{:?}", keys.hidden_act),
+                "exact GELU (\"gelu\") only",
+            ));
+        }
+        if let Some(kind) = keys
+            .position_embedding_type
+            .as_deref()
+            .filter(|k| *k != "absolute")
+        {
+            return Err(unsupported(
+                cfg,
+                "position_embedding_type",
+                format!("{kind:?}"),
+                "absolute position embeddings only",
+            ));
+        }
+        let h = cfg.hidden_size;
+        let emb = &p / "embeddings";
+        let eps = keys.layer_norm_eps;
+        let head = head.map(|init| match roberta {
+            false => Head::Bert {
+                pooler: nn::linear(&p / "pooler" / "dense", h, h, init),
+                classifier: nn::linear(root / "classifier", h, 1, init),
+            },
+            true => Head::Roberta {
+                dense: nn::linear(root / "classifier" / "dense", h, h, init),
+                out_proj: nn::linear(root / "classifier" / "out_proj", h, 1, init),
+            },
+        });
+        Ok(Bert {
+            roberta,
+            pad_id: cfg.pad_token_id,
+            max_positions: cfg.max_position_embeddings,
+            heads: cfg.num_attention_heads,
+            hidden_dropout: keys.hidden_dropout_prob,
+            attention_dropout: keys.attention_probs_dropout_prob,
+            word: nn::embedding(&emb / "word_embeddings", cfg.vocab_size, h, EMBEDDING),
+            position: nn::embedding(
+                &emb / "position_embeddings",
+                cfg.max_position_embeddings,
+                h,
+                EMBEDDING,
+            ),
+            token_type: nn::embedding(
+                &emb / "token_type_embeddings",
+                keys.type_vocab_size,
+                h,
+                EMBEDDING,
+            ),
+            single_segment: keys.type_vocab_size == 1,
+            norm: LayerNorm::new(&emb / "LayerNorm", h, eps, true),
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| Layer::new(&p / "encoder" / "layer" / i, cfg, eps))
+                .collect(),
+            head,
+        })
+    }
+
+    fn layer(&self, l: &Layer, x: &Tensor, attend: &Tensor, train: bool) -> Tensor {
+        let (b, n, h) = x.size3().expect("hidden states are [batch, len, hidden]");
+        let split = |t: Tensor| t.view([b, n, self.heads, h / self.heads]).transpose(1, 2);
+        let q = split(l.query.forward(x));
+        let k = split(l.key.forward(x));
+        let v = split(l.value.forward(x));
+        let dropout = if train { self.attention_dropout } else { 0.0 };
+        let ctx = Tensor::scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(attend),
+            dropout,
+            false,
+            None,
+            false,
+        )
+        .transpose(1, 2)
+        .contiguous()
+        .view([b, n, h]);
+        let x = l
+            .attn_norm
+            .forward(&(l.attn_out.forward(&ctx).dropout(self.hidden_dropout, train) + x));
+        let y = l.intermediate.forward(&x).gelu("none");
+        l.out_norm
+            .forward(&(l.out.forward(&y).dropout(self.hidden_dropout, train) + x))
+    }
+}
+
+impl Network for Bert {
+    fn encode(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let (_, len) = ids.size2().expect("ids are [batch, len]");
+        let positions = match self.roberta {
+            false => Tensor::arange(len, (DType::Int64, ids.device())).unsqueeze(0),
+            // RoBERTa numbers real tokens from pad_id + 1 and gives padding the pad position.
+            true => {
+                let m = mask.to_kind(DType::Int64);
+                m.cumsum(1, DType::Int64) * &m + self.pad_id
+            }
+        };
+        let segments = match self.single_segment {
+            true => type_ids.zeros_like(),
+            false => type_ids.shallow_clone(),
+        };
+        let x = self.word.forward(ids)
+            + self.position.forward(&positions)
+            + self.token_type.forward(&segments);
+        let mut x = self.norm.forward(&x).dropout(self.hidden_dropout, train);
+        // [batch, 1, 1, len]: every query position may attend to every real key.
+        let attend = mask.unsqueeze(1).unsqueeze(1);
+        for layer in &self.layers {
+            x = self.layer(layer, &x, &attend, train);
+        }
+        x
+    }
+
+    fn classify(&self, hidden: &Tensor, _mask: &Tensor, train: bool) -> Tensor {
+        let cls = hidden.select(1, 0);
+        match self
+            .head
+            .as_ref()
+            .expect("classify runs on a cross-encoder")
+        {
+            Head::Bert { pooler, classifier } => {
+                let pooled = pooler
+                    .forward(&cls)
+                    .tanh()
+                    .dropout(self.hidden_dropout, train);
+                classifier.forward(&pooled).squeeze_dim(1)
+            }
+            Head::Roberta { dense, out_proj } => {
+                let x = cls.dropout(self.hidden_dropout, train);
+                let x = dense.forward(&x).tanh().dropout(self.hidden_dropout, train);
+                out_proj.forward(&x).squeeze_dim(1)
+            }
+        }
+    }
+
+    /// XLM-R counts positions from `pad_token_id + 1`, so its window is two shorter than the table.
+    fn max_tokens(&self) -> usize {
+        let n = match self.roberta {
+            false => self.max_positions,
+            true => self.max_positions - self.pad_id - 1,
+        };
+        n.max(1) as usize
+    }
+}
