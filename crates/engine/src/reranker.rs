@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use finerank_eval::by_score_desc;
-use finerank_model::{Kind, LoadOptions, Model};
+use finerank_model::{Kind, LoadOptions, Model, Role};
 use finerank_text::{
     best_chunk_scores, chunk_pairs, chunk_singles, plan_batches, ChunkPolicy, Encoded,
     TextTokenizer,
@@ -125,6 +125,20 @@ impl Reranker {
         Ok(())
     }
 
+    /// One bi-encoder input: the model's prompt for `role`, then `text`, cut to `max_len` tokens
+    /// in all, as sentence-transformers' `encode` reads `prompt + text`; and whether `text` was
+    /// cut. Training and scoring both read a bi-encoder's texts through this.
+    pub fn encode_for(&self, role: Role, text: &str, max_len: usize) -> (Encoded, bool) {
+        let (prompt, mut ids) = self
+            .tokenizer
+            .prompted_tokens(self.model.prompt(role), text);
+        let room = max_len.saturating_sub(self.tokenizer.special_tokens(false) + prompt.len());
+        let cut = ids.len() > room;
+        ids.truncate(room);
+        let prompted: Vec<u32> = prompt.into_iter().chain(ids).collect();
+        (self.tokenizer.single_from_tokens(&prompted), cut)
+    }
+
     /// Counts the tokens of a (query, passage) pair as this model reads them. The counter only
     /// holds the tokenizer, so it is `Sync` and a data review may run it in parallel.
     pub fn pair_counter(&self) -> impl Fn(&str, &str) -> usize + Sync + '_ {
@@ -204,23 +218,20 @@ impl Reranker {
 
     fn raw_embeddings(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<(Vec<f32>, bool)> {
         let policy = self.policy(opts);
-        let room = policy
-            .max_len
-            .saturating_sub(self.tokenizer.special_tokens(false));
         let (queries, truncated): (Vec<Encoded>, Vec<bool>) = groups
             .iter()
-            .map(|g| {
-                let mut ids = self.tokenizer.tokens(g.query);
-                let cut = ids.len() > room;
-                ids.truncate(room);
-                (self.tokenizer.single_from_tokens(&ids), cut)
-            })
+            .map(|g| self.encode_for(Role::Query, g.query, policy.max_len))
             .unzip();
         let docs: Vec<&str> = groups
             .iter()
             .flat_map(|g| g.documents.iter().copied())
             .collect();
-        let (doc_inputs, owner) = chunk_singles(&self.tokenizer, &docs, &policy);
+        let (doc_inputs, owner) = chunk_singles(
+            &self.tokenizer,
+            &docs,
+            self.model.prompt(Role::Document),
+            &policy,
+        );
         let inputs: Vec<&Encoded> = queries.iter().chain(&doc_inputs).collect();
         let embeddings = self.run(&inputs, opts);
         let (q_emb, d_emb) = embeddings.split_at(groups.len());
@@ -252,17 +263,18 @@ impl Reranker {
             .collect()
     }
 
-    /// A bi-encoder's unit-length embeddings of `texts`, each read up to the window as
-    /// sentence-transformers' `encode` reads it (cut, not chunked): what dense retrieval over a
-    /// corpus compares by dot product. `None` for a cross-encoder, which has no embeddings.
-    pub fn embed(&self, texts: &[&str], opts: &ScoreOptions) -> Option<Vec<Vec<f32>>> {
+    /// A bi-encoder's unit-length embeddings of `texts` as queries or documents, each read up
+    /// to the window as sentence-transformers' `encode` reads it (cut, not chunked, after the
+    /// role's prompt): what dense retrieval over a corpus compares by dot product. `None` for a
+    /// cross-encoder, which has no embeddings.
+    pub fn embed(&self, texts: &[&str], role: Role, opts: &ScoreOptions) -> Option<Vec<Vec<f32>>> {
         if self.kind() != Kind::BiEncoder {
             return None;
         }
         let max_len = self.policy(opts).max_len;
         let inputs: Vec<Encoded> = texts
             .iter()
-            .map(|t| self.tokenizer.encode_single(t, max_len))
+            .map(|t| self.encode_for(role, t, max_len).0)
             .collect();
         let refs: Vec<&Encoded> = inputs.iter().collect();
         Some(self.run(&refs, opts))

@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use finerank_engine::{
     dot, resolve, Calibration, DeviceChoice, Group, Kind, LoadOptions, ModelRecord, Registry,
-    Reranker, ScoreOptions, CALIBRATION_FILE, DEFAULT_MODEL,
+    Reranker, Role, ScoreOptions, CALIBRATION_FILE, DEFAULT_MODEL,
 };
 use finerank_text::{chunk_pairs, chunk_singles, ChunkPolicy, Encoded};
 
@@ -116,7 +116,7 @@ fn window_scores(r: &Reranker, q: &str, doc: &str, policy: &ChunkPolicy) -> Vec<
             .collect(),
         Kind::BiEncoder => {
             let query = alone(&tok.encode_single(q, policy.max_len));
-            let (windows, _) = chunk_singles(tok, &[doc], policy);
+            let (windows, _) = chunk_singles(tok, &[doc], "", policy);
             windows.iter().map(|w| dot(&query, &alone(w))).collect()
         }
     }
@@ -365,8 +365,11 @@ fn relevance_scores_are_the_calibrated_raw_scores() {
         }],
         &ScoreOptions::default(),
     );
-    let embeddings = r
-        .embed(&[&[q][..], &DOCS].concat(), &ScoreOptions::default())
+    let query = r
+        .embed(&[q], Role::Query, &ScoreOptions::default())
+        .unwrap();
+    let docs = r
+        .embed(&DOCS, Role::Document, &ScoreOptions::default())
         .unwrap();
     for (i, (&score, &raw)) in scored[0]
         .scores
@@ -374,7 +377,7 @@ fn relevance_scores_are_the_calibrated_raw_scores() {
         .zip(&scored[0].raw_scores)
         .enumerate()
     {
-        let cosine = dot(&embeddings[0], &embeddings[i + 1]);
+        let cosine = dot(&query[0], &docs[i]);
         assert!(
             (raw - cosine).abs() < 1e-5,
             "document {i}: {raw} vs {cosine}"
@@ -570,4 +573,42 @@ fn assessment_ranks_by_raw_score_where_relevance_scores_saturate() {
     let mut sorted = want.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, [1, 2, 3, 4]);
+}
+
+/// A bi-encoder that declares prompts (e5's `query: ` and `passage: `) is served with them:
+/// each raw score is the cosine of sentence-transformers' prompted query and document
+/// embeddings, which the fixture holds. sentence-transformers cuts a long document where
+/// finerank would score its every window, so only the first is scored here.
+#[test]
+fn a_bi_encoders_prompts_are_applied_when_it_scores() {
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/families/bert-dense-bi-encoder");
+    let exp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let vectors =
+        |key: &str| -> Vec<Vec<f32>> { serde_json::from_value(exp[key].clone()).unwrap() };
+    let (queries, docs) = (vectors("query_embeddings"), vectors("document_embeddings"));
+    let documents: Vec<&str> = exp["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    let r = load(&dir, None);
+    for (q, query) in exp["queries"].as_array().unwrap().iter().zip(&queries) {
+        let scored = r.score(
+            &[Group {
+                query: q.as_str().unwrap(),
+                documents: documents.clone(),
+            }],
+            &ScoreOptions {
+                max_chunks_per_doc: Some(1),
+                ..ScoreOptions::default()
+            },
+        );
+        for (raw, doc) in scored[0].raw_scores.iter().zip(&docs) {
+            let want = dot(query, doc);
+            assert!((raw - want).abs() < 1e-4, "{q}: {raw} vs {want}");
+        }
+    }
 }

@@ -50,6 +50,10 @@ pub(crate) fn load_weights(
     let mut dtype = None;
     tch::no_grad(|| -> Result<(), ModelError> {
         for (name, mut var) in vs.variables() {
+            // Dense modules keep their weights in their own folders (`Modules::load_weights`).
+            if name.starts_with(crate::sentence::DENSE_ROOT) {
+                continue;
+            }
             let bare = name.strip_prefix(&prefix).unwrap_or(&name).to_string();
             let found = [name.clone(), bare.clone(), format!("{prefix}{bare}")]
                 .into_iter()
@@ -132,6 +136,7 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
         .vs
         .variables()
         .into_iter()
+        .filter(|(n, _)| !n.starts_with(crate::sentence::DENSE_ROOT))
         .map(|(n, t)| {
             (
                 n,
@@ -159,8 +164,10 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
             fs::copy(&src, dir.join(name)).map_err(|e| ModelError::io(&src, e))?;
         }
     }
-    if model.kind == Kind::BiEncoder {
+    if let Some(modules) = &model.modules {
         write_sentence_transformers(model, dir, max_len.unwrap_or(model.window))?;
+        // After the source's module folders are copied: their Dense weights are the old ones.
+        modules.save_weights(dir, model.dtype)?;
     }
     sync_dir(dir)?;
     fs::rename(dir, dest).map_err(|e| ModelError::io(dest, e))?;
@@ -169,7 +176,7 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
 }
 
 /// The sentence-transformers module files. A source that had them keeps its own (they passed
-/// `check_modules` when it loaded), with the new `max_seq_length`; a bare encoder gets
+/// `Modules::read` when it loaded), with the new `max_seq_length`; a bare encoder gets
 /// Transformer → mean Pooling → Normalize.
 fn write_sentence_transformers(
     model: &Model,

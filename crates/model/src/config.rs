@@ -1,5 +1,5 @@
-//! The parts of a Hugging Face `config.json` (and the sentence-transformers files beside it) that
-//! decide how a checkpoint is built and scored.
+//! The parts of a Hugging Face `config.json` that every family shares, and which kind of
+//! reranker a checkpoint is.
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -114,85 +114,5 @@ impl Config {
             out.insert("label2id".into(), serde_json::json!({"LABEL_0": 0}));
         }
         out
-    }
-}
-
-/// `max_seq_length` from sentence-transformers' `sentence_bert_config.json`, when present.
-pub fn sentence_max_len(dir: &Path) -> Option<usize> {
-    let text = std::fs::read_to_string(dir.join("sentence_bert_config.json")).ok()?;
-    let v: Value = serde_json::from_str(&text).ok()?;
-    v.get("max_seq_length")?.as_u64().map(|n| n as usize)
-}
-
-/// The sentence-transformers modules finerank implements: the transformer, mean pooling and
-/// normalisation. Anything else (a Dense projection, CLS or max pooling) changes the embedding,
-/// so such a bi-encoder is refused rather than scored wrong.
-pub fn check_modules(dir: &Path) -> Result<(), ModelError> {
-    let path = dir.join("modules.json");
-    let pooling = match std::fs::read_to_string(&path) {
-        Err(_) => vec![dir.join("1_Pooling")],
-        Ok(text) => {
-            let modules: Vec<Value> = serde_json::from_str(&text)
-                .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
-            let mut pooling = Vec::new();
-            for module in &modules {
-                let ty = module.get("type").and_then(Value::as_str).unwrap_or("");
-                match ty.rsplit('.').next().unwrap_or(ty) {
-                    "Transformer" | "Normalize" => {}
-                    "Pooling" => pooling
-                        .push(dir.join(module.get("path").and_then(Value::as_str).unwrap_or(""))),
-                    _ => {
-                        return Err(ModelError::Invalid(format!(
-                            "{}: module {ty:?} is not supported: finerank implements \
-                             sentence-transformers' Transformer, mean Pooling and Normalize \
-                             modules only",
-                            path.display()
-                        )))
-                    }
-                }
-            }
-            pooling
-        }
-    };
-    pooling
-        .iter()
-        .map(|d| d.join("config.json"))
-        .filter(|p| p.exists())
-        .try_for_each(|p| check_pooling(&p))
-}
-
-/// Exactly one pooling mode, the mean over tokens, as sentence-transformers 6 writes it
-/// (`"pooling_mode": "mean"`, or a list of one) or as earlier versions did (`pooling_mode_*`
-/// flags, of which only `pooling_mode_mean_tokens` is on).
-fn check_pooling(path: &Path) -> Result<(), ModelError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-    let v: serde_json::Map<String, Value> = serde_json::from_str(&text)
-        .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))?;
-    let (mean, given) = match v.get("pooling_mode") {
-        Some(mode) => {
-            let mean = match mode {
-                Value::String(m) => m == "mean",
-                Value::Array(ms) => ms.len() == 1 && ms[0] == "mean",
-                _ => false,
-            };
-            (mean, format!("\"pooling_mode\": {mode}"))
-        }
-        None => {
-            let on: Vec<&str> = v
-                .iter()
-                .filter(|(k, on)| k.starts_with("pooling_mode_") && on.as_bool() == Some(true))
-                .map(|(k, _)| k.as_str())
-                .collect();
-            (on == ["pooling_mode_mean_tokens"], format!("{on:?}"))
-        }
-    };
-    match mean {
-        true => Ok(()),
-        false => Err(ModelError::Invalid(format!(
-            "{}: pooling {given} is not supported: finerank implements mean pooling \
-             (\"pooling_mode\": \"mean\", or pooling_mode_mean_tokens alone) only for \
-             bi-encoders",
-            path.display()
-        ))),
     }
 }

@@ -10,6 +10,7 @@ mod checkpoint;
 mod config;
 mod family;
 mod precision;
+mod sentence;
 
 use std::borrow::Borrow;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,8 @@ use config::Config;
 pub use config::{Family, Kind};
 use family::Network;
 pub use precision::Precision;
+use sentence::Modules;
+pub use sentence::Role;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -114,6 +117,8 @@ pub fn seeded<T>(seed: u64, f: impl FnOnce() -> T) -> T {
 pub struct Model {
     vs: nn::VarStore,
     network: Box<dyn Network>,
+    /// A bi-encoder's pooling, projections and prompts.
+    modules: Option<Modules>,
     config: Config,
     kind: Kind,
     source: PathBuf,
@@ -142,9 +147,6 @@ impl Model {
         let family = config.family();
         let native = config.native_kind()?;
         let kind = opts.kind.unwrap_or(native);
-        if kind == Kind::BiEncoder {
-            config::check_modules(dir)?;
-        }
         let device = opts.device.resolve()?;
         let vs = nn::VarStore::new(device);
         // Only a head the checkpoint lacks starts at random; one it has is read over zeros,
@@ -161,9 +163,16 @@ impl Model {
             },
         };
         let network = family.build(&vs.root(), &config, kind, head)?;
+        let modules = match kind {
+            Kind::BiEncoder => Some(Modules::read(dir, &vs.root(), config.hidden_size)?),
+            Kind::CrossEncoder => None,
+        };
         let loaded = checkpoint::load_weights(&vs, dir, family, kind, native)?;
+        if let Some(m) = &modules {
+            m.load_weights(dir)?;
+        }
         let window = match kind {
-            Kind::BiEncoder => config::sentence_max_len(dir),
+            Kind::BiEncoder => sentence::max_len(dir),
             Kind::CrossEncoder => None,
         }
         .unwrap_or(usize::MAX)
@@ -172,6 +181,7 @@ impl Model {
         Ok(Model {
             vs,
             network,
+            modules,
             config,
             kind,
             source: dir.to_path_buf(),
@@ -207,6 +217,13 @@ impl Model {
         self.window
     }
 
+    /// The text a bi-encoder puts before each query or document (`query: `, an instruction),
+    /// as its `config_sentence_transformers.json` declares; empty for none, and for a
+    /// cross-encoder.
+    pub fn prompt(&self, role: Role) -> &str {
+        self.modules.as_ref().map_or("", |m| m.prompt(role))
+    }
+
     /// The longest input the position table allows, whatever `max_seq_length` says.
     pub fn max_positions(&self) -> usize {
         self.network.max_tokens()
@@ -222,17 +239,9 @@ impl Model {
             true => precision::bf16_autocast(self.device(), encode).to_kind(DType::Float),
             false => encode(),
         };
-        match self.kind {
-            Kind::CrossEncoder => self.network.classify(&hidden, &mask, train),
-            // Masked mean over tokens, then L2 normalisation (sentence-transformers).
-            Kind::BiEncoder => {
-                let m = mask.to_kind(hidden.kind()).unsqueeze(-1);
-                let summed = (&hidden * &m).sum_dim_intlist(1, false, None);
-                let counts = m.sum_dim_intlist(1, false, None).clamp_min(1e-9);
-                let mean = summed / counts;
-                let norm = mean.norm_scalaropt_dim(2.0, [1], true).clamp_min(1e-12);
-                mean / norm
-            }
+        match &self.modules {
+            None => self.network.classify(&hidden, &mask, train),
+            Some(modules) => modules.embed(&hidden, &mask),
         }
     }
 

@@ -258,47 +258,48 @@ fn checkpoints_it_cannot_read_exactly_are_refused_naming_the_field() {
     type Edit = fn(&Path);
     let cases: [(&str, Edit, &[&str]); 6] = [
         (
-            "a Dense module",
+            "a module it does not implement",
             |d| {
                 edit_json(&d.join("modules.json"), |v| {
                     v.as_array_mut().unwrap().push(serde_json::json!(
-                        {"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"}
+                        {"idx": 3, "name": "3", "path": "3_LayerNorm", "type": "sentence_transformers.models.LayerNorm"}
                     ))
                 })
             },
             &[
                 "modules.json",
-                "sentence_transformers.models.Dense",
-                "mean Pooling",
+                "sentence_transformers.models.LayerNorm",
+                "Dense",
             ],
         ),
         (
-            "CLS pooling",
+            "max pooling",
             |d| {
                 edit_json(&d.join("1_Pooling/config.json"), |v| {
-                    v["pooling_mode_cls_token"] = true.into();
+                    v["pooling_mode_max_tokens"] = true.into();
                     v["pooling_mode_mean_tokens"] = false.into();
                 })
             },
             &[
                 "1_Pooling/config.json",
-                "pooling_mode_cls_token",
-                "mean pooling",
+                "pooling_mode_max_tokens",
+                "mean",
+                "CLS",
             ],
         ),
         (
-            "CLS pooling, as sentence-transformers 6 writes it",
+            "last-token pooling, as sentence-transformers 6 writes it",
             |d| {
                 std::fs::write(
                     d.join("1_Pooling/config.json"),
-                    r#"{"embedding_dimension": 384, "pooling_mode": "cls", "include_prompt": true}"#,
+                    r#"{"embedding_dimension": 384, "pooling_mode": "lasttoken", "include_prompt": true}"#,
                 )
                 .unwrap()
             },
             &[
                 "1_Pooling/config.json",
-                "\"pooling_mode\": \"cls\"",
-                "mean pooling",
+                "\"pooling_mode\": \"lasttoken\"",
+                "mean",
             ],
         ),
         (

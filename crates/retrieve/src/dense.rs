@@ -4,7 +4,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use finerank_data::Corpus;
-use finerank_engine::{dot, Kind, Reranker, ScoreOptions};
+use finerank_engine::{dot, Kind, Reranker, Role, ScoreOptions};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -22,17 +22,26 @@ const HEADER: usize = 24;
 const BLOCK: usize = 256;
 
 /// sha256 hex over the checkpoint files that decide its embeddings (config.json,
-/// model.safetensors, tokenizer.json, and modules.json if present): keys the embedding cache,
-/// so a fine-tuned model saved over the same directory is never served stale vectors.
+/// model.safetensors, tokenizer.json, and the sentence-transformers files if present: modules,
+/// prompts, window, and every file of each module's folder, such as a Dense layer's weights):
+/// keys the embedding cache, so a fine-tuned model saved over the same directory is never
+/// served stale vectors.
 pub fn model_fingerprint(dir: &Path) -> Result<String, RetrieveError> {
     let mut hash = Sha256::new();
-    for (name, required) in [
+    let mut files: Vec<(String, bool)> = [
         ("config.json", true),
         ("model.safetensors", true),
         ("tokenizer.json", true),
         ("modules.json", false),
-    ] {
-        let path = dir.join(name);
+        ("config_sentence_transformers.json", false),
+        ("sentence_bert_config.json", false),
+    ]
+    .into_iter()
+    .map(|(name, required)| (name.to_string(), required))
+    .collect();
+    files.extend(module_files(dir).into_iter().map(|name| (name, true)));
+    for (name, required) in files {
+        let path = dir.join(&name);
         let mut file = match File::open(&path) {
             Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => continue,
             opened => opened.map_err(io_error(&path))?,
@@ -44,6 +53,29 @@ pub fn model_fingerprint(dir: &Path) -> Result<String, RetrieveError> {
         std::io::copy(&mut file, &mut hash).map_err(io_error(&path))?;
     }
     Ok(hex::encode(hash.finalize()))
+}
+
+/// The files in the folders that `modules.json` lists, relative to `dir`, sorted; none when it
+/// is absent or unreadable (loading the model reports that).
+fn module_files(dir: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(dir.join("modules.json")) else {
+        return Vec::new();
+    };
+    let modules: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+    let mut files: Vec<String> = modules
+        .iter()
+        .filter_map(|m| m.get("path")?.as_str().filter(|p| !p.is_empty()))
+        .flat_map(|sub| {
+            std::fs::read_dir(dir.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.path().is_file())
+                .map(move |e| format!("{sub}/{}", e.file_name().to_string_lossy()))
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 /// The corpus's embeddings (each document's `full_text`, cut at the window), cached at
@@ -105,7 +137,10 @@ pub(crate) fn embed_docs(
     for (b, block) in docs.chunks(BLOCK).enumerate() {
         let texts: Vec<String> = block.iter().map(|&d| corpus.docs[d].full_text()).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        for v in reranker.embed(&refs, opts).expect("a bi-encoder embeds") {
+        for v in reranker
+            .embed(&refs, Role::Document, opts)
+            .expect("a bi-encoder embeds")
+        {
             dim = v.len();
             data.extend_from_slice(&v);
         }

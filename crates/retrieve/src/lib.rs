@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use finerank_data::{Corpus, Judgements, TrainRow};
-use finerank_engine::{dot, Kind, Reranker, ScoreOptions};
+use finerank_engine::{dot, Kind, Reranker, Role, ScoreOptions};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -148,7 +148,10 @@ pub fn mine(
         false => None,
     };
     let bi = scorer.filter(|(r, _)| r.kind() == Kind::BiEncoder);
-    let query_vectors = bi.map(|(r, _)| r.embed(&texts, &score_opts).expect("a bi-encoder embeds"));
+    let query_vectors = bi.map(|(r, _)| {
+        r.embed(&texts, Role::Query, &score_opts)
+            .expect("a bi-encoder embeds")
+    });
     let corpus_vectors = match (stage, bi) {
         (FirstStage::Dense | FirstStage::Hybrid, Some((r, key))) => {
             let (emb, reused) = dense::cached_corpus_embeddings(

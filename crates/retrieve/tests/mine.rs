@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use finerank_data::{Corpus, Doc, Judgements, Query, TrainRow};
-use finerank_engine::{default_model_dir, DeviceChoice, LoadOptions, Reranker, ScoreOptions};
+use finerank_engine::{default_model_dir, DeviceChoice, LoadOptions, Reranker, Role, ScoreOptions};
 use finerank_retrieve::{
     corpus_embeddings, mine, model_fingerprint, rerank_run, Bm25Index, FirstStage, Hit,
     MineOptions, MineReport, RetrieveError, Sampling,
@@ -122,7 +122,9 @@ fn check_rows(rows: &[TrainRow], opts: &MineOptions) {
 }
 
 fn cosine(model: &Reranker, a: &str, b: &str) -> f64 {
-    let v = model.embed(&[a, b], &ScoreOptions::default()).unwrap();
+    let v = model
+        .embed(&[a, b], Role::Document, &ScoreOptions::default())
+        .unwrap();
     f64::from(v[0].iter().zip(&v[1]).map(|(x, y)| x * y).sum::<f32>())
 }
 

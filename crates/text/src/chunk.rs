@@ -100,23 +100,37 @@ fn query_share(
 }
 
 /// The bi-encoder counterpart: each text is split into overlapping windows of at
-/// most `max_len` tokens including specials (`query_reserve` is unused,
-/// `overlap` and `max_chunks` apply). Returns the inputs and, for each, the index
+/// most `max_len` tokens including specials and the prompt (`query_reserve` is unused,
+/// `overlap` and `max_chunks` apply), and every window starts with `prompt`'s tokens
+/// (see [`TextTokenizer::prompted_tokens`]). Returns the inputs and, for each, the index
 /// of the text it came from. An empty text yields one input.
 pub fn chunk_singles(
     tok: &TextTokenizer,
     texts: &[&str],
+    prompt: &str,
     policy: &ChunkPolicy,
 ) -> (Vec<Encoded>, Vec<usize>) {
-    let window = policy
-        .max_len
-        .saturating_sub(tok.special_tokens(false))
-        .max(1);
+    let tokenized: Vec<(Vec<u32>, Vec<u32>)> = match prompt {
+        "" => tok
+            .tokens_batch(texts)
+            .into_iter()
+            .map(|ids| (Vec::new(), ids))
+            .collect(),
+        _ => texts
+            .iter()
+            .map(|t| tok.prompted_tokens(prompt, t))
+            .collect(),
+    };
     let mut inputs = Vec::new();
     let mut owner = Vec::new();
-    for (text, ids) in tok.tokens_batch(texts).iter().enumerate() {
+    for (text, (head, ids)) in tokenized.iter().enumerate() {
+        let window = policy
+            .max_len
+            .saturating_sub(tok.special_tokens(false) + head.len())
+            .max(1);
         for range in windows(ids.len(), window, policy) {
-            inputs.push(tok.single_from_tokens(&ids[range]));
+            let prompted: Vec<u32> = head.iter().chain(&ids[range]).copied().collect();
+            inputs.push(tok.single_from_tokens(&prompted));
             owner.push(text);
         }
     }

@@ -96,6 +96,27 @@ impl TextTokenizer {
             .to_vec()
     }
 
+    /// The ids of `prompt + text`, as sentence-transformers tokenizes a prompted text, split
+    /// where the text begins: the tokens that end within the prompt, then the rest. A long text's
+    /// windows can then each start with the prompt, and the first is exactly the prompted text
+    /// cut to length, whatever the tokenizer does with the space between them.
+    pub fn prompted_tokens(&self, prompt: &str, text: &str) -> (Vec<u32>, Vec<u32>) {
+        if prompt.is_empty() {
+            return (Vec::new(), self.tokens(text));
+        }
+        let encoding = self
+            .inner
+            .encode(format!("{prompt}{text}"), false)
+            .expect("tokenizer that passed the load probe failed to encode text");
+        let split = encoding
+            .get_offsets()
+            .iter()
+            .take_while(|(_, end)| *end <= prompt.len())
+            .count();
+        let (head, rest) = encoding.get_ids().split_at(split);
+        (head.to_vec(), rest.to_vec())
+    }
+
     /// Same as [`tokens`](Self::tokens) for many texts, in parallel.
     pub fn tokens_batch(&self, texts: &[&str]) -> Vec<Vec<u32>> {
         self.inner

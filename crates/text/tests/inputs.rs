@@ -211,7 +211,7 @@ fn singles_are_split_for_bi_encoders() {
     let text = Lcg(3).text(300);
     let tokens = tok.tokens(&text);
     let policy = ChunkPolicy::new(32);
-    let (inputs, owner) = chunk_singles(&tok, &["paris", &text, ""], &policy);
+    let (inputs, owner) = chunk_singles(&tok, &["paris", &text, ""], "", &policy);
     assert_eq!(owner[0], 0);
     assert_eq!(owner[owner.len() - 1], 2);
     assert_eq!(inputs[0], tok.encode_single("paris", 32));

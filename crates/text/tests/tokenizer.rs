@@ -262,3 +262,57 @@ fn xlmr_sentencepiece_unigram_matches_sentencepiece() {
         assert_eq!(got.ids, ids(&pair[2]), "({a:?}, {b:?})");
     }
 }
+
+/// A prompted text splits into the prompt's tokens and the text's, which together are the
+/// prompted text's tokens, for each kind of tokenizer. Under WordPiece and SentencePiece Unigram
+/// (where the space after the prompt belongs to the text's first token) the prompt's tokens are
+/// the same whatever follows; under byte-level BPE a space the text's first word cannot absorb
+/// stays a token of its own (`Ġ`), which ends within the prompt.
+#[test]
+fn a_prompt_splits_off_its_tokens_before_the_text() {
+    let families = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/families");
+    let tokenizers = [
+        (tokenizer("tiny-bert-cross-encoder"), true),
+        (
+            TextTokenizer::from_file(&families.join("deberta-v3-cross-encoder/tokenizer.json"))
+                .unwrap(),
+            true,
+        ),
+        (
+            TextTokenizer::from_file(&families.join("modernbert-cross-encoder/tokenizer.json"))
+                .unwrap(),
+            false,
+        ),
+    ];
+    let prompts = [
+        "query: ",
+        "Represent this sentence for searching relevant passages: ",
+    ];
+    let texts = ["the statute of frauds", "Writing is required.", ""];
+    for (k, (tok, same_head)) in tokenizers.iter().enumerate() {
+        for prompt in prompts {
+            let (first, _) = tok.prompted_tokens(prompt, texts[0]);
+            assert!(!first.is_empty(), "tokenizer {k}: {prompt:?}");
+            for text in texts {
+                let (head, rest) = tok.prompted_tokens(prompt, text);
+                if *same_head {
+                    assert_eq!(head, first, "tokenizer {k}: {prompt:?} before {text:?}");
+                }
+                assert!(
+                    head.starts_with(&first),
+                    "tokenizer {k}: {prompt:?} before {text:?}"
+                );
+                let whole: Vec<u32> = head.into_iter().chain(rest).collect();
+                assert_eq!(
+                    whole,
+                    tok.tokens(&format!("{prompt}{text}")),
+                    "tokenizer {k}"
+                );
+            }
+        }
+        assert_eq!(
+            tok.prompted_tokens("", texts[0]),
+            (Vec::new(), tok.tokens(texts[0]))
+        );
+    }
+}

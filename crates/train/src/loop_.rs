@@ -5,7 +5,7 @@ use std::time::Instant;
 use finerank_data::{ranking_tasks, TestRow, TrainRow};
 use finerank_engine::{assess, fit_calibration, Calibration, Reranker, ScoreOptions};
 use finerank_eval::{summarize, Bootstrap, QueryMetrics};
-use finerank_model::Kind;
+use finerank_model::{Kind, Role};
 use finerank_text::{chunk_pairs, plan_batches, ChunkPolicy, Encoded};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
@@ -387,21 +387,18 @@ fn bi_encoder_loss(
     positives: &[&str],
     cfg: &FinetuneConfig,
 ) -> (Tensor, usize) {
-    let tok = r.tokenizer();
+    // Each text after the model's prompt for its role, as scoring reads it.
+    let encode = |role, text: &str| r.encode_for(role, text, cfg.max_len).0;
     let queries: Vec<Encoded> = rows
         .iter()
-        .map(|row| tok.encode_single(&row.query, cfg.max_len))
+        .map(|row| encode(Role::Query, &row.query))
         .collect();
     let mut passages = Vec::new();
     let mut targets = Vec::new();
     for (row, pos) in rows.iter().zip(positives) {
         targets.push(passages.len() as i64);
-        passages.push(tok.encode_single(pos, cfg.max_len));
-        passages.extend(
-            row.hard_negatives
-                .iter()
-                .map(|n| tok.encode_single(n, cfg.max_len)),
-        );
+        passages.push(encode(Role::Document, pos));
+        passages.extend(row.hard_negatives.iter().map(|n| encode(Role::Document, n)));
     }
     let q = forward_sorted(r, &queries);
     let p = forward_sorted(r, &passages);

@@ -90,7 +90,7 @@ pub fn check_pair_chunks(
 
 /// `chunk_singles` gives every text, in order, the windows of [`check_windows`].
 pub fn check_single_chunks(tok: &TextTokenizer, texts: &[&str], policy: &ChunkPolicy) {
-    let (inputs, owner) = chunk_singles(tok, texts, policy);
+    let (inputs, owner) = chunk_singles(tok, texts, "", policy);
     let room = policy.max_len.saturating_sub(tok.special_tokens(false));
     check_windows(
         &inputs,
