@@ -4,7 +4,7 @@
 //!
 //! A module finerank does not implement changes the embedding, so such a bi-encoder is refused
 //! rather than scored wrong.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 use tch::nn::{self, Module};
@@ -295,7 +295,7 @@ fn read_dense(dir: &Path, sub: &str, root: &nn::Path, width: i64) -> Result<Dens
 /// The query and document prompts: `prompts["query"]`, and the first of `document`,
 /// `passage` and `corpus` (the names sentence-transformers' `encode_document` tries), each
 /// falling back to `default_prompt_name`'s.
-fn read_prompts(path: &PathBuf) -> Result<(String, String), ModelError> {
+fn read_prompts(path: &Path) -> Result<(String, String), ModelError> {
     let v = read_json(path)?;
     let prompts = v.get("prompts").and_then(Value::as_object);
     let named = |name: &str| {
