@@ -229,3 +229,125 @@ fn deberta_v3_matches_transformers() {
 fn mpnet_matches_transformers() {
     check_cross_encoder("mpnet-cross-encoder");
 }
+
+// MPNet
+
+#[test]
+fn mpnet_values_it_does_not_implement_are_refused_naming_the_key() {
+    type Edit = fn(&mut Value);
+    let cases: [(&str, Edit, &[&str]); 2] = [
+        (
+            "an approximate GELU",
+            |v| v["hidden_act"] = "gelu_new".into(),
+            &["config.json", "hidden_act", "gelu_new", "exact GELU"],
+        ),
+        (
+            "a bucket table smaller than the 32 buckets transformers looks up",
+            |v| v["relative_attention_num_buckets"] = 16.into(),
+            &["config.json", "relative_attention_num_buckets", "16", "32"],
+        ),
+    ];
+    for (what, edit, wanted) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(fixture("mpnet-cross-encoder")).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+        }
+        assert!(
+            Model::load(tmp.path(), &cpu()).is_ok(),
+            "{what}: the unedited copy loads"
+        );
+        let config = tmp.path().join("config.json");
+        let mut v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&config, v.to_string()).unwrap();
+        let err = match Model::load(tmp.path(), &cpu()) {
+            Ok(_) => panic!("{what}: loaded a checkpoint it cannot read exactly"),
+            Err(e) => e.to_string(),
+        };
+        for w in wanted {
+            assert!(err.contains(w), "{what}: {err:?} does not name {w:?}");
+        }
+    }
+}
+
+/// sentence-transformers' embeddings of `texts` from the checkpoint at `dir`.
+fn sentence_transformers_embeddings(dir: &Path, texts: &[&str]) -> Vec<Vec<f64>> {
+    const SCRIPT: &str = "
+import json, sys
+import torch
+from sentence_transformers import SentenceTransformer
+torch.set_num_threads(1)
+model = SentenceTransformer(sys.argv[1], device='cpu')
+emb = model.encode(json.load(sys.stdin), convert_to_tensor=True, normalize_embeddings=True)
+json.dump(emb.tolist(), sys.stdout)
+";
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(root.join("../../.venv/bin/python"))
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(dir)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(texts).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "sentence-transformers failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The real weights: all-mpnet-base-v2, which `scripts/fetch-mpnet.sh` puts in `.cache/models`.
+/// Without it the test says so and passes.
+#[test]
+fn all_mpnet_embeddings_match_sentence_transformers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/all-mpnet-base-v2");
+    if !dir.join("model.safetensors").exists() {
+        eprintln!(
+            "skipped: {} is absent; scripts/fetch-mpnet.sh fetches it",
+            dir.display()
+        );
+        return;
+    }
+    // Lengths that reach the log-spaced relative buckets (16, 32, 64 tokens apart) and the last
+    // one (128), in one padded batch.
+    let long = "The lessee shall keep the premises in good repair, pay the rent on the first day \
+                of each month, and give the lessor sixty days' written notice before leaving. "
+        .repeat(6);
+    let texts = [
+        "Paris is the capital and largest city of France.",
+        "What is the powerhouse of the cell?",
+        "The district court granted summary judgment in favor of the defendant, holding that \
+         the contract was unenforceable because it lacked consideration.",
+        long.as_str(),
+    ];
+    let model = Model::load(&dir, &cpu()).unwrap();
+    assert_eq!(model.kind(), Kind::BiEncoder);
+    assert_eq!(model.window(), 384);
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let inputs: Vec<Encoded> = texts
+        .iter()
+        .map(|t| tok.encode_single(t, model.window()))
+        .collect();
+    assert!(
+        inputs[3].len() > 130,
+        "the long text reaches the last bucket"
+    );
+    let got = model.infer(&inputs);
+    let want = sentence_transformers_embeddings(&dir, &texts);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+        let dot: f32 = g.iter().zip(&w).map(|(a, b)| a * b).sum();
+        let norms = g.iter().map(|a| a * a).sum::<f32>().sqrt()
+            * w.iter().map(|b| b * b).sum::<f32>().sqrt();
+        let cosine = dot / norms;
+        assert!(cosine >= 0.9999, "text {i}: cosine {cosine}");
+    }
+}
