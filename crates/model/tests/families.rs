@@ -351,3 +351,117 @@ fn all_mpnet_embeddings_match_sentence_transformers() {
         assert!(cosine >= 0.9999, "text {i}: cosine {cosine}");
     }
 }
+
+// ModernBERT
+
+/// A copy of the ModernBERT fixture with `edit` applied to its config.json.
+fn modernbert_with(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture("modernbert-cross-encoder")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let path = tmp.path().join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(config.as_object_mut().unwrap());
+    std::fs::write(&path, config.to_string()).unwrap();
+    tmp
+}
+
+type ModernBertEdit = fn(&mut serde_json::Map<String, Value>);
+
+/// What the fixture's config does not exercise, against transformers reading the same edited
+/// checkpoint.
+#[test]
+fn modernbert_options_match_transformers() {
+    let Case { exp, inputs, .. } = case("modernbert-cross-encoder");
+    let pad = exp["pad_token_id"].as_i64().unwrap();
+    let variants: [(&str, ModernBertEdit); 3] = [
+        ("cls pooling", |c| {
+            c.insert("classifier_pooling".into(), "cls".into());
+        }),
+        ("tanh GELU", |c| {
+            c.insert("hidden_activation".into(), "gelu_pytorch_tanh".into());
+            c.insert("classifier_activation".into(), "gelu_pytorch_tanh".into());
+        }),
+        // As Hub checkpoints written before transformers 5 have it.
+        ("legacy layout keys", |c| {
+            c.remove("layer_types");
+            c.remove("rope_parameters");
+            c.insert("global_attn_every_n_layers".into(), 3.into());
+            c.insert("local_rope_theta".into(), 500.0.into());
+            c.insert("local_attention".into(), 6.into());
+        }),
+    ];
+    for (what, edit) in variants {
+        let dir = modernbert_with(edit);
+        let ours = logits(&Model::load(dir.path(), &cpu()).unwrap(), &inputs);
+        assert!(
+            ours.iter()
+                .zip(numbers(&exp["logits"]))
+                .any(|(a, b)| (a - b).abs() > 1e-4),
+            "modernbert {what}: the edit changed no score"
+        );
+        // Tighter than the fixture's 1e-4: tanh GELU moves these scores by only about 2e-4.
+        assert_close(
+            &format!("modernbert {what}"),
+            &ours,
+            &transformers_logits(dir.path(), &inputs, pad),
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn modernbert_options_it_does_not_implement_are_refused_naming_the_key() {
+    let cases: [(&str, ModernBertEdit, &[&str]); 4] = [
+        (
+            "a SiLU MLP",
+            |c| {
+                c.insert("hidden_activation".into(), "silu".into());
+            },
+            &["config.json", "hidden_activation", "silu", "exact GELU"],
+        ),
+        (
+            "max pooling",
+            |c| {
+                c.insert("classifier_pooling".into(), "max".into());
+            },
+            &["config.json", "classifier_pooling", "max", "\"mean\""],
+        ),
+        (
+            "scaled rotary embeddings",
+            |c| {
+                c["rope_parameters"]["sliding_attention"]["rope_type"] = "linear".into();
+            },
+            &[
+                "config.json",
+                "rope_parameters.sliding_attention.rope_type",
+                "linear",
+                "default rotary",
+            ],
+        ),
+        (
+            "a third kind of layer",
+            |c| {
+                c["layer_types"][1] = "chunked_attention".into();
+            },
+            &[
+                "config.json",
+                "layer_types",
+                "chunked_attention",
+                "\"sliding_attention\"",
+            ],
+        ),
+    ];
+    assert!(Model::load(modernbert_with(|_| {}).path(), &cpu()).is_ok());
+    for (what, edit, wanted) in cases {
+        let err = match Model::load(modernbert_with(edit).path(), &cpu()) {
+            Ok(_) => panic!("{what}: loaded a checkpoint it cannot read exactly"),
+            Err(e) => e.to_string(),
+        };
+        for w in wanted {
+            assert!(err.contains(w), "{what}: {err:?} does not name {w:?}");
+        }
+    }
+}
