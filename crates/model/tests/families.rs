@@ -465,3 +465,51 @@ fn modernbert_options_it_does_not_implement_are_refused_naming_the_key() {
         }
     }
 }
+
+// DeBERTa-v2/v3
+
+/// DeBERTa-v2 options finerank does not port are refused, not scored wrong: the convolution
+/// beside the first layer (DeBERTa-v2-xlarge and -xxlarge have one) and other activations.
+#[test]
+fn deberta_options_it_does_not_implement_are_refused_naming_the_key() {
+    let cases: [(&str, Value, &[&str]); 3] = [
+        (
+            "conv_kernel_size",
+            3.into(),
+            &["config.json", "conv_kernel_size 3", "conv_kernel_size 0"],
+        ),
+        (
+            "hidden_act",
+            "gelu_new".into(),
+            &["config.json", "hidden_act \"gelu_new\"", "exact GELU"],
+        ),
+        (
+            "pooler_hidden_act",
+            "tanh".into(),
+            &["config.json", "pooler_hidden_act \"tanh\"", "exact GELU"],
+        ),
+    ];
+    for (key, value, wanted) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let src = fixture("deberta-v3-cross-encoder");
+        for file in ["config.json", "model.safetensors"] {
+            std::fs::copy(src.join(file), dir.path().join(file)).unwrap();
+        }
+        assert!(
+            Model::load(dir.path(), &cpu()).is_ok(),
+            "{key}: the unedited copy loads"
+        );
+        let config = dir.path().join("config.json");
+        let mut v: Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        v[key] = value;
+        std::fs::write(&config, v.to_string()).unwrap();
+        let err = match Model::load(dir.path(), &cpu()) {
+            Ok(_) => panic!("{key}: loaded a checkpoint it cannot read exactly"),
+            Err(e) => e.to_string(),
+        };
+        for w in wanted {
+            assert!(err.contains(w), "{key}: {err:?} does not name {w:?}");
+        }
+    }
+}
