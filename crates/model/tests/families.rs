@@ -215,6 +215,44 @@ fn check_cross_encoder(name: &str) {
     );
 }
 
+/// An edit of a fixture's `config.json`.
+type Edit = fn(&mut Value);
+
+/// A copy of fixture `name` with `edit` applied to its config.json.
+fn edited(name: &str, edit: Edit) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixture(name)).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let path = tmp.path().join("config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(&path, config.to_string()).unwrap();
+    tmp
+}
+
+/// Each edit makes fixture `name` a checkpoint finerank cannot read exactly: it is refused with
+/// an error naming every string in the case's list (the file, the key, what is supported).
+fn assert_refused(name: &str, cases: &[(&str, Edit, &[&str])]) {
+    assert!(
+        Model::load(edited(name, |_| {}).path(), &cpu()).is_ok(),
+        "{name} loads unedited"
+    );
+    for (what, edit, wanted) in cases {
+        let err = match Model::load(edited(name, *edit).path(), &cpu()) {
+            Ok(_) => panic!("{name}, {what}: loaded a checkpoint it cannot read exactly"),
+            Err(e) => e.to_string(),
+        };
+        for w in *wanted {
+            assert!(
+                err.contains(w),
+                "{name}, {what}: {err:?} does not name {w:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn modernbert_matches_transformers() {
     check_cross_encoder("modernbert-cross-encoder");
@@ -234,141 +272,24 @@ fn mpnet_matches_transformers() {
 
 #[test]
 fn mpnet_values_it_does_not_implement_are_refused_naming_the_key() {
-    type Edit = fn(&mut Value);
-    let cases: [(&str, Edit, &[&str]); 2] = [
-        (
-            "an approximate GELU",
-            |v| v["hidden_act"] = "gelu_new".into(),
-            &["config.json", "hidden_act", "gelu_new", "exact GELU"],
-        ),
-        (
-            "a bucket table smaller than the 32 buckets transformers looks up",
-            |v| v["relative_attention_num_buckets"] = 16.into(),
-            &["config.json", "relative_attention_num_buckets", "16", "32"],
-        ),
-    ];
-    for (what, edit, wanted) in cases {
-        let tmp = tempfile::tempdir().unwrap();
-        for entry in std::fs::read_dir(fixture("mpnet-cross-encoder")).unwrap() {
-            let path = entry.unwrap().path();
-            std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
-        }
-        assert!(
-            Model::load(tmp.path(), &cpu()).is_ok(),
-            "{what}: the unedited copy loads"
-        );
-        let config = tmp.path().join("config.json");
-        let mut v: Value =
-            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-        edit(&mut v);
-        std::fs::write(&config, v.to_string()).unwrap();
-        let err = match Model::load(tmp.path(), &cpu()) {
-            Ok(_) => panic!("{what}: loaded a checkpoint it cannot read exactly"),
-            Err(e) => e.to_string(),
-        };
-        for w in wanted {
-            assert!(err.contains(w), "{what}: {err:?} does not name {w:?}");
-        }
-    }
-}
-
-/// sentence-transformers' embeddings of `texts` from the checkpoint at `dir`.
-fn sentence_transformers_embeddings(dir: &Path, texts: &[&str]) -> Vec<Vec<f64>> {
-    const SCRIPT: &str = "
-import json, sys
-import torch
-from sentence_transformers import SentenceTransformer
-torch.set_num_threads(1)
-model = SentenceTransformer(sys.argv[1], device='cpu')
-emb = model.encode(json.load(sys.stdin), convert_to_tensor=True, normalize_embeddings=True)
-json.dump(emb.tolist(), sys.stdout)
-";
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(root.join("../../.venv/bin/python"))
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg(dir)
-        .env("HF_HUB_OFFLINE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(texts).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "sentence-transformers failed");
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The real weights: all-mpnet-base-v2, which `scripts/fetch-mpnet.sh` puts in `.cache/models`.
-/// Without it the test says so and passes.
-#[test]
-fn all_mpnet_embeddings_match_sentence_transformers() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/all-mpnet-base-v2");
-    if !dir.join("model.safetensors").exists() {
-        eprintln!(
-            "skipped: {} is absent; scripts/fetch-mpnet.sh fetches it",
-            dir.display()
-        );
-        return;
-    }
-    // Lengths that reach the log-spaced relative buckets (16, 32, 64 tokens apart) and the last
-    // one (128), in one padded batch.
-    let long = "The lessee shall keep the premises in good repair, pay the rent on the first day \
-                of each month, and give the lessor sixty days' written notice before leaving. "
-        .repeat(6);
-    let texts = [
-        "Paris is the capital and largest city of France.",
-        "What is the powerhouse of the cell?",
-        "The district court granted summary judgment in favor of the defendant, holding that \
-         the contract was unenforceable because it lacked consideration.",
-        long.as_str(),
-    ];
-    let model = Model::load(&dir, &cpu()).unwrap();
-    assert_eq!(model.kind(), Kind::BiEncoder);
-    assert_eq!(model.window(), 384);
-    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let inputs: Vec<Encoded> = texts
-        .iter()
-        .map(|t| tok.encode_single(t, model.window()))
-        .collect();
-    assert!(
-        inputs[3].len() > 130,
-        "the long text reaches the last bucket"
+    assert_refused(
+        "mpnet-cross-encoder",
+        &[
+            (
+                "an approximate GELU",
+                |c| c["hidden_act"] = "gelu_new".into(),
+                &["config.json", "hidden_act", "gelu_new", "exact GELU"],
+            ),
+            (
+                "a bucket table smaller than the 32 buckets transformers looks up",
+                |c| c["relative_attention_num_buckets"] = 16.into(),
+                &["config.json", "relative_attention_num_buckets", "16", "32"],
+            ),
+        ],
     );
-    let got = model.infer(&inputs);
-    let want = sentence_transformers_embeddings(&dir, &texts);
-    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
-        let dot: f32 = g.iter().zip(&w).map(|(a, b)| a * b).sum();
-        let norms = g.iter().map(|a| a * a).sum::<f32>().sqrt()
-            * w.iter().map(|b| b * b).sum::<f32>().sqrt();
-        let cosine = dot / norms;
-        assert!(cosine >= 0.9999, "text {i}: cosine {cosine}");
-    }
 }
 
 // ModernBERT
-
-/// A copy of the ModernBERT fixture with `edit` applied to its config.json.
-fn modernbert_with(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> tempfile::TempDir {
-    let tmp = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture("modernbert-cross-encoder")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, tmp.path().join(path.file_name().unwrap())).unwrap();
-    }
-    let path = tmp.path().join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    edit(config.as_object_mut().unwrap());
-    std::fs::write(&path, config.to_string()).unwrap();
-    tmp
-}
-
-type ModernBertEdit = fn(&mut serde_json::Map<String, Value>);
 
 /// What the fixture's config does not exercise, against transformers reading the same edited
 /// checkpoint.
@@ -376,25 +297,25 @@ type ModernBertEdit = fn(&mut serde_json::Map<String, Value>);
 fn modernbert_options_match_transformers() {
     let Case { exp, inputs, .. } = case("modernbert-cross-encoder");
     let pad = exp["pad_token_id"].as_i64().unwrap();
-    let variants: [(&str, ModernBertEdit); 3] = [
+    let variants: [(&str, Edit); 3] = [
         ("cls pooling", |c| {
-            c.insert("classifier_pooling".into(), "cls".into());
+            c["classifier_pooling"] = "cls".into();
         }),
         ("tanh GELU", |c| {
-            c.insert("hidden_activation".into(), "gelu_pytorch_tanh".into());
-            c.insert("classifier_activation".into(), "gelu_pytorch_tanh".into());
+            c["hidden_activation"] = "gelu_pytorch_tanh".into();
+            c["classifier_activation"] = "gelu_pytorch_tanh".into();
         }),
         // As Hub checkpoints written before transformers 5 have it.
         ("legacy layout keys", |c| {
-            c.remove("layer_types");
-            c.remove("rope_parameters");
-            c.insert("global_attn_every_n_layers".into(), 3.into());
-            c.insert("local_rope_theta".into(), 500.0.into());
-            c.insert("local_attention".into(), 6.into());
+            c.as_object_mut().unwrap().remove("layer_types");
+            c.as_object_mut().unwrap().remove("rope_parameters");
+            c["global_attn_every_n_layers"] = 3.into();
+            c["local_rope_theta"] = 500.0.into();
+            c["local_attention"] = 6.into();
         }),
     ];
     for (what, edit) in variants {
-        let dir = modernbert_with(edit);
+        let dir = edited("modernbert-cross-encoder", edit);
         let ours = logits(&Model::load(dir.path(), &cpu()).unwrap(), &inputs);
         assert!(
             ours.iter()
@@ -414,56 +335,49 @@ fn modernbert_options_match_transformers() {
 
 #[test]
 fn modernbert_options_it_does_not_implement_are_refused_naming_the_key() {
-    let cases: [(&str, ModernBertEdit, &[&str]); 4] = [
-        (
-            "a SiLU MLP",
-            |c| {
-                c.insert("hidden_activation".into(), "silu".into());
-            },
-            &["config.json", "hidden_activation", "silu", "exact GELU"],
-        ),
-        (
-            "max pooling",
-            |c| {
-                c.insert("classifier_pooling".into(), "max".into());
-            },
-            &["config.json", "classifier_pooling", "max", "\"mean\""],
-        ),
-        (
-            "scaled rotary embeddings",
-            |c| {
-                c["rope_parameters"]["sliding_attention"]["rope_type"] = "linear".into();
-            },
-            &[
-                "config.json",
-                "rope_parameters.sliding_attention.rope_type",
-                "linear",
-                "default rotary",
-            ],
-        ),
-        (
-            "a third kind of layer",
-            |c| {
-                c["layer_types"][1] = "chunked_attention".into();
-            },
-            &[
-                "config.json",
-                "layer_types",
-                "chunked_attention",
-                "\"sliding_attention\"",
-            ],
-        ),
-    ];
-    assert!(Model::load(modernbert_with(|_| {}).path(), &cpu()).is_ok());
-    for (what, edit, wanted) in cases {
-        let err = match Model::load(modernbert_with(edit).path(), &cpu()) {
-            Ok(_) => panic!("{what}: loaded a checkpoint it cannot read exactly"),
-            Err(e) => e.to_string(),
-        };
-        for w in wanted {
-            assert!(err.contains(w), "{what}: {err:?} does not name {w:?}");
-        }
-    }
+    assert_refused(
+        "modernbert-cross-encoder",
+        &[
+            (
+                "a SiLU MLP",
+                |c| {
+                    c["hidden_activation"] = "silu".into();
+                },
+                &["config.json", "hidden_activation", "silu", "exact GELU"],
+            ),
+            (
+                "max pooling",
+                |c| {
+                    c["classifier_pooling"] = "max".into();
+                },
+                &["config.json", "classifier_pooling", "max", "\"mean\""],
+            ),
+            (
+                "scaled rotary embeddings",
+                |c| {
+                    c["rope_parameters"]["sliding_attention"]["rope_type"] = "linear".into();
+                },
+                &[
+                    "config.json",
+                    "rope_parameters.sliding_attention.rope_type",
+                    "linear",
+                    "default rotary",
+                ],
+            ),
+            (
+                "a third kind of layer",
+                |c| {
+                    c["layer_types"][1] = "chunked_attention".into();
+                },
+                &[
+                    "config.json",
+                    "layer_types",
+                    "chunked_attention",
+                    "\"sliding_attention\"",
+                ],
+            ),
+        ],
+    );
 }
 
 // DeBERTa-v2/v3
@@ -472,44 +386,24 @@ fn modernbert_options_it_does_not_implement_are_refused_naming_the_key() {
 /// beside the first layer (DeBERTa-v2-xlarge and -xxlarge have one) and other activations.
 #[test]
 fn deberta_options_it_does_not_implement_are_refused_naming_the_key() {
-    let cases: [(&str, Value, &[&str]); 3] = [
-        (
-            "conv_kernel_size",
-            3.into(),
-            &["config.json", "conv_kernel_size 3", "conv_kernel_size 0"],
-        ),
-        (
-            "hidden_act",
-            "gelu_new".into(),
-            &["config.json", "hidden_act \"gelu_new\"", "exact GELU"],
-        ),
-        (
-            "pooler_hidden_act",
-            "tanh".into(),
-            &["config.json", "pooler_hidden_act \"tanh\"", "exact GELU"],
-        ),
-    ];
-    for (key, value, wanted) in cases {
-        let dir = tempfile::tempdir().unwrap();
-        let src = fixture("deberta-v3-cross-encoder");
-        for file in ["config.json", "model.safetensors"] {
-            std::fs::copy(src.join(file), dir.path().join(file)).unwrap();
-        }
-        assert!(
-            Model::load(dir.path(), &cpu()).is_ok(),
-            "{key}: the unedited copy loads"
-        );
-        let config = dir.path().join("config.json");
-        let mut v: Value =
-            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
-        v[key] = value;
-        std::fs::write(&config, v.to_string()).unwrap();
-        let err = match Model::load(dir.path(), &cpu()) {
-            Ok(_) => panic!("{key}: loaded a checkpoint it cannot read exactly"),
-            Err(e) => e.to_string(),
-        };
-        for w in wanted {
-            assert!(err.contains(w), "{key}: {err:?} does not name {w:?}");
-        }
-    }
+    assert_refused(
+        "deberta-v3-cross-encoder",
+        &[
+            (
+                "a convolution beside the first layer",
+                |c| c["conv_kernel_size"] = 3.into(),
+                &["config.json", "conv_kernel_size 3", "conv_kernel_size 0"],
+            ),
+            (
+                "an approximate GELU",
+                |c| c["hidden_act"] = "gelu_new".into(),
+                &["config.json", "hidden_act \"gelu_new\"", "exact GELU"],
+            ),
+            (
+                "a tanh pooler",
+                |c| c["pooler_hidden_act"] = "tanh".into(),
+                &["config.json", "pooler_hidden_act \"tanh\"", "exact GELU"],
+            ),
+        ],
+    );
 }

@@ -1,6 +1,6 @@
-//! Bi-encoders beyond mean pooling, against sentence-transformers on tiny checkpoints that it
+//! Bi-encoders against sentence-transformers: beyond mean pooling, on tiny checkpoints that it
 //! saved itself (`tests/families/generate.py`): CLS pooling (the bge family), a Dense
-//! projection, and the query and document prompts each declares.
+//! projection, and the query and document prompts each declares; and MPNet on its real weights.
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -63,12 +63,14 @@ fn assert_rows_close(what: &str, got: &[Vec<f32>], want: &[Vec<f64>]) {
     }
 }
 
-fn sentence_transformers(dir: &Path, prompt_name: &str, texts: &[String]) -> Vec<Vec<f64>> {
+/// sentence-transformers' embeddings of `texts` read from `dir`, after the prompt named.
+fn sentence_transformers(dir: &Path, prompt_name: Option<&str>, texts: &[String]) -> Vec<Vec<f64>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut child = Command::new(root.join("../../.venv/bin/python"))
         .arg(root.join("tests/families/st_embed.py"))
         .arg(dir)
-        .arg(prompt_name)
+        .args(prompt_name)
+        .env("HF_HUB_OFFLINE", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -154,7 +156,7 @@ fn check_bi_encoder(name: &str) {
     let saved = out.path().join("saved");
     model.save(&saved, None).unwrap();
     assert_eq!(Model::load(&saved, &cpu()).unwrap().infer(&inputs), after);
-    let theirs = sentence_transformers(&saved, "document", &texts);
+    let theirs = sentence_transformers(&saved, Some("document"), &texts);
     assert_rows_close(
         &format!("{name} export read by sentence-transformers"),
         &after,
@@ -170,4 +172,53 @@ fn cls_pooling_and_an_instruction_prompt_match_sentence_transformers() {
 #[test]
 fn a_dense_projection_and_e5_prompts_match_sentence_transformers() {
     check_bi_encoder("bert-dense-bi-encoder");
+}
+
+/// The real weights: all-mpnet-base-v2, which `scripts/fetch-mpnet.sh` puts in `.cache/models`.
+/// Without it the test says so and passes.
+#[test]
+fn all_mpnet_embeddings_match_sentence_transformers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/all-mpnet-base-v2");
+    if !dir.join("model.safetensors").exists() {
+        eprintln!(
+            "skipped: {} is absent; scripts/fetch-mpnet.sh fetches it",
+            dir.display()
+        );
+        return;
+    }
+    // Lengths that reach the log-spaced relative buckets (16, 32, 64 tokens apart) and the last
+    // one (128), in one padded batch.
+    let long = "The lessee shall keep the premises in good repair, pay the rent on the first day \
+                of each month, and give the lessor sixty days' written notice before leaving. "
+        .repeat(6);
+    let texts = [
+        "Paris is the capital and largest city of France.",
+        "What is the powerhouse of the cell?",
+        "The district court granted summary judgment in favor of the defendant, holding that \
+         the contract was unenforceable because it lacked consideration.",
+        long.as_str(),
+    ];
+    let model = Model::load(&dir, &cpu()).unwrap();
+    assert_eq!(model.kind(), Kind::BiEncoder);
+    assert_eq!(model.window(), 384);
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let inputs: Vec<Encoded> = texts
+        .iter()
+        .map(|t| tok.encode_single(t, model.window()))
+        .collect();
+    assert!(
+        inputs[3].len() > 130,
+        "the long text reaches the last bucket"
+    );
+    let got = model.infer(&inputs);
+    let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    let want = sentence_transformers(&dir, None, &texts);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let w: Vec<f32> = w.iter().map(|&x| x as f32).collect();
+        let dot: f32 = g.iter().zip(&w).map(|(a, b)| a * b).sum();
+        let norms = g.iter().map(|a| a * a).sum::<f32>().sqrt()
+            * w.iter().map(|b| b * b).sum::<f32>().sqrt();
+        let cosine = dot / norms;
+        assert!(cosine >= 0.9999, "text {i}: cosine {cosine}");
+    }
 }

@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification
 
 batch = json.load(sys.stdin)
 model = AutoModelForSequenceClassification.from_pretrained(
-    sys.argv[1], torch_dtype=torch.float32
+    sys.argv[1], dtype=torch.float32
 ).eval()
 with torch.no_grad():
     logits = model(
