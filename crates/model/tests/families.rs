@@ -78,11 +78,16 @@ fn case(name: &str) -> Case {
     Case { dir, exp, inputs }
 }
 
-fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+/// Asserts every value within `tol` and returns the largest difference, for the parity table.
+fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) -> f64 {
     assert_eq!(got.len(), want.len(), "{what}: lengths");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!((g - w).abs() <= tol, "{what}[{i}]: {g} vs {w}");
     }
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max)
 }
 
 fn logits(model: &Model, inputs: &[Encoded]) -> Vec<f64> {
@@ -139,7 +144,7 @@ fn check_cross_encoder(name: &str) {
 
     // Scores.
     let got = logits(&model, &inputs);
-    assert_close(
+    let logit_diff = assert_close(
         &format!("{name} logits"),
         &got,
         &numbers(&exp["logits"]),
@@ -158,8 +163,9 @@ fn check_cross_encoder(name: &str) {
     let groups = ints(&exp["groups"]);
     let loss = listwise_loss(&model.forward_t(&inputs, false), &groups);
     let want = exp["loss"].as_f64().unwrap();
+    let loss_diff = (loss.double_value(&[]) - want).abs();
     assert!(
-        (loss.double_value(&[]) - want).abs() < 1e-4,
+        loss_diff < 1e-4,
         "{name}: loss {} vs {want}",
         loss.double_value(&[])
     );
@@ -167,7 +173,7 @@ fn check_cross_encoder(name: &str) {
     let reference: Vec<(String, Tensor)> =
         Tensor::read_safetensors(dir.join("grads.safetensors")).unwrap();
     let vars = model.var_store().variables();
-    let mut checked = 0;
+    let (mut checked, mut grad_diff) = (0, 0f64);
     for (var_name, grad) in &reference {
         let var = vars
             .get(var_name)
@@ -181,6 +187,7 @@ fn check_cross_encoder(name: &str) {
             "{name}: gradient of {var_name} off by {diff}"
         );
         checked += 1;
+        grad_diff = grad_diff.max(diff);
     }
     assert_eq!(
         checked,
@@ -207,11 +214,16 @@ fn check_cross_encoder(name: &str) {
     let again = Model::load(&saved, &cpu()).unwrap();
     assert_eq!(logits(&again, &inputs), changed, "{name}: reload");
     let pad = exp["pad_token_id"].as_i64().unwrap();
-    assert_close(
+    let export_diff = assert_close(
         &format!("{name} export read by transformers"),
         &transformers_logits(&saved, &inputs, pad),
         &changed,
         1e-4,
+    );
+    // The README's parity table (`cargo test -p finerank-model --test families -- --nocapture`).
+    eprintln!(
+        "parity {name}: logits {logit_diff:.1e}, loss {loss_diff:.1e}, gradients \
+         {grad_diff:.1e}, export {export_diff:.1e}"
     );
 }
 
