@@ -229,3 +229,71 @@ fn deberta_v3_matches_transformers() {
 fn mpnet_matches_transformers() {
     check_cross_encoder("mpnet-cross-encoder");
 }
+
+// GTE
+
+#[test]
+fn gte_matches_transformers() {
+    check_cross_encoder("gte-cross-encoder");
+}
+
+/// A config value that changes the arithmetic and that finerank does not implement is refused,
+/// naming the file, the key, and what is supported.
+#[test]
+fn gte_refuses_what_it_does_not_implement() {
+    let cases: &[(&str, Value, &str)] = &[
+        (
+            "logn_attention_scale",
+            Value::Bool(true),
+            "logn_attention_scale true",
+        ),
+        (
+            "layer_norm_type",
+            "rms_norm".into(),
+            "layer_norm_type \"rms_norm\"",
+        ),
+        (
+            "position_embedding_type",
+            "absolute".into(),
+            "position_embedding_type \"absolute\"",
+        ),
+        ("pack_qkv", Value::Bool(false), "pack_qkv false"),
+        ("hidden_act", "gelu_new".into(), "hidden_act \"gelu_new\""),
+        (
+            "rope_scaling",
+            serde_json::json!({"type": "ntk", "factor": 8.0, "mixed_b": 0.5}),
+            "rope_scaling {",
+        ),
+        (
+            "rope_scaling",
+            serde_json::json!({"type": "linear", "factor": 2.0}),
+            "rope_scaling {",
+        ),
+    ];
+    let src = fixture("gte-cross-encoder");
+    for (key, value, said) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["model.safetensors", "tokenizer.json"] {
+            std::fs::copy(src.join(name), dir.path().join(name)).unwrap();
+        }
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap())
+                .unwrap();
+        config[*key] = value.clone();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let err = match Model::load(dir.path(), &cpu()) {
+            Ok(_) => panic!("{key} {value} loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.starts_with(&format!("{}: ", path.display())),
+            "{key}: names the file: {err}"
+        );
+        assert!(err.contains(said), "{key}: names the value: {err}");
+        assert!(
+            err.contains("finerank implements"),
+            "{key}: says what is supported: {err}"
+        );
+    }
+}
