@@ -419,3 +419,62 @@ fn deberta_options_it_does_not_implement_are_refused_naming_the_key() {
         ],
     );
 }
+
+// GTE
+
+#[test]
+fn gte_matches_transformers() {
+    check_cross_encoder("gte-cross-encoder");
+}
+
+#[test]
+fn gte_refuses_what_it_does_not_implement() {
+    let supported = "finerank implements";
+    assert_refused(
+        "gte-cross-encoder",
+        &[
+            (
+                "log-n attention scaling",
+                |c| c["logn_attention_scale"] = true.into(),
+                &["config.json", "logn_attention_scale true", supported],
+            ),
+            (
+                "RMS norms",
+                |c| c["layer_norm_type"] = "rms_norm".into(),
+                &["config.json", "layer_norm_type \"rms_norm\"", supported],
+            ),
+            (
+                "absolute positions",
+                |c| c["position_embedding_type"] = "absolute".into(),
+                &[
+                    "config.json",
+                    "position_embedding_type \"absolute\"",
+                    supported,
+                ],
+            ),
+            (
+                "separate q, k and v weights",
+                |c| c["pack_qkv"] = false.into(),
+                &["config.json", "pack_qkv false", supported],
+            ),
+            (
+                "an approximate GELU",
+                |c| c["hidden_act"] = "gelu_new".into(),
+                &["config.json", "hidden_act \"gelu_new\"", supported],
+            ),
+            (
+                "mixed NTK scaling",
+                |c| {
+                    c["rope_scaling"] =
+                        serde_json::json!({"type": "ntk", "factor": 8.0, "mixed_b": 0.5})
+                },
+                &["config.json", "rope_scaling {", supported],
+            ),
+            (
+                "linear rope scaling",
+                |c| c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0}),
+                &["config.json", "rope_scaling {", supported],
+            ),
+        ],
+    );
+}

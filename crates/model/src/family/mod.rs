@@ -5,6 +5,7 @@
 //! saving, devices, precision) is shared and lives outside this module.
 mod bert;
 mod deberta;
+mod gte;
 mod modernbert;
 mod mpnet;
 
@@ -36,6 +37,7 @@ pub enum Family {
     ModernBert,
     DebertaV2,
     MpNet,
+    Gte,
 }
 
 /// What each family's checkpoints call things.
@@ -108,6 +110,17 @@ const FAMILIES: &[(Family, Names)] = &[
             classifier: "MPNetForSequenceClassification",
             encoder: "MPNetModel",
             head: &["classifier."],
+        },
+    ),
+    (
+        Family::Gte,
+        Names {
+            model_types: &["new"],
+            name: "GTE",
+            prefix: "new",
+            classifier: "NewForSequenceClassification",
+            encoder: "NewModel",
+            head: &["classifier.", "pooler."],
         },
     ),
 ];
@@ -190,6 +203,7 @@ impl Family {
             Family::ModernBert => Box::new(modernbert::ModernBert::new(root, encoder, cfg, head)?),
             Family::DebertaV2 => Box::new(deberta::Deberta::new(root, encoder, cfg, head)?),
             Family::MpNet => Box::new(mpnet::MpNet::new(root, encoder, cfg, head)?),
+            Family::Gte => Box::new(gte::Gte::new(root, encoder, cfg, head)?),
         })
     }
 }

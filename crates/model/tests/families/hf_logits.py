@@ -5,14 +5,23 @@ ids.json: {"input_ids": [[...]], "attention_mask": [[...]]}, padded; float32, ev
 """
 import json
 import sys
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForSequenceClassification
 
 batch = json.load(sys.stdin)
-model = AutoModelForSequenceClassification.from_pretrained(
-    sys.argv[1], dtype=torch.float32
-).eval()
+config = json.loads((Path(sys.argv[1]) / "config.json").read_text())
+if config.get("model_type") == "new":
+    # GTE's Hub layout names remote code that cannot be fetched here; transformers' native gte
+    # classes read it (gte_hub.py says how, and refuses what they cannot reproduce).
+    import gte_hub
+
+    model = gte_hub.load(sys.argv[1])
+else:
+    model = AutoModelForSequenceClassification.from_pretrained(
+        sys.argv[1], dtype=torch.float32
+    ).eval()
 with torch.no_grad():
     logits = model(
         input_ids=torch.tensor(batch["input_ids"]),
