@@ -16,7 +16,8 @@ pub struct Args {
     /// Validation file, same format. Without one, a tenth of the training queries is held out.
     #[arg(long)]
     valid: Option<PathBuf>,
-    /// Base model: the default model's name, a fine-tuned id or a checkpoint directory.
+    /// Base model: the default model's name, a fine-tuned id, a checkpoint directory or a
+    /// Hugging Face model id (org/name[@revision]), as for --model.
     #[arg(long, env = "FINERANK_MODEL", default_value = DEFAULT_MODEL)]
     base: String,
     /// Train as this kind instead of the base checkpoint's own.

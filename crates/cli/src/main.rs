@@ -126,7 +126,11 @@ impl Ctx {
 /// The `--model` argument shared by subcommands.
 #[derive(clap::Args, Clone)]
 pub struct ModelArg {
-    /// The default model's name, a fine-tuned id (<uuid>-ft) or a checkpoint directory.
+    /// The default model's name, a fine-tuned id (<uuid>-ft), a checkpoint directory, or a
+    /// Hugging Face model id (org/name, org/name@revision): a local directory of that name
+    /// first, then the Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
+    /// ~/.cache/huggingface/hub), then a download into it from $HF_ENDPOINT (with $HF_TOKEN),
+    /// unless HF_HUB_OFFLINE=1.
     #[arg(long, env = "FINERANK_MODEL", default_value = DEFAULT_MODEL)]
     model: String,
 }

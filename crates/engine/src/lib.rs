@@ -1,12 +1,14 @@
 //! The reranking engine, between the compute backend and the front ends (CLI, server).
 //!
-//! It resolves model references (the default model, a registered `<uuid>-ft` id, or a checkpoint
-//! directory), keeps the local model registry, scores queries against documents with
-//! length-sorted, token-budget batches and overlapping chunks, calibrates its raw scores into
-//! relevance scores (and fits that calibration), and evaluates a model on a test set.
+//! It resolves model references (the default model, a registered `<uuid>-ft` id, a checkpoint
+//! directory, or a Hugging Face model id, fetched into the Hugging Face cache), keeps the local
+//! model registry, scores queries against documents with length-sorted, token-budget batches and
+//! overlapping chunks, calibrates its raw scores into relevance scores (and fits that
+//! calibration), and evaluates a model on a test set.
 //! Its types are plain data; libtorch stays inside `finerank-model`.
 mod assess;
 mod calibration;
+mod hub;
 mod registry;
 mod reranker;
 mod resolve;
@@ -18,11 +20,12 @@ pub use calibration::{fit_calibration, Calibration, Method, RawScore, CALIBRATIO
 pub use finerank_model::{
     set_threads_here, threads_here, DeviceChoice, Kind, LoadOptions, Precision, Role,
 };
+pub use hub::{HubError, HubSettings, NotCached};
 pub use registry::{now_rfc3339, ModelRecord, Registry, RegistryError};
 pub use reranker::{
     dot, rank_by_raw, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions,
 };
-pub use resolve::{default_model_dir, resolve, ResolveError, DEFAULT_MODEL};
+pub use resolve::{default_model_dir, resolve, resolve_with, ResolveError, DEFAULT_MODEL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -1,6 +1,7 @@
 //! Turning what a user typed after `--model` into a checkpoint directory.
 use std::path::{Path, PathBuf};
 
+use crate::hub::{self, HubError, HubSettings};
 use crate::Registry;
 
 /// The stable name of the embedded default model.
@@ -17,10 +18,17 @@ pub enum ResolveError {
     UnknownId(String, String),
     #[error(
         "unknown model {0:?}: give the default name {DEFAULT_MODEL:?}, a fine-tuned id \
-         (<uuid>-ft, see `finerank models`), or a directory holding config.json, model.safetensors \
-         and tokenizer.json"
+         (<uuid>-ft, see `finerank models`), a directory holding config.json, model.safetensors \
+         and tokenizer.json, or a Hugging Face model id (org/name, org/name@revision)"
     )]
     Unknown(String),
+    #[error(
+        "model {0:?} is a local path without config.json: a checkpoint directory holds \
+         config.json, model.safetensors and tokenizer.json"
+    )]
+    NotACheckpoint(String),
+    #[error(transparent)]
+    Hub(#[from] HubError),
     #[error(transparent)]
     Registry(#[from] crate::RegistryError),
 }
@@ -32,8 +40,20 @@ pub fn default_model_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/default-model"))
 }
 
-/// Resolves a model reference to (display name, checkpoint directory).
+/// Resolves a model reference to (display name, checkpoint directory): the default model's
+/// name, a fine-tuned `<uuid>-ft` id, a local directory, or a Hugging Face model id
+/// (`org/name[@revision]`, looked up after a local directory of that name) with the Hub settings
+/// of the environment ([`HubSettings::from_env`]).
 pub fn resolve(reference: &str, registry: &Registry) -> Result<(String, PathBuf), ResolveError> {
+    resolve_with(reference, registry, &HubSettings::from_env())
+}
+
+/// [`resolve`] with the given Hub settings.
+pub fn resolve_with(
+    reference: &str,
+    registry: &Registry,
+    hub: &HubSettings,
+) -> Result<(String, PathBuf), ResolveError> {
     if reference == DEFAULT_MODEL {
         let dir = default_model_dir();
         return match dir.join("config.json").exists() {
@@ -54,5 +74,12 @@ pub fn resolve(reference: &str, registry: &Registry) -> Result<(String, PathBuf)
     if path.join("config.json").is_file() {
         return Ok((reference.to_string(), path.to_path_buf()));
     }
-    Err(ResolveError::Unknown(reference.to_string()))
+    // text-embeddings-inference's order: a local directory wins over a Hub id of the same name.
+    if path.exists() {
+        return Err(ResolveError::NotACheckpoint(reference.to_string()));
+    }
+    match hub::parse_id(reference) {
+        Some(id) => Ok((reference.to_string(), hub::fetch(reference, &id, hub)?)),
+        None => Err(ResolveError::Unknown(reference.to_string())),
+    }
 }

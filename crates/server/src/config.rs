@@ -21,7 +21,9 @@ pub struct Config {
     #[arg(long, env = "FINERANK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// The model answering requests that name none: the embedded default's name, a fine-tuned
-    /// <uuid>-ft id or a checkpoint directory. It is served under its last path component.
+    /// <uuid>-ft id, a checkpoint directory or a Hugging Face model id (org/name[@revision], from
+    /// the Hugging Face cache or downloaded into it at startup). It is served under its last path
+    /// component.
     #[arg(long, env = "FINERANK_MODEL", default_value = DEFAULT_MODEL)]
     pub default_model: String,
     /// Another name for a model (repeatable), e.g. --alias legal=<uuid>-ft.
