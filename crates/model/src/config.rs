@@ -14,7 +14,8 @@ use crate::ModelError;
 pub enum Kind {
     /// Reads query and document together and outputs one logit, its raw score.
     CrossEncoder,
-    /// Embeds query and document apart (mean pooling, L2 norm); its raw score is their cosine.
+    /// Embeds query and document apart (its pooling and projections, L2 norm); its raw score is
+    /// their cosine.
     BiEncoder,
 }
 

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
+use super::blocks::{attention, split_heads, PostNorm};
 use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
@@ -60,11 +61,7 @@ struct Layer {
     query: nn::Linear,
     key: nn::Linear,
     value: nn::Linear,
-    attn_out: nn::Linear,
-    attn_norm: LayerNorm,
-    intermediate: nn::Linear,
-    out: nn::Linear,
-    out_norm: LayerNorm,
+    rest: PostNorm,
 }
 
 enum Head {
@@ -88,16 +85,13 @@ impl Layer {
             query: nn::linear(&attn / "self" / "query", h, h, ZEROS),
             key: nn::linear(&attn / "self" / "key", h, h, ZEROS),
             value: nn::linear(&attn / "self" / "value", h, h, ZEROS),
-            attn_out: nn::linear(&attn / "output" / "dense", h, h, ZEROS),
-            attn_norm: LayerNorm::new(&attn / "output" / "LayerNorm", h, eps, true),
-            intermediate: nn::linear(
-                &p / "intermediate" / "dense",
-                h,
-                cfg.intermediate_size,
-                ZEROS,
+            rest: PostNorm::new(
+                &attn / "output" / "dense",
+                &attn / "output" / "LayerNorm",
+                &p,
+                cfg,
+                eps,
             ),
-            out: nn::linear(&p / "output" / "dense", cfg.intermediate_size, h, ZEROS),
-            out_norm: LayerNorm::new(&p / "output" / "LayerNorm", h, eps, true),
         }
     }
 }
@@ -175,31 +169,15 @@ impl Bert {
     }
 
     fn layer(&self, l: &Layer, x: &Tensor, attend: &Tensor, train: bool) -> Tensor {
-        let (b, n, h) = x.size3().expect("hidden states are [batch, len, hidden]");
-        let split = |t: Tensor| t.view([b, n, self.heads, h / self.heads]).transpose(1, 2);
-        let q = split(l.query.forward(x));
-        let k = split(l.key.forward(x));
-        let v = split(l.value.forward(x));
+        let split = |t: Tensor| split_heads(&t, self.heads);
+        let (q, k, v) = (
+            split(l.query.forward(x)),
+            split(l.key.forward(x)),
+            split(l.value.forward(x)),
+        );
         let dropout = if train { self.attention_dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(attend),
-            dropout,
-            false,
-            None,
-            false,
-        )
-        .transpose(1, 2)
-        .contiguous()
-        .view([b, n, h]);
-        let x = l
-            .attn_norm
-            .forward(&(l.attn_out.forward(&ctx).dropout(self.hidden_dropout, train) + x));
-        let y = l.intermediate.forward(&x).gelu("none");
-        l.out_norm
-            .forward(&(l.out.forward(&y).dropout(self.hidden_dropout, train) + x))
+        let context = attention(&q, &k, &v, attend, dropout);
+        l.rest.forward(&context, x, self.hidden_dropout, train)
     }
 }
 

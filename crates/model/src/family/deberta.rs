@@ -6,6 +6,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Device, Kind as DType, Tensor};
 
+use super::blocks::PostNorm;
 use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
@@ -130,11 +131,7 @@ struct Layer {
     /// Projections of the relative embeddings of their own, without `share_att_key`.
     pos_key: Option<nn::Linear>,
     pos_query: Option<nn::Linear>,
-    attn_out: nn::Linear,
-    attn_norm: LayerNorm,
-    intermediate: nn::Linear,
-    out: nn::Linear,
-    out_norm: LayerNorm,
+    rest: PostNorm,
 }
 
 /// DebertaV2ForSequenceClassification's ContextPooler (dense + GELU over the first token) and
@@ -220,16 +217,13 @@ impl Layer {
             pos_key: (own && c2p).then(|| nn::linear(&attn / "self" / "pos_key_proj", h, h, ZEROS)),
             pos_query: (own && p2c)
                 .then(|| nn::linear(&attn / "self" / "pos_query_proj", h, h, ZEROS)),
-            attn_out: nn::linear(&attn / "output" / "dense", h, h, ZEROS),
-            attn_norm: LayerNorm::new(&attn / "output" / "LayerNorm", h, eps, true),
-            intermediate: nn::linear(
-                &p / "intermediate" / "dense",
-                h,
-                cfg.intermediate_size,
-                ZEROS,
+            rest: PostNorm::new(
+                &attn / "output" / "dense",
+                &attn / "output" / "LayerNorm",
+                &p,
+                cfg,
+                eps,
             ),
-            out: nn::linear(&p / "output" / "dense", cfg.intermediate_size, h, ZEROS),
-            out_norm: LayerNorm::new(&p / "output" / "LayerNorm", h, eps, true),
         }
     }
 }
@@ -430,12 +424,7 @@ impl Deberta {
 
     fn layer(&self, l: &Layer, x: &Tensor, ctx: &Context, train: bool) -> Tensor {
         let a = self.attention(l, x, ctx, train);
-        let x = l
-            .attn_norm
-            .forward(&(l.attn_out.forward(&a).dropout(self.hidden_dropout, train) + x));
-        let y = l.intermediate.forward(&x).gelu("none");
-        l.out_norm
-            .forward(&(l.out.forward(&y).dropout(self.hidden_dropout, train) + x))
+        l.rest.forward(&a, x, self.hidden_dropout, train)
     }
 }
 

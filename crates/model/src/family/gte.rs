@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
+use super::blocks::{apply_rotary, attention, split_heads};
 use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
@@ -164,12 +165,6 @@ fn inv_freq(cfg: &Config, keys: &Keys, p: &nn::Path) -> Result<Tensor, ModelErro
     })
 }
 
-/// `[x1, x2] -> [-x2, x1]` over the last dimension's halves.
-fn rotate_half(x: &Tensor) -> Tensor {
-    let half = x.size().last().expect("a head has a size") / 2;
-    Tensor::cat(&[-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1)
-}
-
 impl Gte {
     pub(super) fn new(
         root: &nn::Path,
@@ -260,28 +255,18 @@ impl Gte {
         attend: &Tensor,
         train: bool,
     ) -> Tensor {
-        let (b, n, h) = x.size3().expect("hidden states are [batch, len, hidden]");
-        let split = |t: &Tensor| t.view([b, n, self.heads, h / self.heads]).transpose(1, 2);
+        let h = *x.size().last().expect("hidden states have a size");
         let qkv = l.qkv.forward(x).split(h, -1);
-        let (q, k, v) = (split(&qkv[0]), split(&qkv[1]), split(&qkv[2]));
+        let (q, k, v) = (
+            split_heads(&qkv[0], self.heads),
+            split_heads(&qkv[1], self.heads),
+            split_heads(&qkv[2], self.heads),
+        );
         // In the projections' dtype, as the reference casts them (bf16 under autocast).
         let (cos, sin) = (rope.0.to_kind(q.kind()), rope.1.to_kind(q.kind()));
-        let q = &q * &cos + rotate_half(&q) * &sin;
-        let k = &k * &cos + rotate_half(&k) * &sin;
+        let (q, k) = (apply_rotary(&q, &cos, &sin), apply_rotary(&k, &cos, &sin));
         let dropout = if train { self.attention_dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(attend),
-            dropout,
-            false,
-            None,
-            false,
-        )
-        .transpose(1, 2)
-        .contiguous()
-        .view([b, n, h]);
+        let ctx = attention(&q, &k, &v, attend, dropout);
         let x = l
             .attn_ln
             .forward(&(l.o_proj.forward(&ctx).dropout(self.hidden_dropout, train) + x));

@@ -4,6 +4,7 @@
 //! which `config.json` keys change its arithmetic. Everything else (loading weights, pooling,
 //! saving, devices, precision) is shared and lives outside this module.
 mod bert;
+mod blocks;
 mod deberta;
 mod gte;
 mod modernbert;

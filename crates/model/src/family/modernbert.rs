@@ -6,6 +6,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
+use super::blocks::{apply_rotary, attention};
 use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
@@ -385,26 +386,13 @@ impl ModernBert {
         };
         let qkv = l.wqkv.forward(&normed).view([b, n, 3, self.heads, d]);
         let part = |i: i64| qkv.select(2, i).transpose(1, 2);
-        let rotate = |t: Tensor| {
-            let half = d / 2;
-            let turned = Tensor::cat(&[t.narrow(3, half, half).neg(), t.narrow(3, 0, half)], 3);
-            &t * cos + turned * sin
-        };
-        let (q, k, v) = (rotate(part(0)), rotate(part(1)), part(2));
+        let (q, k, v) = (
+            apply_rotary(&part(0), cos, sin),
+            apply_rotary(&part(1), cos, sin),
+            part(2),
+        );
         let dropout = if train { self.attention_dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(attend),
-            dropout,
-            false,
-            None,
-            false,
-        )
-        .transpose(1, 2)
-        .contiguous()
-        .view([b, n, h]);
+        let ctx = attention(&q, &k, &v, attend, dropout);
         let x = x + l.wo.forward(&ctx).dropout(self.attention_dropout, train);
         let gates = l.wi.forward(&l.mlp_norm.forward(&x)).chunk(2, 2);
         let y = (gates[0].gelu(self.act) * &gates[1]).dropout(self.mlp_dropout, train);

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Device, Kind as DType, Tensor};
 
+use super::blocks::{attention, split_heads, PostNorm};
 use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
@@ -66,11 +67,7 @@ struct Layer {
     q: nn::Linear,
     k: nn::Linear,
     v: nn::Linear,
-    o: nn::Linear,
-    attn_norm: LayerNorm,
-    intermediate: nn::Linear,
-    out: nn::Linear,
-    out_norm: LayerNorm,
+    rest: PostNorm,
 }
 
 /// MPNetClassificationHead: dense + tanh over <s>, then out_proj.
@@ -87,16 +84,7 @@ impl Layer {
             q: nn::linear(&attn / "attn" / "q", h, h, ZEROS),
             k: nn::linear(&attn / "attn" / "k", h, h, ZEROS),
             v: nn::linear(&attn / "attn" / "v", h, h, ZEROS),
-            o: nn::linear(&attn / "attn" / "o", h, h, ZEROS),
-            attn_norm: LayerNorm::new(&attn / "LayerNorm", h, eps, true),
-            intermediate: nn::linear(
-                &p / "intermediate" / "dense",
-                h,
-                cfg.intermediate_size,
-                ZEROS,
-            ),
-            out: nn::linear(&p / "output" / "dense", cfg.intermediate_size, h, ZEROS),
-            out_norm: LayerNorm::new(&p / "output" / "LayerNorm", h, eps, true),
+            rest: PostNorm::new(&attn / "attn" / "o", &attn / "LayerNorm", &p, cfg, eps),
         }
     }
 }
@@ -161,31 +149,15 @@ impl MpNet {
     }
 
     fn layer(&self, l: &Layer, x: &Tensor, attend: &Tensor, train: bool) -> Tensor {
-        let (b, n, h) = x.size3().expect("hidden states are [batch, len, hidden]");
-        let split = |t: Tensor| t.view([b, n, self.heads, h / self.heads]).transpose(1, 2);
-        let q = split(l.q.forward(x));
-        let k = split(l.k.forward(x));
-        let v = split(l.v.forward(x));
+        let split = |t: Tensor| split_heads(&t, self.heads);
+        let (q, k, v) = (
+            split(l.q.forward(x)),
+            split(l.k.forward(x)),
+            split(l.v.forward(x)),
+        );
         let dropout = if train { self.attention_dropout } else { 0.0 };
-        let ctx = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            Some(attend),
-            dropout,
-            false,
-            None,
-            false,
-        )
-        .transpose(1, 2)
-        .contiguous()
-        .view([b, n, h]);
-        let x = l
-            .attn_norm
-            .forward(&(l.o.forward(&ctx).dropout(self.hidden_dropout, train) + x));
-        let y = l.intermediate.forward(&x).gelu("none");
-        l.out_norm
-            .forward(&(l.out.forward(&y).dropout(self.hidden_dropout, train) + x))
+        let context = attention(&q, &k, &v, attend, dropout);
+        l.rest.forward(&context, x, self.hidden_dropout, train)
     }
 }
 

@@ -1,0 +1,80 @@
+//! Pieces several families share, written once.
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+use super::{LayerNorm, ZEROS};
+use crate::config::Config;
+
+/// [batch, len, hidden] → [batch, heads, len, hidden / heads].
+pub(super) fn split_heads(t: &Tensor, heads: i64) -> Tensor {
+    let (b, n, h) = t.size3().expect("hidden states are [batch, len, hidden]");
+    t.view([b, n, heads, h / heads]).transpose(1, 2)
+}
+
+/// Softmax attention of `q` over `k` and `v` ([batch, heads, len, head_dim]) with `mask` (bool:
+/// which keys each query may see; or float: added to the scores), back to [batch, len, hidden].
+pub(super) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, dropout: f64) -> Tensor {
+    let (b, heads, n, d) = q
+        .size4()
+        .expect("queries are [batch, heads, len, head_dim]");
+    Tensor::scaled_dot_product_attention(q, k, v, Some(mask), dropout, false, None, false)
+        .transpose(1, 2)
+        .contiguous()
+        .view([b, n, heads * d])
+}
+
+/// Rotary positions in the rotate-half form: `x cos + [-x2, x1] sin` over the last dimension's
+/// halves.
+pub(super) fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+    let half = x.size().last().expect("a head has a size") / 2;
+    let turned = Tensor::cat(&[-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);
+    x * cos + turned * sin
+}
+
+/// What a BERT-style post-norm layer does after self-attention: the attention's output
+/// projection, dropout, residual and LayerNorm, then the feed-forward block (exact GELU) with
+/// its own. BERT, DeBERTa and MPNet differ only in the attention before it and the names.
+pub(super) struct PostNorm {
+    attn_out: nn::Linear,
+    attn_norm: LayerNorm,
+    intermediate: nn::Linear,
+    out: nn::Linear,
+    out_norm: LayerNorm,
+}
+
+impl PostNorm {
+    /// The attention output and its norm at `attn_out` and `attn_norm`; the feed-forward block
+    /// under `layer` as `intermediate.dense` and `output.{dense,LayerNorm}`.
+    pub(super) fn new(
+        attn_out: nn::Path,
+        attn_norm: nn::Path,
+        layer: &nn::Path,
+        cfg: &Config,
+        eps: f64,
+    ) -> PostNorm {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        PostNorm {
+            attn_out: nn::linear(attn_out, h, h, ZEROS),
+            attn_norm: LayerNorm::new(attn_norm, h, eps, true),
+            intermediate: nn::linear(layer / "intermediate" / "dense", h, i, ZEROS),
+            out: nn::linear(layer / "output" / "dense", i, h, ZEROS),
+            out_norm: LayerNorm::new(layer / "output" / "LayerNorm", h, eps, true),
+        }
+    }
+
+    /// The layer's output from its input `x` and its attention's `context`.
+    pub(super) fn forward(
+        &self,
+        context: &Tensor,
+        x: &Tensor,
+        dropout: f64,
+        train: bool,
+    ) -> Tensor {
+        let x = self
+            .attn_norm
+            .forward(&(self.attn_out.forward(context).dropout(dropout, train) + x));
+        let y = self.intermediate.forward(&x).gelu("none");
+        self.out_norm
+            .forward(&(self.out.forward(&y).dropout(dropout, train) + x))
+    }
+}
