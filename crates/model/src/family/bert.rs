@@ -4,8 +4,8 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
-use super::blocks::{attention, split_heads, PostNorm};
-use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
+use super::blocks::{AttentionNames, DenseTanhHead, SelfAttentionLayer};
+use super::{unsupported, LayerNorm, Network, EMBEDDING};
 use crate::config::Config;
 use crate::ModelError;
 
@@ -53,16 +53,17 @@ pub(super) struct Bert {
     /// One-row token-type tables (XLM-R) take no segment ids: the tokenizer's may say 1.
     single_segment: bool,
     norm: LayerNorm,
-    layers: Vec<Layer>,
+    layers: Vec<SelfAttentionLayer>,
     head: Option<Head>,
 }
 
-struct Layer {
-    query: nn::Linear,
-    key: nn::Linear,
-    value: nn::Linear,
-    rest: PostNorm,
-}
+const NAMES: AttentionNames = AttentionNames {
+    query: &["self", "query"],
+    key: &["self", "key"],
+    value: &["self", "value"],
+    output: &["output", "dense"],
+    norm: &["output", "LayerNorm"],
+};
 
 enum Head {
     /// BertForSequenceClassification: tanh pooler over [CLS], then a linear layer.
@@ -70,30 +71,8 @@ enum Head {
         pooler: nn::Linear,
         classifier: nn::Linear,
     },
-    /// XLMRobertaForSequenceClassification: dense + tanh over <s>, then out_proj.
-    Roberta {
-        dense: nn::Linear,
-        out_proj: nn::Linear,
-    },
-}
-
-impl Layer {
-    fn new(p: nn::Path, cfg: &Config, eps: f64) -> Layer {
-        let h = cfg.hidden_size;
-        let attn = &p / "attention";
-        Layer {
-            query: nn::linear(&attn / "self" / "query", h, h, ZEROS),
-            key: nn::linear(&attn / "self" / "key", h, h, ZEROS),
-            value: nn::linear(&attn / "self" / "value", h, h, ZEROS),
-            rest: PostNorm::new(
-                &attn / "output" / "dense",
-                &attn / "output" / "LayerNorm",
-                &p,
-                cfg,
-                eps,
-            ),
-        }
-    }
+    /// XLMRobertaForSequenceClassification.
+    Roberta(DenseTanhHead),
 }
 
 impl Bert {
@@ -134,10 +113,7 @@ impl Bert {
                 pooler: nn::linear(&p / "pooler" / "dense", h, h, init),
                 classifier: nn::linear(root / "classifier", h, 1, init),
             },
-            true => Head::Roberta {
-                dense: nn::linear(root / "classifier" / "dense", h, h, init),
-                out_proj: nn::linear(root / "classifier" / "out_proj", h, 1, init),
-            },
+            true => Head::Roberta(DenseTanhHead::new(root, h, init)),
         });
         Ok(Bert {
             roberta,
@@ -162,22 +138,10 @@ impl Bert {
             single_segment: keys.type_vocab_size == 1,
             norm: LayerNorm::new(&emb / "LayerNorm", h, eps, true),
             layers: (0..cfg.num_hidden_layers)
-                .map(|i| Layer::new(&p / "encoder" / "layer" / i, cfg, eps))
+                .map(|i| SelfAttentionLayer::new(&p / "encoder" / "layer" / i, &NAMES, cfg, eps))
                 .collect(),
             head,
         })
-    }
-
-    fn layer(&self, l: &Layer, x: &Tensor, attend: &Tensor, train: bool) -> Tensor {
-        let split = |t: Tensor| split_heads(&t, self.heads);
-        let (q, k, v) = (
-            split(l.query.forward(x)),
-            split(l.key.forward(x)),
-            split(l.value.forward(x)),
-        );
-        let dropout = if train { self.attention_dropout } else { 0.0 };
-        let context = attention(&q, &k, &v, attend, dropout);
-        l.rest.forward(&context, x, self.hidden_dropout, train)
     }
 }
 
@@ -203,13 +167,13 @@ impl Network for Bert {
         // [batch, 1, 1, len]: every query position may attend to every real key.
         let attend = mask.unsqueeze(1).unsqueeze(1);
         for layer in &self.layers {
-            x = self.layer(layer, &x, &attend, train);
+            let dropout = (self.attention_dropout, self.hidden_dropout);
+            x = layer.forward(&x, &attend, self.heads, dropout, train);
         }
         x
     }
 
     fn classify(&self, hidden: &Tensor, _mask: &Tensor, train: bool) -> Tensor {
-        let cls = hidden.select(1, 0);
         match self
             .head
             .as_ref()
@@ -217,16 +181,12 @@ impl Network for Bert {
         {
             Head::Bert { pooler, classifier } => {
                 let pooled = pooler
-                    .forward(&cls)
+                    .forward(&hidden.select(1, 0))
                     .tanh()
                     .dropout(self.hidden_dropout, train);
                 classifier.forward(&pooled).squeeze_dim(1)
             }
-            Head::Roberta { dense, out_proj } => {
-                let x = cls.dropout(self.hidden_dropout, train);
-                let x = dense.forward(&x).tanh().dropout(self.hidden_dropout, train);
-                out_proj.forward(&x).squeeze_dim(1)
-            }
+            Head::Roberta(head) => head.forward(hidden, self.hidden_dropout, train),
         }
     }
 

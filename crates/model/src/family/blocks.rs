@@ -78,3 +78,78 @@ impl PostNorm {
             .forward(&(self.out.forward(&y).dropout(dropout, train) + x))
     }
 }
+
+/// A BERT-style layer: multi-head self-attention through separate query, key and value
+/// projections, then [`PostNorm`]. BERT and MPNet differ only in the names and in the mask,
+/// to which MPNet adds its relative position bias.
+pub(super) struct SelfAttentionLayer {
+    query: nn::Linear,
+    key: nn::Linear,
+    value: nn::Linear,
+    rest: PostNorm,
+}
+
+/// Where a family keeps a [`SelfAttentionLayer`]'s tensors under the layer's `attention` path:
+/// each a sequence of path segments.
+pub(super) struct AttentionNames {
+    pub query: &'static [&'static str],
+    pub key: &'static [&'static str],
+    pub value: &'static [&'static str],
+    pub output: &'static [&'static str],
+    pub norm: &'static [&'static str],
+}
+
+impl SelfAttentionLayer {
+    pub(super) fn new(layer: nn::Path, names: &AttentionNames, cfg: &Config, eps: f64) -> Self {
+        let attn = &layer / "attention";
+        let at = |segments: &[&str]| segments.iter().fold(attn.clone(), |p, s| &p / *s);
+        let h = cfg.hidden_size;
+        SelfAttentionLayer {
+            query: nn::linear(at(names.query), h, h, ZEROS),
+            key: nn::linear(at(names.key), h, h, ZEROS),
+            value: nn::linear(at(names.value), h, h, ZEROS),
+            rest: PostNorm::new(at(names.output), at(names.norm), &layer, cfg, eps),
+        }
+    }
+
+    /// `dropout` is (attention probabilities, hidden states), applied only when training.
+    pub(super) fn forward(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        heads: i64,
+        (attention_dropout, hidden_dropout): (f64, f64),
+        train: bool,
+    ) -> Tensor {
+        let split = |t: Tensor| split_heads(&t, heads);
+        let q = split(self.query.forward(x));
+        let k = split(self.key.forward(x));
+        let v = split(self.value.forward(x));
+        let dropout = if train { attention_dropout } else { 0.0 };
+        let context = attention(&q, &k, &v, mask, dropout);
+        self.rest.forward(&context, x, hidden_dropout, train)
+    }
+}
+
+/// RoBERTa's classification head, which XLM-R and MPNet share: dropout, dense, tanh, dropout
+/// and a one-logit projection over the first token.
+pub(super) struct DenseTanhHead {
+    dense: nn::Linear,
+    out_proj: nn::Linear,
+}
+
+impl DenseTanhHead {
+    /// `classifier.dense` and `classifier.out_proj` under `root`.
+    pub(super) fn new(root: &nn::Path, hidden: i64, init: nn::LinearConfig) -> Self {
+        DenseTanhHead {
+            dense: nn::linear(root / "classifier" / "dense", hidden, hidden, init),
+            out_proj: nn::linear(root / "classifier" / "out_proj", hidden, 1, init),
+        }
+    }
+
+    pub(super) fn forward(&self, hidden: &Tensor, dropout: f64, train: bool) -> Tensor {
+        let x = hidden.select(1, 0).dropout(dropout, train);
+        let x = self.dense.forward(&x).tanh().dropout(dropout, train);
+        self.out_proj.forward(&x).squeeze_dim(1)
+    }
+}

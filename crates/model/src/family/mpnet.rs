@@ -5,8 +5,8 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Device, Kind as DType, Tensor};
 
-use super::blocks::{attention, split_heads, PostNorm};
-use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
+use super::blocks::{AttentionNames, DenseTanhHead, SelfAttentionLayer};
+use super::{unsupported, LayerNorm, Network, EMBEDDING};
 use crate::config::Config;
 use crate::ModelError;
 
@@ -59,35 +59,18 @@ pub(super) struct MpNet {
     norm: LayerNorm,
     /// [buckets, heads]: one bias per head and relative-distance bucket, added in every layer.
     relative_bias: nn::Embedding,
-    layers: Vec<Layer>,
-    head: Option<Head>,
+    layers: Vec<SelfAttentionLayer>,
+    /// MPNetClassificationHead.
+    head: Option<DenseTanhHead>,
 }
 
-struct Layer {
-    q: nn::Linear,
-    k: nn::Linear,
-    v: nn::Linear,
-    rest: PostNorm,
-}
-
-/// MPNetClassificationHead: dense + tanh over <s>, then out_proj.
-struct Head {
-    dense: nn::Linear,
-    out_proj: nn::Linear,
-}
-
-impl Layer {
-    fn new(p: nn::Path, cfg: &Config, eps: f64) -> Layer {
-        let h = cfg.hidden_size;
-        let attn = &p / "attention";
-        Layer {
-            q: nn::linear(&attn / "attn" / "q", h, h, ZEROS),
-            k: nn::linear(&attn / "attn" / "k", h, h, ZEROS),
-            v: nn::linear(&attn / "attn" / "v", h, h, ZEROS),
-            rest: PostNorm::new(&attn / "attn" / "o", &attn / "LayerNorm", &p, cfg, eps),
-        }
-    }
-}
+const NAMES: AttentionNames = AttentionNames {
+    query: &["attn", "q"],
+    key: &["attn", "k"],
+    value: &["attn", "v"],
+    output: &["attn", "o"],
+    norm: &["LayerNorm"],
+};
 
 impl MpNet {
     pub(super) fn new(
@@ -118,10 +101,7 @@ impl MpNet {
         let h = cfg.hidden_size;
         let emb = &p / "embeddings";
         let eps = keys.layer_norm_eps;
-        let head = head.map(|init| Head {
-            dense: nn::linear(root / "classifier" / "dense", h, h, init),
-            out_proj: nn::linear(root / "classifier" / "out_proj", h, 1, init),
-        });
+        let head = head.map(|init| DenseTanhHead::new(root, h, init));
         Ok(MpNet {
             max_positions: cfg.max_position_embeddings,
             heads: cfg.num_attention_heads,
@@ -142,22 +122,10 @@ impl MpNet {
                 EMBEDDING,
             ),
             layers: (0..cfg.num_hidden_layers)
-                .map(|i| Layer::new(&p / "encoder" / "layer" / i, cfg, eps))
+                .map(|i| SelfAttentionLayer::new(&p / "encoder" / "layer" / i, &NAMES, cfg, eps))
                 .collect(),
             head,
         })
-    }
-
-    fn layer(&self, l: &Layer, x: &Tensor, attend: &Tensor, train: bool) -> Tensor {
-        let split = |t: Tensor| split_heads(&t, self.heads);
-        let (q, k, v) = (
-            split(l.q.forward(x)),
-            split(l.k.forward(x)),
-            split(l.v.forward(x)),
-        );
-        let dropout = if train { self.attention_dropout } else { 0.0 };
-        let context = attention(&q, &k, &v, attend, dropout);
-        l.rest.forward(&context, x, self.hidden_dropout, train)
     }
 }
 
@@ -205,7 +173,8 @@ impl Network for MpNet {
             * f64::from(f32::MIN);
         let attend = bias + padding;
         for layer in &self.layers {
-            x = self.layer(layer, &x, &attend, train);
+            let dropout = (self.attention_dropout, self.hidden_dropout);
+            x = layer.forward(&x, &attend, self.heads, dropout, train);
         }
         x
     }
@@ -215,13 +184,7 @@ impl Network for MpNet {
             .head
             .as_ref()
             .expect("classify runs on a cross-encoder");
-        let x = hidden.select(1, 0).dropout(self.hidden_dropout, train);
-        let x = head
-            .dense
-            .forward(&x)
-            .tanh()
-            .dropout(self.hidden_dropout, train);
-        head.out_proj.forward(&x).squeeze_dim(1)
+        head.forward(hidden, self.hidden_dropout, train)
     }
 
     /// Positions count from `PADDING_IDX + 1`, so the window is two shorter than the table.
