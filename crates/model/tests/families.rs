@@ -3,27 +3,15 @@
 //! - the ids our tokenization gives, and the logits transformers computes from them, to 1e-4;
 //! - one training step: the listwise loss finerank trains with, and every weight's gradient;
 //! - the export: a model changed by that step, saved, reads back in transformers with our scores.
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-use finerank_model::{DeviceChoice, Kind, LoadOptions, Model};
+use std::path::{Path, PathBuf};
+
+use common::{cpu, fixture, python};
+use finerank_model::{Kind, Model};
 use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
 use tch::Tensor;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/families")
-        .join(name)
-}
-
-fn cpu() -> LoadOptions {
-    LoadOptions {
-        device: DeviceChoice::Cpu,
-        ..LoadOptions::default()
-    }
-}
 
 fn numbers(v: &Value) -> Vec<f64> {
     v.as_array()
@@ -118,23 +106,8 @@ fn transformers_logits(dir: &Path, inputs: &[Encoded], pad: i64) -> Vec<f64> {
         "input_ids": inputs.iter().map(pad_to).collect::<Vec<_>>(),
         "attention_mask": inputs.iter().map(mask).collect::<Vec<_>>(),
     });
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(root.join("../../.venv/bin/python"))
-        .arg(root.join("tests/families/hf_logits.py"))
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(batch.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "hf_logits.py failed");
-    serde_json::from_slice::<Vec<f64>>(&out.stdout).unwrap()
+    let logits = python("hf_logits.py", &[dir.to_str().unwrap()], &batch);
+    serde_json::from_value(logits).unwrap()
 }
 
 fn check_cross_encoder(name: &str) {

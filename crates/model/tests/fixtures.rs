@@ -1,7 +1,10 @@
 //! The forward pass reproduces Hugging Face transformers on the shared fixtures, from ids that our
 //! own tokenization produces, and a saved model reloads to the same outputs.
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::cpu;
 use finerank_model::{DeviceChoice, Kind, LoadOptions, Model, Precision};
 use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
@@ -10,13 +13,6 @@ fn shared(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../../shared")
         .join(rel)
-}
-
-fn cpu() -> LoadOptions {
-    LoadOptions {
-        device: DeviceChoice::Cpu,
-        ..LoadOptions::default()
-    }
 }
 
 fn expected(dir: &Path) -> Value {

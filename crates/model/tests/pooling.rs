@@ -1,26 +1,14 @@
 //! Bi-encoders against sentence-transformers: beyond mean pooling, on tiny checkpoints that it
 //! saved itself (`tests/families/generate.py`): CLS pooling (the bge family), a Dense
 //! projection, and the query and document prompts each declares; and MPNet on its real weights.
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod common;
 
-use finerank_model::{DeviceChoice, Kind, LoadOptions, Model, Role};
+use std::path::Path;
+
+use common::{cpu, fixture, python};
+use finerank_model::{Kind, Model, Role};
 use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/families")
-        .join(name)
-}
-
-fn cpu() -> LoadOptions {
-    LoadOptions {
-        device: DeviceChoice::Cpu,
-        ..LoadOptions::default()
-    }
-}
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -65,26 +53,9 @@ fn assert_rows_close(what: &str, got: &[Vec<f32>], want: &[Vec<f64>]) {
 
 /// sentence-transformers' embeddings of `texts` read from `dir`, after the prompt named.
 fn sentence_transformers(dir: &Path, prompt_name: Option<&str>, texts: &[String]) -> Vec<Vec<f64>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(root.join("../../.venv/bin/python"))
-        .arg(root.join("tests/families/st_embed.py"))
-        .arg(dir)
-        .args(prompt_name)
-        .env("HF_HUB_OFFLINE", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(texts).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "st_embed.py failed");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    rows(&v)
+    let mut args = vec![dir.to_str().unwrap()];
+    args.extend(prompt_name);
+    rows(&python("st_embed.py", &args, &serde_json::json!(texts)))
 }
 
 fn check_bi_encoder(name: &str) {
