@@ -5,38 +5,25 @@ use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
 use super::blocks::{AttentionNames, DenseTanhHead, SelfAttentionLayer};
-use super::{unsupported, LayerNorm, Network, EMBEDDING};
+use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING};
 use crate::config::Config;
 use crate::ModelError;
 
 /// The keys of a BERT or XLM-R `config.json` beyond the sizes every family has.
 #[derive(Deserialize)]
 struct Keys {
-    #[serde(default = "one")]
+    #[serde(default = "defaults::one")]
     type_vocab_size: i64,
-    #[serde(default = "eps")]
+    #[serde(default = "defaults::eps_1e12")]
     layer_norm_eps: f64,
-    #[serde(default = "gelu")]
+    #[serde(default = "defaults::gelu")]
     hidden_act: String,
     #[serde(default)]
     position_embedding_type: Option<String>,
-    #[serde(default = "dropout")]
+    #[serde(default = "defaults::dropout")]
     hidden_dropout_prob: f64,
-    #[serde(default = "dropout")]
+    #[serde(default = "defaults::dropout")]
     attention_probs_dropout_prob: f64,
-}
-
-fn one() -> i64 {
-    1
-}
-fn eps() -> f64 {
-    1e-12
-}
-fn gelu() -> String {
-    "gelu".into()
-}
-fn dropout() -> f64 {
-    0.1
 }
 
 pub(super) struct Bert {
@@ -85,14 +72,7 @@ impl Bert {
     ) -> Result<Bert, ModelError> {
         let keys: Keys = cfg.family_keys()?;
         // Other values of these keys change the arithmetic: the model would load and score wrong.
-        if keys.hidden_act != "gelu" {
-            return Err(unsupported(
-                cfg,
-                "hidden_act",
-                format!("{:?}", keys.hidden_act),
-                "exact GELU (\"gelu\") only",
-            ));
-        }
+        exact_gelu(cfg, "hidden_act", &keys.hidden_act)?;
         if let Some(kind) = keys
             .position_embedding_type
             .as_deref()

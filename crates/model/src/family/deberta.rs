@@ -7,7 +7,7 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind as DType, Tensor};
 
 use super::blocks::PostNorm;
-use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
+use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
 
@@ -19,17 +19,17 @@ struct Keys {
     type_vocab_size: i64,
     #[serde(default = "eps")]
     layer_norm_eps: f64,
-    #[serde(default = "gelu")]
+    #[serde(default = "defaults::gelu")]
     hidden_act: String,
-    #[serde(default = "dropout")]
+    #[serde(default = "defaults::dropout")]
     hidden_dropout_prob: f64,
-    #[serde(default = "dropout")]
+    #[serde(default = "defaults::dropout")]
     attention_probs_dropout_prob: f64,
     #[serde(default)]
     embedding_size: Option<i64>,
     #[serde(default)]
     attention_head_size: Option<i64>,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     position_biased_input: bool,
     #[serde(default)]
     relative_attention: bool,
@@ -47,7 +47,7 @@ struct Keys {
     conv_kernel_size: i64,
     #[serde(default)]
     pooler_hidden_size: Option<i64>,
-    #[serde(default = "gelu")]
+    #[serde(default = "defaults::gelu")]
     pooler_hidden_act: String,
     #[serde(default)]
     pooler_dropout: f64,
@@ -75,15 +75,6 @@ impl PosAttType {
 
 fn eps() -> f64 {
     1e-7
-}
-fn gelu() -> String {
-    "gelu".into()
-}
-fn dropout() -> f64 {
-    0.1
-}
-fn yes() -> bool {
-    true
 }
 fn unset() -> i64 {
     -1
@@ -158,22 +149,8 @@ struct Positions {
 
 impl Keys {
     fn check(&self, cfg: &Config) -> Result<(), ModelError> {
-        if self.hidden_act != "gelu" {
-            return Err(unsupported(
-                cfg,
-                "hidden_act",
-                format!("{:?}", self.hidden_act),
-                "exact GELU (\"gelu\") only",
-            ));
-        }
-        if self.pooler_hidden_act != "gelu" {
-            return Err(unsupported(
-                cfg,
-                "pooler_hidden_act",
-                format!("{:?}", self.pooler_hidden_act),
-                "exact GELU (\"gelu\") only",
-            ));
-        }
+        exact_gelu(cfg, "hidden_act", &self.hidden_act)?;
+        exact_gelu(cfg, "pooler_hidden_act", &self.pooler_hidden_act)?;
         if self.conv_kernel_size > 0 {
             return Err(unsupported(
                 cfg,

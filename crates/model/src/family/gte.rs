@@ -8,7 +8,7 @@ use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
 use super::blocks::{apply_rotary, attention, split_heads};
-use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
+use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
 
@@ -16,13 +16,13 @@ use crate::ModelError;
 /// (Alibaba-NLP/new-impl), which a checkpoint relies on when it leaves a key out.
 #[derive(Deserialize)]
 struct Keys {
-    #[serde(default = "one")]
+    #[serde(default = "defaults::one")]
     type_vocab_size: i64,
-    #[serde(default = "eps")]
+    #[serde(default = "defaults::eps_1e12")]
     layer_norm_eps: f64,
     #[serde(default = "layer_norm")]
     layer_norm_type: String,
-    #[serde(default = "gelu")]
+    #[serde(default = "defaults::gelu")]
     hidden_act: String,
     #[serde(default = "rope")]
     position_embedding_type: String,
@@ -30,7 +30,7 @@ struct Keys {
     rope_theta: f64,
     #[serde(default)]
     rope_scaling: Option<RopeScaling>,
-    #[serde(default = "yes")]
+    #[serde(default = "defaults::yes")]
     pack_qkv: bool,
     #[serde(default)]
     logn_attention_scale: bool,
@@ -55,26 +55,14 @@ struct RopeScaling {
     mixed_b: Option<serde_json::Value>,
 }
 
-fn one() -> i64 {
-    1
-}
-fn eps() -> f64 {
-    1e-12
-}
 fn layer_norm() -> String {
     "layer_norm".into()
-}
-fn gelu() -> String {
-    "gelu".into()
 }
 fn rope() -> String {
     "rope".into()
 }
 fn theta() -> f64 {
     10000.0
-}
-fn yes() -> bool {
-    true
 }
 fn hidden_dropout() -> f64 {
     0.1
@@ -174,14 +162,7 @@ impl Gte {
     ) -> Result<Gte, ModelError> {
         let keys: Keys = cfg.family_keys()?;
         // Other values of these keys change the arithmetic: the model would load and score wrong.
-        if keys.hidden_act != "gelu" {
-            return Err(unsupported(
-                cfg,
-                "hidden_act",
-                format!("{:?}", keys.hidden_act),
-                "exact GELU (\"gelu\") only",
-            ));
-        }
+        exact_gelu(cfg, "hidden_act", &keys.hidden_act)?;
         if keys.position_embedding_type != "rope" {
             return Err(unsupported(
                 cfg,

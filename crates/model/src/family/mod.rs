@@ -264,6 +264,38 @@ impl nn::Module for LayerNorm {
     }
 }
 
+/// Refuses an activation other than exact (erf) GELU, the only one most families implement.
+pub(crate) fn exact_gelu(cfg: &Config, key: &str, value: &str) -> Result<(), ModelError> {
+    match value {
+        "gelu" => Ok(()),
+        other => Err(unsupported(
+            cfg,
+            key,
+            format!("{other:?}"),
+            "exact GELU (\"gelu\") only",
+        )),
+    }
+}
+
+/// `config.json` defaults that several families share, as transformers' configs have them.
+pub(crate) mod defaults {
+    pub fn one() -> i64 {
+        1
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn gelu() -> String {
+        "gelu".into()
+    }
+    pub fn dropout() -> f64 {
+        0.1
+    }
+    pub fn eps_1e12() -> f64 {
+        1e-12
+    }
+}
+
 /// An error for a `config.json` value finerank does not implement, naming the key, the value
 /// and what is supported.
 pub(crate) fn unsupported(

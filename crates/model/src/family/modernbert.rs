@@ -7,7 +7,7 @@ use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
 use super::blocks::{apply_rotary, attention};
-use super::{unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
+use super::{defaults, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
 
@@ -15,9 +15,9 @@ use crate::ModelError;
 /// `ModernBertConfig`'s defaults.
 #[derive(Deserialize)]
 struct Keys {
-    #[serde(default = "gelu")]
+    #[serde(default = "defaults::gelu")]
     hidden_activation: String,
-    #[serde(default = "gelu")]
+    #[serde(default = "defaults::gelu")]
     classifier_activation: String,
     #[serde(default = "cls")]
     classifier_pooling: String,
@@ -89,9 +89,6 @@ struct Rope {
     rope_theta: Option<f64>,
 }
 
-fn gelu() -> String {
-    "gelu".into()
-}
 fn cls() -> String {
     "cls".into()
 }

@@ -6,7 +6,7 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind as DType, Tensor};
 
 use super::blocks::{AttentionNames, DenseTanhHead, SelfAttentionLayer};
-use super::{unsupported, LayerNorm, Network, EMBEDDING};
+use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING};
 use crate::config::Config;
 use crate::ModelError;
 
@@ -24,27 +24,18 @@ const MAX_DISTANCE: i64 = 128;
 /// The keys of an MPNet `config.json` beyond the sizes every family has.
 #[derive(Deserialize)]
 struct Keys {
-    #[serde(default = "eps")]
+    #[serde(default = "defaults::eps_1e12")]
     layer_norm_eps: f64,
-    #[serde(default = "gelu")]
+    #[serde(default = "defaults::gelu")]
     hidden_act: String,
-    #[serde(default = "dropout")]
+    #[serde(default = "defaults::dropout")]
     hidden_dropout_prob: f64,
-    #[serde(default = "dropout")]
+    #[serde(default = "defaults::dropout")]
     attention_probs_dropout_prob: f64,
     #[serde(default = "buckets")]
     relative_attention_num_buckets: i64,
 }
 
-fn eps() -> f64 {
-    1e-12
-}
-fn gelu() -> String {
-    "gelu".into()
-}
-fn dropout() -> f64 {
-    0.1
-}
 fn buckets() -> i64 {
     BUCKETS
 }
@@ -81,14 +72,7 @@ impl MpNet {
     ) -> Result<MpNet, ModelError> {
         let keys: Keys = cfg.family_keys()?;
         // Other values of these keys change the arithmetic: the model would load and score wrong.
-        if keys.hidden_act != "gelu" {
-            return Err(unsupported(
-                cfg,
-                "hidden_act",
-                format!("{:?}", keys.hidden_act),
-                "exact GELU (\"gelu\") only",
-            ));
-        }
+        exact_gelu(cfg, "hidden_act", &keys.hidden_act)?;
         // A smaller table has no row for some of the 32 buckets transformers looks up.
         if keys.relative_attention_num_buckets < BUCKETS {
             return Err(unsupported(
