@@ -75,14 +75,18 @@ def build(family, work):
     config = AutoConfig.from_pretrained(src)
     for key, value in SHAPE.items():
         setattr(config, key, value)
+    # Room for MAXLEN tokens in every family's position scheme (XLM-R and MPNet count from 2).
+    config.max_position_embeddings = max(config.max_position_embeddings, 514)
+    if family == "xlm-roberta":
+        # The fixture borrows BERT's tokenizer, whose second segment has type id 1.
+        config.type_vocab_size = 2
     if family == "deberta-v3":
         config.pooler_hidden_size = SHAPE["hidden_size"]
         config.position_buckets = 256
     if family == "modernbert":
         config.local_attention = 128
-        config.layer_types = None
-    if family == "mpnet":
-        config.max_position_embeddings = 514
+        config.layer_types = ["full_attention" if i % 2 == 0 else "sliding_attention"
+                              for i in range(SHAPE["num_hidden_layers"])]
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_config(config).eval()
     out = os.path.join(work, family)
@@ -140,6 +144,7 @@ def main():
     with tempfile.TemporaryDirectory() as work:
         scores_path = os.path.join(work, "scores.json")
         for family in FAMILIES:
+            print(f"{family}...", file=sys.stderr)
             model_dir = build(family, work)
             ce = CrossEncoder(model_dir, max_length=MAXLEN, device="cpu")
             ref_secs, ref = best_of(lambda: ce.predict(pairs, batch_size=BATCH))
