@@ -151,7 +151,9 @@ def main():
             runs = [finerank(binary, model_dir, 0, scores_path) for _ in range(REPEATS)]
             ours_secs = min(r["rerank"]["seconds"] for r in runs)
             ours = np.array(json.load(open(scores_path)), dtype=np.float64).reshape(-1)
-            lengths = ce.tokenizer([q for q, _ in pairs], [h for _, h in pairs])["input_ids"]
+            # Whole lengths: a tokenizer.json may carry its own truncation, which would hide them.
+            lengths = ce.tokenizer([q for q, _ in pairs], [h for _, h in pairs],
+                                   truncation=False)["input_ids"]
             fits = np.array([len(ids) <= MAXLEN for ids in lengths])
             diff = float(np.abs(ours - np.asarray(ref).reshape(-1))[fits].max())
             trained = finerank(binary, model_dir, STEPS, scores_path)["train"]
