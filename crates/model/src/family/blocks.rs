@@ -23,6 +23,15 @@ pub(super) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, dropo
         .view([b, n, heads * d])
 }
 
+/// The rotary tables `(cos, sin)` for positions `0..len`, [len, head_dim] each, from the
+/// frequencies `inv_freq` ([head_dim / 2]), in fp32 as transformers computes them.
+pub(super) fn rotary_tables(inv_freq: &Tensor, len: i64) -> (Tensor, Tensor) {
+    let positions = Tensor::arange(len, (tch::Kind::Float, inv_freq.device())).unsqueeze(1);
+    let freqs = positions * inv_freq.unsqueeze(0);
+    let angles = Tensor::cat(&[&freqs, &freqs], 1);
+    (angles.cos(), angles.sin())
+}
+
 /// Rotary positions in the rotate-half form: `x cos + [-x2, x1] sin` over the last dimension's
 /// halves.
 pub(super) fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {

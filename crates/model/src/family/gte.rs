@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
-use super::blocks::{apply_rotary, attention, split_heads};
+use super::blocks::{apply_rotary, attention, rotary_tables, split_heads};
 use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
@@ -273,10 +273,7 @@ impl Network for Gte {
         };
         let mut x = self.norm.forward(&x).dropout(self.hidden_dropout, train);
         // Positions count from 0 in every row; padding sits after the real tokens, so it moves none.
-        let positions = Tensor::arange(len, (DType::Float, ids.device())).unsqueeze(1);
-        let freqs = positions * self.inv_freq.unsqueeze(0);
-        let angles = Tensor::cat(&[&freqs, &freqs], -1);
-        let rope = (angles.cos(), angles.sin());
+        let rope = rotary_tables(&self.inv_freq, len);
         // [batch, 1, 1, len]: every query position may attend to every real key.
         let attend = mask.unsqueeze(1).unsqueeze(1);
         for layer in &self.layers {
