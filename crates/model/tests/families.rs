@@ -96,14 +96,15 @@ fn listwise_loss(logits: &Tensor, groups: &[i64]) -> Tensor {
 /// transformers' logits for `inputs` from the checkpoint at `dir`.
 fn transformers_logits(dir: &Path, inputs: &[Encoded], pad: i64) -> Vec<f64> {
     let len = inputs.iter().map(Encoded::len).max().unwrap();
-    let pad_to = |e: &Encoded| {
-        let mut ids = e.ids.clone();
-        ids.resize(len, pad);
-        ids
+    let padded = |v: &[i64], with: i64| {
+        let mut v = v.to_vec();
+        v.resize(len, with);
+        v
     };
     let mask = |e: &Encoded| (0..len).map(|i| (i < e.len()) as i64).collect::<Vec<_>>();
     let batch = serde_json::json!({
-        "input_ids": inputs.iter().map(pad_to).collect::<Vec<_>>(),
+        "input_ids": inputs.iter().map(|e| padded(&e.ids, pad)).collect::<Vec<_>>(),
+        "token_type_ids": inputs.iter().map(|e| padded(&e.type_ids, 0)).collect::<Vec<_>>(),
         "attention_mask": inputs.iter().map(mask).collect::<Vec<_>>(),
     });
     let logits = python("hf_logits.py", &[dir.to_str().unwrap()], &batch);
@@ -251,6 +252,16 @@ fn deberta_v3_matches_transformers() {
 #[test]
 fn mpnet_matches_transformers() {
     check_cross_encoder("mpnet-cross-encoder");
+}
+
+#[test]
+fn bert_matches_transformers() {
+    check_cross_encoder("bert-cross-encoder");
+}
+
+#[test]
+fn xlmr_matches_transformers() {
+    check_cross_encoder("xlm-roberta-cross-encoder");
 }
 
 // MPNet

@@ -10,6 +10,8 @@ It (re)writes, next to this file:
 * modernbert-cross-encoder/   ModernBertForSequenceClassification, byte-level BPE tokenizer
 * deberta-v3-cross-encoder/   DebertaV2ForSequenceClassification (DeBERTa-v3 settings), Unigram tokenizer
 * mpnet-cross-encoder/        MPNetForSequenceClassification, WordPiece tokenizer, RoBERTa-style pair template
+* bert-cross-encoder/         BertForSequenceClassification, WordPiece tokenizer, [CLS] A [SEP] B [SEP] (type ids 0/1)
+* xlm-roberta-cross-encoder/  XLMRobertaForSequenceClassification, Unigram tokenizer, <s> A </s></s> B </s>
 * bert-cls-bi-encoder/        sentence-transformers: Transformer -> Pooling(cls) -> Normalize, bge-style prompts
 * bert-dense-bi-encoder/      sentence-transformers: Transformer -> Pooling(mean) -> Dense(32->24, tanh) -> Normalize,
                               e5-style prompts
@@ -46,6 +48,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
+    BertForSequenceClassification,
     BertModel,
     BertTokenizer,
     DebertaV2Config,
@@ -57,6 +60,9 @@ from transformers import (
     MPNetForSequenceClassification,
     MPNetTokenizer,
     PreTrainedTokenizerFast,
+    XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
+    XLMRobertaTokenizer,
 )
 
 import sentence_transformers
@@ -242,10 +248,9 @@ def modernbert_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def deberta_v3_tokenizer() -> DebertaV2Tokenizer:
-    """SentencePiece-style Unigram as DeBERTa-v3's spm.model: trained with the Metaspace pre-tokenizer, then handed
-    to transformers' DebertaV2Tokenizer, which builds the same normalizer / Metaspace / [CLS] A [SEP] B [SEP]
-    pipeline as it does for the real checkpoint. Ids: [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3, [MASK] last, as the real."""
+def unigram_vocab(special_tokens: list[str], unk_token: str) -> list[tuple[str, float]]:
+    """A SentencePiece-style Unigram vocabulary (piece, score), trained with the Metaspace pre-tokenizer, the
+    special tokens first (scores 0) in the order given, made deterministic as explained below."""
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.Sequence(
         [normalizers.Replace(Regex(r"\s{2,}|[\n\r\t]"), " "), normalizers.NFC(), normalizers.Strip(left=False, right=True)]
@@ -254,8 +259,8 @@ def deberta_v3_tokenizer() -> DebertaV2Tokenizer:
     trainer = trainers.UnigramTrainer(
         vocab_size=700,
         show_progress=False,
-        special_tokens=["[PAD]", "[CLS]", "[SEP]", "[UNK]"],
-        unk_token="[UNK]",
+        special_tokens=special_tokens,
+        unk_token=unk_token,
         shrinking_factor=0.75,
         max_piece_length=16,
         n_sub_iterations=2,
@@ -266,8 +271,9 @@ def deberta_v3_tokenizer() -> DebertaV2Tokenizer:
     # with scores min_score + k * 0.0001, k counting in hash-set order: give them k in code-point order instead.
     # (2) The EM sums in hash-map order, so scores wobble in the last bits: round them. Then order the pieces as
     # sentencepiece does (by score, best first; ties by piece) after the special tokens.
-    assert [p for p, _ in learned[:4]] == ["[PAD]", "[CLS]", "[SEP]", "[UNK]"], learned[:5]
-    scores = {p: float(s) for p, s in learned[4:]}
+    n = len(special_tokens)
+    assert [p for p, _ in learned[:n]] == special_tokens, learned[: n + 1]
+    scores = {p: float(s) for p, s in learned[n:]}
     floor = min(scores.values())
     steps = {p: (s - floor) / 1e-4 for p, s in scores.items() if len(p) == 1}
     restored = sorted(p for p, k in steps.items() if abs(k - round(k)) < 1e-6 and round(k) < len(steps))
@@ -275,7 +281,14 @@ def deberta_v3_tokenizer() -> DebertaV2Tokenizer:
     for k, p in enumerate(restored):
         scores[p] = floor + k * 1e-4
     pieces = sorted(((p, round(s, 6)) for p, s in scores.items()), key=lambda ps: (-ps[1], ps[0]))
-    vocab = [(p, 0.0) for p, _ in learned[:4]] + pieces
+    return [(p, 0.0) for p, _ in learned[:n]] + pieces
+
+
+def deberta_v3_tokenizer() -> DebertaV2Tokenizer:
+    """SentencePiece-style Unigram as DeBERTa-v3's spm.model, handed to transformers' DebertaV2Tokenizer, which
+    builds the same normalizer / Metaspace / [CLS] A [SEP] B [SEP] pipeline as it does for the real checkpoint.
+    Ids: [PAD]=0 [CLS]=1 [SEP]=2 [UNK]=3, [MASK] last, as the real."""
+    vocab = unigram_vocab(["[PAD]", "[CLS]", "[SEP]", "[UNK]"], "[UNK]")
     vocab.append(("[MASK]", 0.0))
     return DebertaV2Tokenizer(
         vocab=vocab,
@@ -284,6 +297,15 @@ def deberta_v3_tokenizer() -> DebertaV2Tokenizer:
         add_prefix_space=True,
         model_max_length=512,
     )
+
+
+def xlm_roberta_tokenizer() -> XLMRobertaTokenizer:
+    """SentencePiece-style Unigram (same training as DeBERTa-v3's) with XLM-R's ids: <s>=0 <pad>=1 </s>=2 <unk>=3,
+    <mask> last; transformers' XLMRobertaTokenizer builds the pipeline (WhitespaceSplit + Metaspace "▁" prepend
+    always, no normalizer without a precompiled charsmap) and the pair template <s> A </s></s> B </s>."""
+    vocab = unigram_vocab(["<s>", "<pad>", "</s>", "<unk>"], "<unk>")
+    vocab.append(("<mask>", 0.0))
+    return XLMRobertaTokenizer(vocab=vocab, model_max_length=512)
 
 
 CONTINUATION = 0xF0000  # Supplementary Private Use Area-A: stand-ins for word-internal characters
@@ -573,6 +595,51 @@ def mpnet() -> dict:
     return write_cross_encoder("mpnet-cross-encoder", model, tok)
 
 
+def bert() -> dict:
+    tok = bert_tokenizer()
+    assert tok.pad_token_id == 0
+    config = BertConfig(
+        vocab_size=round_up(len(tok), 64),
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE,
+        hidden_act="gelu",
+        max_position_embeddings=128,
+        type_vocab_size=2,
+        pad_token_id=tok.pad_token_id,
+        num_labels=1,
+    )
+    torch.manual_seed(6)
+    model = BertForSequenceClassification(config)
+    randomize(model, seed=606)
+    return write_cross_encoder("bert-cross-encoder", model, tok)
+
+
+def xlm_roberta() -> dict:
+    tok = xlm_roberta_tokenizer()
+    assert tok.pad_token_id == 1 and tok.cls_token_id == 0 and tok.sep_token_id == 2 and tok.unk_token_id == 3
+    config = XLMRobertaConfig(
+        vocab_size=round_up(len(tok), 64),
+        hidden_size=HIDDEN,
+        num_hidden_layers=2,
+        num_attention_heads=HEADS,
+        intermediate_size=INTERMEDIATE,
+        hidden_act="gelu",
+        max_position_embeddings=130,
+        type_vocab_size=1,
+        layer_norm_eps=1e-5,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        num_labels=1,
+    )
+    torch.manual_seed(7)
+    model = XLMRobertaForSequenceClassification(config)
+    randomize(model, seed=707)
+    return write_cross_encoder("xlm-roberta-cross-encoder", model, tok)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Bi-encoders (sentence-transformers layout)
 # ---------------------------------------------------------------------------------------------------------------
@@ -657,6 +724,8 @@ def main() -> None:
         modernbert(),
         deberta_v3(),
         mpnet(),
+        bert(),
+        xlm_roberta(),
         write_bi_encoder("bert-cls-bi-encoder", seed=4, pooling_mode="cls", dense=False, prompts=BGE_PROMPTS),
         write_bi_encoder("bert-dense-bi-encoder", seed=5, pooling_mode="mean", dense=True, prompts=E5_PROMPTS),
     ]

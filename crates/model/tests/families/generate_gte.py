@@ -28,59 +28,13 @@ import generate as common  # isort: skip
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 import gte_hub
 import transformers
-from transformers import AutoTokenizer, GteForSequenceClassification, XLMRobertaTokenizer
+from transformers import AutoTokenizer, GteForSequenceClassification
 
 NAME = "gte-cross-encoder"
 FOLDER = common.HERE / NAME
-
-# ---------------------------------------------------------------------------------------------------------------
-# Tokenizer
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def xlmr_tokenizer() -> XLMRobertaTokenizer:
-    """SentencePiece-style Unigram as XLM-R's (which gte-multilingual uses): trained with the pre-tokenizer
-    XLMRobertaTokenizer installs (whitespace split, Metaspace "▁" prepended always), then handed to transformers'
-    XLMRobertaTokenizer, which builds the real checkpoint's pipeline around it: Unigram with <unk> = 3, pair
-    template <s> A </s></s> B </s>, type ids all 0. Ids as XLM-R's: <s> 0, <pad> 1, </s> 2, <unk> 3, <mask> last.
-    The real one also has a Precompiled (nmt_nfkc) normalizer from its sentencepiece model; a vocabulary alone gives
-    none, and the fixture texts need none."""
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")]
-    )
-    trainer = trainers.UnigramTrainer(
-        vocab_size=700,
-        show_progress=False,
-        special_tokens=specials,
-        unk_token="<unk>",
-        shrinking_factor=0.75,
-        max_piece_length=16,
-        n_sub_iterations=2,
-    )
-    tok.train_from_iterator(common.training_text(), trainer)
-    learned = json.loads(tok.to_str())["model"]["vocab"]
-    # UnigramTrainer's two sources of run-to-run change, removed as generate.py's deberta_v3_tokenizer does (see the
-    # README's "Determinism"): characters the EM dropped come back with scores min + k * 0.0001, k in hash-set order,
-    # so k is reassigned in code-point order; the EM sums in hash-map order, so scores are rounded; pieces are then
-    # ordered by score, ties by piece.
-    assert [p for p, _ in learned[:4]] == specials, learned[:5]
-    scores = {p: float(s) for p, s in learned[4:]}
-    floor = min(scores.values())
-    steps = {p: (s - floor) / 1e-4 for p, s in scores.items() if len(p) == 1}
-    restored = sorted(p for p, k in steps.items() if abs(k - round(k)) < 1e-6 and round(k) < len(steps))
-    assert sorted(round(steps[p]) for p in restored) == list(range(len(restored))), restored
-    for k, p in enumerate(restored):
-        scores[p] = floor + k * 1e-4
-    pieces = sorted(((p, round(s, 6)) for p, s in scores.items()), key=lambda ps: (-ps[1], ps[0]))
-    vocab = [(p, 0.0) for p in specials] + pieces + [("<mask>", 0.0)]
-    return XLMRobertaTokenizer(vocab=vocab, add_prefix_space=True, model_max_length=8192)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # The Hub's layout
@@ -184,7 +138,9 @@ def logits_of(model, inputs) -> torch.Tensor:
 
 
 def gte() -> dict:
-    tok = xlmr_tokenizer()
+    # XLM-R's kind, as gte-multilingual ships, with its 8192-token window.
+    tok = common.xlm_roberta_tokenizer()
+    tok.model_max_length = 8192
     assert (tok.cls_token_id, tok.pad_token_id, tok.sep_token_id, tok.unk_token_id) == (0, 1, 2, 3)
     config = new_config(common.round_up(len(tok), 64), tok.pad_token_id)
     torch.manual_seed(6)

@@ -1,8 +1,10 @@
 """Logits of a saved cross-encoder as transformers reads it, for the families' export test.
 
 usage: hf_logits.py MODEL_DIR < ids.json > logits.json
-ids.json: {"input_ids": [[...]], "attention_mask": [[...]]}, padded; float32, eval mode.
+ids.json: {"input_ids", "token_type_ids", "attention_mask"}, each [[...]] padded; float32,
+eval mode. The type ids go to the families whose models take them.
 """
+import inspect
 import json
 import sys
 from pathlib import Path
@@ -22,9 +24,8 @@ else:
     model = AutoModelForSequenceClassification.from_pretrained(
         sys.argv[1], dtype=torch.float32
     ).eval()
+takes = inspect.signature(model.forward).parameters
+inputs = {k: torch.tensor(v) for k, v in batch.items() if k in takes}
 with torch.no_grad():
-    logits = model(
-        input_ids=torch.tensor(batch["input_ids"]),
-        attention_mask=torch.tensor(batch["attention_mask"]),
-    ).logits[:, 0]
+    logits = model(**inputs).logits[:, 0]
 json.dump([float(x) for x in logits], sys.stdout)
