@@ -37,6 +37,14 @@ pub(crate) fn load_weights(
     native: Kind,
 ) -> Result<Loaded, ModelError> {
     let path = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if !path.exists() && index.exists() {
+        return Err(ModelError::Invalid(format!(
+            "{}: a sharded checkpoint; finerank reads one model.safetensors. Merge the shards \
+             (transformers: from_pretrained(dir).save_pretrained(out, max_shard_size=\"1000GB\"))",
+            index.display()
+        )));
+    }
     if !path.exists() {
         return Err(ModelError::Invalid(format!(
             "{}: missing; finerank reads safetensors checkpoints (convert pytorch_model.bin with \

@@ -173,6 +173,19 @@ fn bad_checkpoints_are_refused_with_the_file_named() {
     std::fs::write(tmp.path().join("config.json"), r#"{"model_type": "gpt2"}"#).unwrap();
     let err = Model::load(tmp.path(), &cpu()).err().unwrap().to_string();
     assert!(err.contains("config.json"), "{err}");
+    for name in ["config.json", "tokenizer.json"] {
+        let src = shared("fixtures/tiny-bert-cross-encoder").join(name);
+        std::fs::copy(src, tmp.path().join(name)).unwrap();
+    }
+    std::fs::write(tmp.path().join("model.safetensors.index.json"), "{}").unwrap();
+    let err = Model::load(tmp.path(), &cpu()).err().unwrap().to_string();
+    for wanted in [
+        "model.safetensors.index.json",
+        "sharded",
+        "Merge the shards",
+    ] {
+        assert!(err.contains(wanted), "{err:?} does not name {wanted:?}");
+    }
 }
 
 #[test]
