@@ -4,7 +4,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
-use super::blocks::{AttentionNames, DenseTanhHead, SelfAttentionLayer};
+use super::blocks::{AttentionNames, DenseTanhHead, SelfAttentionLayer, TokenTypes};
 use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING};
 use crate::config::Config;
 use crate::ModelError;
@@ -36,9 +36,7 @@ pub(super) struct Bert {
     attention_dropout: f64,
     word: nn::Embedding,
     position: nn::Embedding,
-    token_type: nn::Embedding,
-    /// One-row token-type tables (XLM-R) take no segment ids: the tokenizer's may say 1.
-    single_segment: bool,
+    token_type: TokenTypes,
     norm: LayerNorm,
     layers: Vec<SelfAttentionLayer>,
     head: Option<Head>,
@@ -109,13 +107,7 @@ impl Bert {
                 h,
                 EMBEDDING,
             ),
-            token_type: nn::embedding(
-                &emb / "token_type_embeddings",
-                keys.type_vocab_size,
-                h,
-                EMBEDDING,
-            ),
-            single_segment: keys.type_vocab_size == 1,
+            token_type: TokenTypes::new(&emb / "token_type_embeddings", keys.type_vocab_size, h),
             norm: LayerNorm::new(&emb / "LayerNorm", h, eps, true),
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| SelfAttentionLayer::new(&p / "encoder" / "layer" / i, &NAMES, cfg, eps))
@@ -136,13 +128,8 @@ impl Network for Bert {
                 m.cumsum(1, DType::Int64) * &m + self.pad_id
             }
         };
-        let segments = match self.single_segment {
-            true => type_ids.zeros_like(),
-            false => type_ids.shallow_clone(),
-        };
-        let x = self.word.forward(ids)
-            + self.position.forward(&positions)
-            + self.token_type.forward(&segments);
+        let x = self.word.forward(ids) + self.position.forward(&positions);
+        let x = self.token_type.add(x, type_ids);
         let mut x = self.norm.forward(&x).dropout(self.hidden_dropout, train);
         // [batch, 1, 1, len]: every query position may attend to every real key.
         let attend = mask.unsqueeze(1).unsqueeze(1);

@@ -2,7 +2,7 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-use super::{LayerNorm, ZEROS};
+use super::{LayerNorm, EMBEDDING, ZEROS};
 use crate::config::Config;
 
 /// [batch, len, hidden] → [batch, heads, len, hidden / heads].
@@ -160,5 +160,32 @@ impl DenseTanhHead {
         let x = hidden.select(1, 0).dropout(dropout, train);
         let x = self.dense.forward(&x).tanh().dropout(dropout, train);
         self.out_proj.forward(&x).squeeze_dim(1)
+    }
+}
+
+/// A token-type table as transformers' encoders read it: none when `type_vocab_size` is 0, and
+/// a one-row table (XLM-R's and others') adds its one row whatever type ids the tokenizer's
+/// template gives the second segment.
+pub(super) struct TokenTypes {
+    table: Option<nn::Embedding>,
+    single: bool,
+}
+
+impl TokenTypes {
+    /// `rows` rows of `width` at `p` (the table's own path).
+    pub(super) fn new(p: nn::Path, rows: i64, width: i64) -> Self {
+        TokenTypes {
+            table: (rows > 0).then(|| nn::embedding(p, rows, width, EMBEDDING)),
+            single: rows == 1,
+        }
+    }
+
+    /// `x` plus each token's type embedding.
+    pub(super) fn add(&self, x: Tensor, type_ids: &Tensor) -> Tensor {
+        match &self.table {
+            None => x,
+            Some(table) if self.single => x + table.forward(&type_ids.zeros_like()),
+            Some(table) => x + table.forward(type_ids),
+        }
     }
 }

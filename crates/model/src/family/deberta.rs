@@ -6,7 +6,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Device, Kind as DType, Tensor};
 
-use super::blocks::PostNorm;
+use super::blocks::{PostNorm, TokenTypes};
 use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
@@ -89,9 +89,7 @@ pub(super) struct Deberta {
     cls_dropout: f64,
     word: nn::Embedding,
     position: Option<nn::Embedding>,
-    token_type: Option<nn::Embedding>,
-    /// One-row token-type tables take no segment ids: the tokenizer's may say 1.
-    single_segment: bool,
+    token_type: TokenTypes,
     embed_proj: Option<nn::Linear>,
     norm: LayerNorm,
     relative: Option<Relative>,
@@ -279,9 +277,7 @@ impl Deberta {
             position: keys
                 .position_biased_input
                 .then(|| table("position_embeddings", cfg.max_position_embeddings)),
-            token_type: (keys.type_vocab_size > 0)
-                .then(|| table("token_type_embeddings", keys.type_vocab_size)),
-            single_segment: keys.type_vocab_size == 1,
+            token_type: TokenTypes::new(&emb / "token_type_embeddings", keys.type_vocab_size, e),
             embed_proj: (e != h).then(|| {
                 nn::linear(
                     &emb / "embed_proj",
@@ -437,11 +433,7 @@ impl Network for Deberta {
             }
             None => x,
         };
-        let x = match &self.token_type {
-            Some(table) if self.single_segment => x + table.forward(&type_ids.zeros_like()),
-            Some(table) => x + table.forward(type_ids),
-            None => x,
-        };
+        let x = self.token_type.add(x, type_ids);
         let x = match &self.embed_proj {
             Some(proj) => proj.forward(&x),
             None => x,

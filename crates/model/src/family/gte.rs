@@ -7,7 +7,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
-use super::blocks::{apply_rotary, attention, rotary_tables, split_heads};
+use super::blocks::{apply_rotary, attention, rotary_tables, split_heads, TokenTypes};
 use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
@@ -77,11 +77,8 @@ pub(super) struct Gte {
     attention_dropout: f64,
     classifier_dropout: f64,
     word: nn::Embedding,
-    /// Absent when `type_vocab_size` is 0 (gte-base-en-v1.5).
-    token_type: Option<nn::Embedding>,
-    /// A one-row table takes no segment ids: the reference feeds it zeros (XLM-R's tokenizer passes
-    /// no `token_type_ids`), whatever the template says.
-    single_segment: bool,
+    /// Absent when `type_vocab_size` is 0 (gte-base-en-v1.5); one row for gte-multilingual.
+    token_type: TokenTypes,
     norm: LayerNorm,
     layers: Vec<Layer>,
     head: Option<Head>,
@@ -211,15 +208,7 @@ impl Gte {
             attention_dropout: keys.attention_probs_dropout_prob,
             classifier_dropout: keys.classifier_dropout.unwrap_or(keys.hidden_dropout_prob),
             word: nn::embedding(&emb / "word_embeddings", cfg.vocab_size, h, EMBEDDING),
-            token_type: (keys.type_vocab_size > 0).then(|| {
-                nn::embedding(
-                    &emb / "token_type_embeddings",
-                    keys.type_vocab_size,
-                    h,
-                    EMBEDDING,
-                )
-            }),
-            single_segment: keys.type_vocab_size == 1,
+            token_type: TokenTypes::new(&emb / "token_type_embeddings", keys.type_vocab_size, h),
             norm: LayerNorm::new(&emb / "LayerNorm", h, eps, true),
             layers: (0..cfg.num_hidden_layers)
                 .map(|i| Layer::new(&p / "encoder" / "layer" / i, cfg, eps))
@@ -265,12 +254,7 @@ impl Gte {
 impl Network for Gte {
     fn encode(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
         let (_, len) = ids.size2().expect("ids are [batch, len]");
-        let words = self.word.forward(ids);
-        let x = match &self.token_type {
-            None => words,
-            Some(table) if self.single_segment => words + table.forward(&type_ids.zeros_like()),
-            Some(table) => words + table.forward(type_ids),
-        };
+        let x = self.token_type.add(self.word.forward(ids), type_ids);
         let mut x = self.norm.forward(&x).dropout(self.hidden_dropout, train);
         // Positions count from 0 in every row; padding sits after the real tokens, so it moves none.
         let rope = rotary_tables(&self.inv_freq, len);
