@@ -7,9 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cpu, fixture, python};
+use common::{cpu, fixture, pairs, python};
 use finerank_model::{Kind, Model};
-use finerank_text::{Encoded, TextTokenizer};
+use finerank_text::Encoded;
 use serde_json::Value;
 use tch::Tensor;
 
@@ -38,31 +38,7 @@ struct Case {
 /// The fixture's pairs, tokenized by us; the ids must be transformers' own.
 fn case(name: &str) -> Case {
     let dir = fixture(name);
-    let exp: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let max_len = exp["max_length"].as_u64().unwrap() as usize;
-    let pad = exp["pad_token_id"].as_i64().unwrap();
-    let inputs: Vec<Encoded> = exp["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            tok.encode_pair_longest_first(
-                p["query"].as_str().unwrap(),
-                p["document"].as_str().unwrap(),
-                max_len,
-            )
-        })
-        .collect();
-    for (i, input) in inputs.iter().enumerate() {
-        let want = ints(&exp["input_ids"][i]);
-        assert_eq!(input.ids, want[..input.ids.len()], "{name} pair {i}: ids");
-        assert!(
-            want[input.ids.len()..].iter().all(|&id| id == pad),
-            "{name} pair {i}: length"
-        );
-    }
+    let (exp, inputs) = pairs(&dir);
     Case { dir, exp, inputs }
 }
 

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::cpu;
+use common::{cpu, pairs};
 use finerank_model::{DeviceChoice, Kind, LoadOptions, Model, Precision};
 use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
@@ -15,44 +15,9 @@ fn shared(rel: &str) -> PathBuf {
         .join(rel)
 }
 
-fn expected(dir: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
-}
-
-fn fixture_inputs(dir: &Path, exp: &Value) -> Vec<Encoded> {
-    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let max_len = exp["max_length"].as_u64().unwrap() as usize;
-    exp["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            tok.encode_pair_longest_first(
-                p["query"].as_str().unwrap(),
-                p["document"].as_str().unwrap(),
-                max_len,
-            )
-        })
-        .collect()
-}
-
 fn check_cross_encoder(name: &str) {
     let dir = shared(&format!("fixtures/{name}"));
-    let exp = expected(&dir);
-    let inputs = fixture_inputs(&dir, &exp);
-    for (i, input) in inputs.iter().enumerate() {
-        let want: Vec<i64> = exp["input_ids"][i]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_i64().unwrap())
-            .collect();
-        assert_eq!(input.ids, want[..input.ids.len()], "{name} pair {i}: ids");
-        assert!(
-            want[input.ids.len()..].iter().all(|&id| id == 0),
-            "{name} pair {i}: length"
-        );
-    }
+    let (exp, inputs) = pairs(&dir);
     let model = Model::load(&dir, &cpu()).unwrap();
     assert_eq!(model.kind(), Kind::CrossEncoder);
     let logits = model.infer(&inputs);
@@ -127,8 +92,7 @@ fn minilm_embeddings_match_sentence_transformers() {
 #[test]
 fn saved_model_reloads_with_identical_outputs() {
     let dir = shared("fixtures/tiny-xlmr-cross-encoder");
-    let exp = expected(&dir);
-    let inputs = fixture_inputs(&dir, &exp);
+    let (_, inputs) = pairs(&dir);
     let model = Model::load(&dir, &cpu()).unwrap();
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("saved");

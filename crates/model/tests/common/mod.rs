@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use finerank_model::{DeviceChoice, LoadOptions};
+use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
 
 /// A tiny checkpoint of `tests/families/`.
@@ -42,4 +43,42 @@ pub fn python(script: &str, args: &[&str], input: &Value) -> Value {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{script} failed");
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A cross-encoder fixture's `expected.json` and its pairs as our tokenization reads them,
+/// checked against the ids transformers gave (padded with `pad_token_id`, 0 where the file
+/// does not say, as the shared fixtures do).
+pub fn pairs(dir: &Path) -> (Value, Vec<Encoded>) {
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let max_len = exp["max_length"].as_u64().unwrap() as usize;
+    let pad = exp["pad_token_id"].as_i64().unwrap_or(0);
+    let inputs: Vec<Encoded> = exp["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            tok.encode_pair_longest_first(
+                p["query"].as_str().unwrap(),
+                p["document"].as_str().unwrap(),
+                max_len,
+            )
+        })
+        .collect();
+    for (i, input) in inputs.iter().enumerate() {
+        let want: Vec<i64> = exp["input_ids"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect();
+        let what = dir.display();
+        assert_eq!(input.ids, want[..input.ids.len()], "{what} pair {i}: ids");
+        assert!(
+            want[input.ids.len()..].iter().all(|&id| id == pad),
+            "{what} pair {i}: length"
+        );
+    }
+    (exp, inputs)
 }
