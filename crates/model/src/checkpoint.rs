@@ -7,6 +7,7 @@ use std::path::Path;
 use tch::{nn, Device, Kind as DType, Tensor};
 
 use crate::config::{Family, Kind};
+use crate::sentence::read_json;
 use crate::{Model, ModelError};
 
 /// Files copied verbatim from the source checkpoint: the tokenizer, whatever its flavour.
@@ -222,11 +223,6 @@ fn write_sentence_transformers(
 }
 
 fn copy_sentence_transformers(src: &Path, dir: &Path, max_len: usize) -> Result<(), ModelError> {
-    let read_json = |path: &Path| -> Result<serde_json::Value, ModelError> {
-        let text = fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))
-    };
     let modules = read_json(&src.join("modules.json"))?;
     for module in modules.as_array().into_iter().flatten() {
         let sub = module.get("path").and_then(|p| p.as_str()).unwrap_or("");
