@@ -628,7 +628,7 @@ impl Download<'_> {
             get(file)?;
         }
         if files.contains(MODULES) {
-            let module_files = module_files(&dir.join(MODULES), &files);
+            let module_files = module_files(&dir, &files);
             wanted.borrow_mut().extend(module_files.iter().cloned());
             for file in &module_files {
                 get(file)?;
@@ -664,23 +664,12 @@ impl Download<'_> {
     }
 }
 
-/// The files of the sentence-transformers modules that modules.json lists (a Pooling, Dense or
-/// Normalize folder): their JSON configuration and safetensors weights, never pickles.
-fn module_files(modules: &Path, files: &BTreeSet<String>) -> Vec<String> {
-    let Some(list) = std::fs::read_to_string(modules)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok())
-    else {
-        return Vec::new();
-    };
+/// The files of the sentence-transformers modules that modules.json in `dir` lists (a Pooling,
+/// Dense or Normalize folder): their JSON configuration and safetensors weights, never pickles.
+fn module_files(dir: &Path, files: &BTreeSet<String>) -> Vec<String> {
     let mut out = Vec::new();
-    for module in &list {
-        let path = module.get("path").and_then(Value::as_str).unwrap_or("");
-        let path = path.trim_matches('/');
-        if path.is_empty() {
-            continue;
-        }
-        let prefix = format!("{path}/");
+    for folder in finerank_model::module_folders(dir) {
+        let prefix = format!("{folder}/");
         out.extend(
             files
                 .iter()

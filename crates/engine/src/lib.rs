@@ -18,7 +18,8 @@ use assess::score_rows;
 pub use assess::{assess, groups_of_test_rows, Assessment};
 pub use calibration::{fit_calibration, Calibration, Method, RawScore, CALIBRATION_FILE};
 pub use finerank_model::{
-    set_threads_here, threads_here, DeviceChoice, Kind, LoadOptions, Precision, Role,
+    module_folders, set_threads_here, threads_here, DeviceChoice, Kind, LoadOptions, Precision,
+    Role,
 };
 pub use hub::{HubError, HubSettings, NotCached};
 pub use registry::{now_rfc3339, ModelRecord, Registry, RegistryError};

@@ -24,7 +24,7 @@ pub use config::{Family, Kind};
 use family::Network;
 pub use precision::Precision;
 use sentence::Modules;
-pub use sentence::Role;
+pub use sentence::{module_folders, Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -183,6 +183,22 @@ impl Modules {
     }
 }
 
+/// The folders of the sentence-transformers modules that `dir/modules.json` lists (`1_Pooling`,
+/// `2_Dense`, ...), in its order; none when it is absent or unreadable (loading the model
+/// reports that). What travels with a bi-encoder beside its weights.
+pub fn module_folders(dir: &Path) -> Vec<String> {
+    let Ok(Value::Array(modules)) = read_json(&dir.join("modules.json")) else {
+        return Vec::new();
+    };
+    modules
+        .iter()
+        .filter_map(|m| m.get("path")?.as_str())
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 pub(crate) fn read_json(path: &Path) -> Result<Value, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| ModelError::Invalid(format!("{}: {e}", path.display())))

@@ -4,7 +4,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
 use finerank_data::Corpus;
-use finerank_engine::{dot, Kind, Reranker, Role, ScoreOptions};
+use finerank_engine::{dot, module_folders, Kind, Reranker, Role, ScoreOptions};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -55,18 +55,12 @@ pub fn model_fingerprint(dir: &Path) -> Result<String, RetrieveError> {
     Ok(hex::encode(hash.finalize()))
 }
 
-/// The files in the folders that `modules.json` lists, relative to `dir`, sorted; none when it
-/// is absent or unreadable (loading the model reports that).
+/// The files in the folders that `modules.json` lists, relative to `dir`, sorted.
 fn module_files(dir: &Path) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(dir.join("modules.json")) else {
-        return Vec::new();
-    };
-    let modules: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
-    let mut files: Vec<String> = modules
-        .iter()
-        .filter_map(|m| m.get("path")?.as_str().filter(|p| !p.is_empty()))
+    let mut files: Vec<String> = module_folders(dir)
+        .into_iter()
         .flat_map(|sub| {
-            std::fs::read_dir(dir.join(sub))
+            std::fs::read_dir(dir.join(&sub))
                 .into_iter()
                 .flatten()
                 .flatten()

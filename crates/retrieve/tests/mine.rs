@@ -420,7 +420,25 @@ fn model_fingerprint_follows_the_files_that_decide_embeddings() {
     let tuned = model_fingerprint(dir.path()).unwrap();
     assert_ne!(tuned, base);
     write("modules.json", "[]");
-    assert_ne!(model_fingerprint(dir.path()).unwrap(), tuned);
+    let listed = model_fingerprint(dir.path()).unwrap();
+    assert_ne!(listed, tuned);
+    // A bi-encoder's prompts and its modules' files (a Dense layer's weights) decide its
+    // embeddings too.
+    write(
+        "config_sentence_transformers.json",
+        r#"{"prompts": {"query": "query: "}}"#,
+    );
+    let prompted = model_fingerprint(dir.path()).unwrap();
+    assert_ne!(prompted, listed);
+    write(
+        "modules.json",
+        r#"[{"idx": 0, "name": "0", "path": ""}, {"idx": 1, "name": "1", "path": "2_Dense"}]"#,
+    );
+    std::fs::create_dir(dir.path().join("2_Dense")).unwrap();
+    write("2_Dense/model.safetensors", "projection");
+    let dense = model_fingerprint(dir.path()).unwrap();
+    write("2_Dense/model.safetensors", "projection, fine-tuned");
+    assert_ne!(model_fingerprint(dir.path()).unwrap(), dense);
 }
 
 /// A corpus that repeats the positive of q0 (with other spacing) and a likely candidate under
