@@ -7,7 +7,7 @@ use std::path::Path;
 use tch::{nn, Device, Kind as DType, Tensor};
 
 use crate::config::{Family, Kind};
-use crate::sentence::read_json;
+use crate::sentence::{module_folders, read_json};
 use crate::{Model, ModelError};
 
 /// Files copied verbatim from the source checkpoint: the tokenizer, whatever its flavour.
@@ -223,13 +223,9 @@ fn write_sentence_transformers(
 }
 
 fn copy_sentence_transformers(src: &Path, dir: &Path, max_len: usize) -> Result<(), ModelError> {
-    let modules = read_json(&src.join("modules.json"))?;
-    for module in modules.as_array().into_iter().flatten() {
-        let sub = module.get("path").and_then(|p| p.as_str()).unwrap_or("");
-        if sub.is_empty() {
-            continue;
-        }
-        let (from, to) = (src.join(sub), dir.join(sub));
+    // The source's modules.json passed `Modules::read` when it loaded.
+    for sub in module_folders(src) {
+        let (from, to) = (src.join(&sub), dir.join(&sub));
         fs::create_dir_all(&to).map_err(|e| ModelError::io(&to, e))?;
         // Normalize has no files, and some checkpoints ship without its empty folder.
         if !from.is_dir() {
