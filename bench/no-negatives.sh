@@ -9,7 +9,9 @@
 #      documents, and validation ranks each query against other queries' relevant documents).
 #   3. `finerank eval --beir` of that model against the base and against the mined-negatives model.
 # Usage: bench/no-negatives.sh [FINERANK] [BASE]   (DEVICE=cuda on a GPU; results in $OUT or
-# runs/bench/no-negatives). BASE defaults to the embedded default model.
+# runs/bench/no-negatives). BASE defaults to the embedded default model. FROM=DIR skips step 1 and
+# reuses the `demo --retrieval` run that bench/retrieval-vs-st.sh left in DIR (its data, corpus and
+# fine-tuned model, DIR/finerank and DIR/home), so the comparison costs one fine-tune.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/finerank}
@@ -24,14 +26,20 @@ export FINERANK_HOME=$work/home
 py=$(command -v python3)
 [ -x .venv/bin/python ] && py=.venv/bin/python
 
-"$bin" --device "$device" demo --retrieval --data "$data" --base "$base" --out "$work/mined" \
-  2>"$out/mined.log"
-cp "$work/mined/report.md" "$out/mined-report.md"
+if [ -n "${FROM:-}" ]; then
+  demo=$FROM/finerank
+else
+  demo=$work/mined
+  "$bin" --device "$device" demo --retrieval --data "$data" --base "$base" --out "$demo" \
+    2>"$out/mined.log"
+fi
+cp "$demo/report.md" "$out/mined-report.md"
 mined=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["model"]["id"])' \
-  "$work/mined/report.json")
+  "$demo/report.json")
+[ -n "${FROM:-}" ] && mined=$FROM/home/models/$mined
 
 for split in train valid; do
-  "$py" - "$work/mined/data/$split.jsonl" "$work/none/$split.jsonl" <<'PY'
+  "$py" - "$demo/data/$split.jsonl" "$work/none/$split.jsonl" <<'PY'
 import json, sys
 with open(sys.argv[1]) as src, open(sys.argv[2], "w") as dst:
     for line in src:
@@ -45,7 +53,7 @@ done
   >"$out/none-record.json" 2>"$out/none.log"
 none=$("$py" -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$out/none-record.json")
 
-beir=$work/mined/casehold-beir
+beir=$demo/casehold-beir
 "$bin" --device "$device" eval --beir "$beir" --split test --max-length 384 --model "$none" \
   --compare "$base" --out "$out/eval-vs-base.json" 2>>"$out/eval.log" | tee "$out/eval-vs-base.md"
 "$bin" --device "$device" eval --beir "$beir" --split test --max-length 384 --model "$none" \
