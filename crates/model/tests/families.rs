@@ -540,3 +540,39 @@ fn qwen3_values_it_does_not_implement_are_refused_naming_the_key() {
         ],
     );
 }
+
+/// Tied embeddings (Qwen3-Reranker-0.6B's), as transformers reads them: with no `lm_head` in the
+/// checkpoint, the answer rows are the embedding table's; beside a distinct `lm_head`, the flag
+/// is overruled and that head scores (transformers then warns that it does not tie them).
+#[test]
+fn qwen3_tied_embeddings_match_transformers() {
+    let Case { exp, inputs, .. } = qwen3_case();
+    let pad = exp["pad_token_id"].as_i64().unwrap();
+    let untied = numbers(&exp["logits"]);
+    let dir = edited("qwen3-reranker", |c| c["tie_word_embeddings"] = true.into());
+    let ours = logits(&Model::load(dir.path(), &cpu()).unwrap(), &inputs);
+    assert_close("qwen3 tied beside an lm_head", &ours, &untied, 1e-4);
+    let theirs = transformers_logits(dir.path(), &inputs, pad);
+    assert_close("qwen3 tied beside an lm_head", &ours, &theirs, 1e-5);
+
+    let weights = dir.path().join("model.safetensors");
+    let kept: Vec<(String, Tensor)> = Tensor::read_safetensors(&weights)
+        .unwrap()
+        .into_iter()
+        .filter(|(name, _)| name != "lm_head.weight")
+        .collect();
+    Tensor::write_safetensors(&kept, &weights).unwrap();
+    let model = Model::load(dir.path(), &cpu()).unwrap();
+    let ours = logits(&model, &inputs);
+    assert!(
+        ours.iter().zip(&untied).all(|(a, b)| (a - b).abs() > 1e-3),
+        "qwen3 tied: the embeddings' rows changed no score"
+    );
+    let theirs = transformers_logits(dir.path(), &inputs, pad);
+    assert_close("qwen3 tied", &ours, &theirs, 1e-5);
+    // Saved tied, as transformers saves it: no lm_head.
+    let out = tempfile::tempdir().unwrap();
+    model.save(&out.path().join("saved"), None).unwrap();
+    let saved = Tensor::read_safetensors(out.path().join("saved/model.safetensors")).unwrap();
+    assert!(saved.iter().all(|(name, _)| name != "lm_head.weight"));
+}

@@ -259,7 +259,11 @@ impl Qwen3 {
             cfg.hidden_size,
             EMBEDDING,
         );
-        let lm_head = (!keys.tie_word_embeddings).then(|| {
+        // transformers ties the output projection to the embeddings only when the checkpoint has
+        // no `lm_head` of its own (or an equal one): a distinct one it reads untied, as here.
+        let tied =
+            keys.tie_word_embeddings && !crate::checkpoint::has_tensor(dir, "lm_head.weight");
+        let lm_head = (!tied).then(|| {
             (root / "lm_head").var(
                 "weight",
                 &[cfg.vocab_size, cfg.hidden_size],
