@@ -72,6 +72,7 @@ pub fn default_job(ctx: &Ctx, a: &Args, name: &str, dir: &Path) -> FinetuneJob {
         min_train_queries: None,
         min_valid_queries: None,
         resume_dir: None,
+        instruction: None,
     }
 }
 

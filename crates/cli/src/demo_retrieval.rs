@@ -120,6 +120,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         top_k: 100,
         max_len: Some(MAX_LEN),
         own_windows: false,
+        instruction: None,
         boot: Bootstrap::default(),
     };
     let report = evaluate(ctx, &setup, &[&a.base, &record.id])?;

@@ -45,6 +45,10 @@ pub struct Args {
     /// instead of one shared window.
     #[arg(long)]
     own_windows: bool,
+    /// What the LLM rerankers (Qwen3) among the models judge by, in place of their own
+    /// instruction. Refused when no model takes one.
+    #[arg(long)]
+    instruction: Option<String>,
     /// Bootstrap resamples for the confidence intervals.
     #[arg(long, default_value_t = 2000)]
     bootstrap: usize,
@@ -74,15 +78,31 @@ pub fn read_test_rows(path: &Path) -> anyhow::Result<Vec<TestRow>> {
     }
 }
 
-/// Loads each model, in order.
-pub fn load_models(ctx: &Ctx, models: &[&str]) -> anyhow::Result<Vec<Reranker>> {
-    models
+/// Loads each model, in order, the ones that take an instruction (LLM rerankers) set to judge
+/// by `instruction` when given; refused when none takes one.
+pub fn load_models(
+    ctx: &Ctx,
+    models: &[&str],
+    instruction: Option<&str>,
+) -> anyhow::Result<Vec<Reranker>> {
+    let mut rerankers = models
         .iter()
         .map(|&m| {
             ctx.load(m, None)
                 .with_context(|| format!("loading model {m}"))
         })
-        .collect()
+        .collect::<anyhow::Result<Vec<Reranker>>>()?;
+    if let Some(instruction) = instruction {
+        if rerankers.iter().all(|r| r.instruction().is_none()) {
+            anyhow::bail!(
+                "--instruction: no model given takes an instruction; only LLM rerankers (Qwen3) do"
+            );
+        }
+        for r in rerankers.iter_mut().filter(|r| r.instruction().is_some()) {
+            r.set_instruction(instruction)?;
+        }
+    }
+    Ok(rerankers)
 }
 
 /// The tokens per input each of `rerankers` reads with. Each model's own window is `max_len`
@@ -174,6 +194,7 @@ fn run_retrieval(ctx: &Ctx, a: &Args, beir: &Path, boot: Bootstrap) -> anyhow::R
         top_k: a.top_k,
         max_len: a.max_length,
         own_windows: a.own_windows,
+        instruction: a.instruction.as_deref(),
         boot,
     };
     // The baseline first, so the report compares the model against it as well as the first stage.
@@ -208,7 +229,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         .into_iter()
         .chain(a.compare.as_deref())
         .collect();
-    let rerankers = load_models(ctx, &names)?;
+    let rerankers = load_models(ctx, &names, a.instruction.as_deref())?;
     let windows = windows(&rerankers, a.max_length, a.own_windows);
     let measured: Vec<Measured> = rerankers
         .iter()

@@ -51,6 +51,10 @@ pub struct Args {
     /// other data or settings are refused.
     #[arg(long, value_name = "ID")]
     resume: Option<String>,
+    /// What an LLM reranker (Qwen3) is trained to judge, in place of its model card's
+    /// instruction; the model scores by it from then on. Refused for other models.
+    #[arg(long)]
+    instruction: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -87,6 +91,7 @@ impl Args {
             min_train_queries: self.min_train_queries,
             min_valid_queries: self.min_valid_queries,
             resume_dir: None,
+            instruction: self.instruction,
         }
     }
 }

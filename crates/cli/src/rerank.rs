@@ -26,6 +26,10 @@ pub struct Args {
     /// Tokens per model input (default: the model's window).
     #[arg(long)]
     max_length: Option<usize>,
+    /// What an LLM reranker (Qwen3) judges the documents by, in place of its own instruction
+    /// (the one it was fine-tuned with, else its model card's). Refused for other models.
+    #[arg(long)]
+    instruction: Option<String>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -36,10 +40,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let reranker = ctx
         .load(&a.model.model, None)
         .with_context(|| format!("loading model {}", a.model.model))?;
+    reranker.check_instruction(a.instruction.as_deref())?;
     let refs: Vec<&str> = docs.iter().map(String::as_str).collect();
     let opts = ScoreOptions {
         max_len: a.max_length,
         max_chunks_per_doc: a.max_chunks_per_doc,
+        instruction: a.instruction,
         ..Default::default()
     };
     let out = reranker.rerank(&a.query, &refs, a.top_n, &opts);

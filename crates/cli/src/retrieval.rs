@@ -24,6 +24,8 @@ pub struct Setup<'a> {
     pub max_len: Option<usize>,
     /// Each model reads at its own window instead of the one they share (see [`windows`]).
     pub own_windows: bool,
+    /// What the LLM rerankers among the models judge by (see [`load_models`]).
+    pub instruction: Option<&'a str>,
     pub boot: Bootstrap,
 }
 
@@ -62,7 +64,7 @@ pub fn evaluate(ctx: &Ctx, setup: &Setup, models: &[&str]) -> anyhow::Result<Ret
     let (stage_name, run) = first_stage(setup, &beir)?;
     let judgements = &beir.judgements;
     let mut systems = vec![system(&stage_name, None, judgements, &run, &setup.boot)];
-    let rerankers = load_models(ctx, models)?;
+    let rerankers = load_models(ctx, models, setup.instruction)?;
     let windows = windows(&rerankers, setup.max_len, setup.own_windows);
     for (reranker, window) in rerankers.iter().zip(windows) {
         let opts = ScoreOptions {

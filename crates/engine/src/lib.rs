@@ -18,13 +18,14 @@ use assess::score_rows;
 pub use assess::{assess, groups_of_test_rows, Assessment};
 pub use calibration::{fit_calibration, Calibration, Method, RawScore, CALIBRATION_FILE};
 pub use finerank_model::{
-    module_folders, set_threads_here, threads_here, DeviceChoice, Kind, LoadOptions, Precision,
-    Role,
+    module_folders, set_threads_here, threads_here, DeviceChoice, Family, Kind, LoadOptions,
+    Precision, Role,
 };
 pub use hub::{HubError, HubSettings, NotCached};
 pub use registry::{now_rfc3339, ModelRecord, Registry, RegistryError};
 pub use reranker::{
     dot, rank_by_raw, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions,
+    INSTRUCTION_FILE,
 };
 pub use resolve::{default_model_dir, resolve, resolve_with, ResolveError, DEFAULT_MODEL};
 
@@ -41,4 +42,8 @@ pub enum EngineError {
     /// A `calibration.json` that cannot be read or written, or a calibration for another kind.
     #[error("{0}")]
     Calibration(String),
+    /// An instruction for a model that takes none, or an `instruction.json` that cannot be read
+    /// or written.
+    #[error("{0}")]
+    Instruction(String),
 }

@@ -1,12 +1,13 @@
 //! Scoring queries against documents with a loaded model: the model's raw score first (a
 //! cross-encoder's logit, a bi-encoder's cosine), then its calibration's relevance score.
+use std::borrow::Cow;
 use std::path::Path;
 
 use finerank_eval::by_score_desc;
-use finerank_model::{Kind, LoadOptions, Model, Role};
+use finerank_model::{Family, Kind, LoadOptions, Model, Role};
 use finerank_text::{
-    best_chunk_scores, chunk_pairs, chunk_singles, plan_batches, ChunkPolicy, Encoded,
-    TextTokenizer,
+    best_chunk_scores, chunk_singles, plan_batches, ChunkPolicy, Encoded, PairChunks, PairFormat,
+    PromptTemplate, TextTokenizer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,10 @@ pub struct ScoreOptions {
     pub batch_tokens: usize,
     /// Inputs per forward pass, whatever their length.
     pub max_batch: usize,
+    /// What an LLM reranker is asked to judge, in place of its own instruction (see
+    /// [`Reranker::instruction`]); a model that takes none ignores it, so front ends refuse it
+    /// there first.
+    pub instruction: Option<String>,
 }
 
 impl Default for ScoreOptions {
@@ -51,6 +56,7 @@ impl Default for ScoreOptions {
             max_chunks_per_doc: None,
             batch_tokens: 16_384,
             max_batch: 128,
+            instruction: None,
         }
     }
 }
@@ -69,12 +75,36 @@ pub struct RerankOutput {
     pub query_truncated: bool,
 }
 
+/// Where a fine-tuned LLM reranker keeps the instruction it was trained with, beside its
+/// weights: `{"instruction": "..."}`. Scoring uses it when a request gives none.
+pub const INSTRUCTION_FILE: &str = "instruction.json";
+
 /// A model with its tokenizer and calibration, ready to score.
 pub struct Reranker {
     name: String,
     model: Model,
     tokenizer: TextTokenizer,
+    /// How a pair becomes the model's input; an LLM reranker's carries its instruction.
+    format: PairFormat,
     calibration: Calibration,
+}
+
+/// How a family reads a pair: an LLM reranker through its model card's prompt.
+fn pair_format(family: Family) -> PairFormat {
+    match family {
+        Family::Qwen3 => PairFormat::Prompt(PromptTemplate::qwen3_reranker()),
+        Family::Bert
+        | Family::XlmRoberta
+        | Family::ModernBert
+        | Family::DebertaV2
+        | Family::MpNet
+        | Family::Gte => PairFormat::Segments,
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct InstructionFile {
+    instruction: String,
 }
 
 impl Reranker {
@@ -85,12 +115,81 @@ impl Reranker {
         let kind = model.kind();
         let calibration = Calibration::read(dir, kind, opts.kind.is_some())?
             .unwrap_or_else(|| Calibration::default_for(kind));
+        let mut format = pair_format(model.family());
+        let path = dir.join(INSTRUCTION_FILE);
+        if format.takes_instruction() && path.is_file() {
+            let bad = |e: String| EngineError::Instruction(format!("{}: {e}", path.display()));
+            let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+            let file: InstructionFile =
+                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            format = format.with_instruction(&file.instruction);
+        }
         Ok(Reranker {
             name: name.to_string(),
             model,
             tokenizer,
+            format,
             calibration,
         })
+    }
+
+    /// The instruction an LLM reranker judges pairs by when a request gives none: the one it was
+    /// fine-tuned with, else its model card's. `None` for a model that takes no instruction.
+    pub fn instruction(&self) -> Option<&str> {
+        match &self.format {
+            PairFormat::Prompt(t) => Some(&t.instruction),
+            PairFormat::Segments => None,
+        }
+    }
+
+    /// Refuses an instruction for a model that takes none, naming the model.
+    pub fn check_instruction(&self, instruction: Option<&str>) -> Result<(), EngineError> {
+        match instruction {
+            Some(_) if !self.format.takes_instruction() => Err(EngineError::Instruction(format!(
+                "model {} ({}) takes no instruction; only LLM rerankers (Qwen3) do",
+                self.name,
+                self.model.family().name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Judges pairs by `instruction` from now on (fine-tuning with one); refused for a model
+    /// that takes none.
+    pub fn set_instruction(&mut self, instruction: &str) -> Result<(), EngineError> {
+        self.check_instruction(Some(instruction))?;
+        self.format = self.format.with_instruction(instruction);
+        Ok(())
+    }
+
+    /// Writes [`INSTRUCTION_FILE`] into `dir` for a model that takes an instruction, so that
+    /// the model saved there scores as this one does.
+    pub fn write_instruction(&self, dir: &Path) -> Result<(), EngineError> {
+        let Some(instruction) = self.instruction() else {
+            return Ok(());
+        };
+        let path = dir.join(INSTRUCTION_FILE);
+        let file = InstructionFile {
+            instruction: instruction.to_string(),
+        };
+        let text = serde_json::to_string_pretty(&file).expect("a string serializes");
+        std::fs::write(&path, text)
+            .map_err(|e| EngineError::Instruction(format!("{}: {e}", path.display())))
+    }
+
+    /// How this model reads a pair, with `instruction` in place of its own when given.
+    fn format_for(&self, instruction: Option<&str>) -> Cow<'_, PairFormat> {
+        match instruction {
+            Some(i) => Cow::Owned(self.format.with_instruction(i)),
+            None => Cow::Borrowed(&self.format),
+        }
+    }
+
+    /// A cross-encoder's inputs for one query against `documents`, chunked under `policy`, as
+    /// this model reads a pair (its tokenizer's pair template, or an LLM reranker's prompt):
+    /// what training and scoring both feed it.
+    pub fn pair_inputs(&self, query: &str, documents: &[&str], policy: &ChunkPolicy) -> PairChunks {
+        self.format.chunk(&self.tokenizer, query, documents, policy)
     }
 
     pub fn name(&self) -> &str {
@@ -142,11 +241,9 @@ impl Reranker {
     /// Counts the tokens of a (query, passage) pair as this model reads them. The counter only
     /// holds the tokenizer, so it is `Sync` and a data review may run it in parallel.
     pub fn pair_counter(&self) -> impl Fn(&str, &str) -> usize + Sync + '_ {
-        let (tok, kind) = (&self.tokenizer, self.kind());
+        let (tok, kind, format) = (&self.tokenizer, self.kind(), &self.format);
         move |query, passage| match kind {
-            Kind::CrossEncoder => {
-                tok.tokens(query).len() + tok.tokens(passage).len() + tok.special_tokens(true)
-            }
+            Kind::CrossEncoder => format.count(tok, query, passage),
             // A bi-encoder reads them apart; the longer of the two is what risks truncation.
             Kind::BiEncoder => {
                 tok.tokens(query).len().max(tok.tokens(passage).len()) + tok.special_tokens(false)
@@ -192,9 +289,10 @@ impl Reranker {
     /// Each group's raw scores (best window per document) and whether its query was cut.
     fn raw_pairs(&self, groups: &[Group], opts: &ScoreOptions) -> Vec<(Vec<f32>, bool)> {
         let policy = self.policy(opts);
+        let format = self.format_for(opts.instruction.as_deref());
         let chunks: Vec<_> = groups
             .iter()
-            .map(|g| chunk_pairs(&self.tokenizer, g.query, &g.documents, &policy))
+            .map(|g| format.chunk(&self.tokenizer, g.query, &g.documents, &policy))
             .collect();
         let inputs: Vec<&Encoded> = chunks.iter().flat_map(|c| c.inputs.iter()).collect();
         let logits = self.run(&inputs, opts);

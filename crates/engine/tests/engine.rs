@@ -612,3 +612,60 @@ fn a_bi_encoders_prompts_are_applied_when_it_scores() {
         }
     }
 }
+
+/// The tiny Qwen3 reranker of the model crate's family fixtures.
+fn qwen3_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/families/qwen3-reranker")
+}
+
+/// An LLM reranker scores through its prompt with the request's instruction, else its own: its
+/// relevance scores are transformers' P("yes") for the model card's inputs (at the fixture's
+/// 160 tokens, the first window being the card's cut), and a fine-tuned model's
+/// `instruction.json` becomes its default.
+#[test]
+fn an_llm_reranker_scores_p_yes_with_the_instruction_it_is_given() {
+    let dir = qwen3_fixture();
+    let exp: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let r = load(&dir, None);
+    assert_eq!(r.kind(), Kind::CrossEncoder);
+    assert_eq!(r.instruction(), exp["default_instruction"].as_str());
+    let opts = |instruction: Option<&str>| ScoreOptions {
+        max_len: Some(160),
+        max_chunks_per_doc: Some(1),
+        instruction: instruction.map(str::to_string),
+        ..ScoreOptions::default()
+    };
+    let pairs = exp["pairs"].as_array().unwrap();
+    let score = |r: &Reranker, p: &serde_json::Value, instruction: Option<&str>| {
+        let group = Group {
+            query: p["query"].as_str().unwrap(),
+            documents: vec![p["document"].as_str().unwrap()],
+        };
+        r.score(&[group], &opts(instruction)).remove(0).scores[0]
+    };
+    for (i, p) in pairs.iter().enumerate() {
+        let want = exp["scores"][i].as_f64().unwrap() as f32;
+        let got = score(&r, p, p["instruction"].as_str());
+        assert!((got - want).abs() < 1e-4, "pair {i}: {got} vs {want}");
+    }
+
+    // Saved with the custom instruction, the model scores by it when a request gives none.
+    let custom = pairs.last().unwrap();
+    let instruction = custom["instruction"].as_str().unwrap();
+    let copy = copy_checkpoint(&dir);
+    let mut tuned = load(copy.path(), None);
+    tuned.set_instruction(instruction).unwrap();
+    tuned.write_instruction(copy.path()).unwrap();
+    let reloaded = load(copy.path(), None);
+    assert_eq!(reloaded.instruction(), Some(instruction));
+    let want = exp["scores"][pairs.len() - 1].as_f64().unwrap() as f32;
+    assert!((score(&reloaded, custom, None) - want).abs() < 1e-4);
+
+    // A model that takes no instruction refuses one, naming itself.
+    let bert = default_model();
+    assert_eq!(bert.instruction(), None);
+    let err = bert.check_instruction(Some("x")).unwrap_err().to_string();
+    assert!(err.contains("takes no instruction"), "{err}");
+    assert!(bert.check_instruction(None).is_ok());
+}

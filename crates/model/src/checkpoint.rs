@@ -2,6 +2,7 @@
 //! Hugging Face checkpoint directory that transformers and sentence-transformers load.
 use std::collections::HashMap;
 use std::fs;
+use std::io::Read;
 use std::path::Path;
 
 use tch::{nn, Device, Kind as DType, Tensor};
@@ -122,6 +123,27 @@ pub(crate) fn load_weights(
         extras,
         dtype: dtype.unwrap_or(DType::Float),
     })
+}
+
+/// Whether `model.safetensors` in `dir` holds a tensor `name`, from its header alone (no tensor is
+/// read). False when the file cannot be read that way: loading it then says why.
+pub(crate) fn has_tensor(dir: &Path, name: &str) -> bool {
+    // The format: an 8-byte little-endian length, then that many bytes of JSON keyed by name.
+    const MAX_HEADER: u64 = 100 << 20;
+    let read = || -> std::io::Result<bool> {
+        let mut file = fs::File::open(dir.join("model.safetensors"))?;
+        let mut len = [0u8; 8];
+        file.read_exact(&mut len)?;
+        let len = u64::from_le_bytes(len);
+        if len > MAX_HEADER {
+            return Ok(false);
+        }
+        let mut header = vec![0u8; len as usize];
+        file.read_exact(&mut header)?;
+        let names: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)?;
+        Ok(names.contains_key(name))
+    };
+    read().unwrap_or(false)
 }
 
 pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result<(), ModelError> {

@@ -32,7 +32,9 @@ pub struct Config {
     pub num_attention_heads: i64,
     pub intermediate_size: i64,
     pub max_position_embeddings: i64,
-    #[serde(default)]
+    /// The id padding fills masked positions with; any id in the vocabulary does, and
+    /// transformers writes `null` for a decoder that names none.
+    #[serde(default, deserialize_with = "null_as_zero")]
     pub pad_token_id: i64,
     #[serde(default)]
     pub num_labels: Option<i64>,
@@ -43,6 +45,10 @@ pub struct Config {
     pub raw: serde_json::Map<String, Value>,
     #[serde(skip)]
     pub path: PathBuf,
+}
+
+fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    Ok(Option::<i64>::deserialize(d)?.unwrap_or(0))
 }
 
 impl Config {
@@ -85,8 +91,11 @@ impl Config {
     }
 
     /// The checkpoint's own kind: a `*ForSequenceClassification` with one label is a cross-encoder,
-    /// a bare encoder is a bi-encoder.
+    /// a bare encoder is a bi-encoder, and a decoder reranker scores pairs as a cross-encoder.
     pub fn native_kind(&self) -> Result<Kind, ModelError> {
+        if self.family().is_decoder() {
+            return Ok(Kind::CrossEncoder);
+        }
         let classifier = self
             .architectures
             .iter()
@@ -109,7 +118,7 @@ impl Config {
         let mut out = self.raw.clone();
         let arch = self.family().architecture(kind);
         out.insert("architectures".into(), serde_json::json!([arch]));
-        if kind == Kind::CrossEncoder {
+        if kind == Kind::CrossEncoder && !self.family().is_decoder() {
             out.insert("num_labels".into(), 1.into());
             out.insert("id2label".into(), serde_json::json!({"0": "LABEL_0"}));
             out.insert("label2id".into(), serde_json::json!({"LABEL_0": 0}));

@@ -1,4 +1,5 @@
-//! The compute backend of finerank: encoder rerankers on libtorch, one module per family.
+//! The compute backend of finerank: rerankers on libtorch (encoders, and decoder LLM rerankers),
+//! one module per family.
 //!
 //! A [`Model`] is loaded from a Hugging Face checkpoint directory (`config.json`,
 //! `model.safetensors`, `tokenizer.json`) as a cross-encoder or a bi-encoder, runs inference on
@@ -162,7 +163,7 @@ impl Model {
                 bias: true,
             },
         };
-        let network = family.build(&vs.root(), &config, kind, head)?;
+        let network = family.build(&vs.root(), &config, kind, head, dir)?;
         let modules = match kind {
             Kind::BiEncoder => Some(Modules::read(dir, &vs.root(), config.hidden_size)?),
             Kind::CrossEncoder => None,
@@ -194,6 +195,10 @@ impl Model {
 
     pub fn kind(&self) -> Kind {
         self.kind
+    }
+
+    pub fn family(&self) -> Family {
+        self.config.family()
     }
 
     pub fn device(&self) -> Device {

@@ -1,5 +1,5 @@
-//! Every encoder family against transformers, on the tiny random-weight checkpoints in
-//! `tests/families/` (made by `tests/families/generate.py`; its README says how):
+//! Every family against transformers, on the tiny random-weight checkpoints in `tests/families/`
+//! (made by `tests/families/generate*.py`; its README says how):
 //! - the ids our tokenization gives, and the logits transformers computes from them, to 1e-4;
 //! - one training step: the listwise loss finerank trains with, and every weight's gradient;
 //! - the export: a model changed by that step, saved, reads back in transformers with our scores.
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{cpu, fixture, pairs, python};
 use finerank_model::{Kind, Model};
-use finerank_text::Encoded;
+use finerank_text::{ChunkPolicy, Encoded, PairFormat, PromptTemplate, TextTokenizer};
 use serde_json::Value;
 use tch::Tensor;
 
@@ -88,7 +88,11 @@ fn transformers_logits(dir: &Path, inputs: &[Encoded], pad: i64) -> Vec<f64> {
 }
 
 fn check_cross_encoder(name: &str) {
-    let Case { dir, exp, inputs } = case(name);
+    check_scores(name, case(name));
+}
+
+/// The checks above on a fixture's pairs as `case` tokenized them.
+fn check_scores(name: &str, Case { dir, exp, inputs }: Case) {
     let model = Model::load(&dir, &cpu()).unwrap();
     assert_eq!(model.kind(), Kind::CrossEncoder);
 
@@ -437,4 +441,138 @@ fn gte_refuses_what_it_does_not_implement() {
             ),
         ],
     );
+}
+
+// Qwen3 (an LLM reranker)
+
+/// The Qwen3 fixture's pairs in the model card's prompt, each with its instruction (the card's
+/// default where none), cut as the card cuts them: the first window of our chunking. The ids must
+/// be the card's own.
+fn qwen3_case() -> Case {
+    let dir = fixture("qwen3-reranker");
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let template = PromptTemplate::qwen3_reranker();
+    assert_eq!(exp["prefix"], template.prefix.as_str());
+    assert_eq!(exp["suffix"], template.suffix.as_str());
+    assert_eq!(exp["default_instruction"], template.instruction.as_str());
+    let format = PairFormat::Prompt(template);
+    let policy = ChunkPolicy {
+        max_chunks: Some(1),
+        ..ChunkPolicy::new(exp["max_length"].as_u64().unwrap() as usize)
+    };
+    let inputs: Vec<Encoded> = exp["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let format = match p["instruction"].as_str() {
+                Some(instruction) => format.with_instruction(instruction),
+                None => format.clone(),
+            };
+            let query = p["query"].as_str().unwrap();
+            let chunks = format.chunk(&tok, query, &[p["document"].as_str().unwrap()], &policy);
+            assert!(!chunks.query_truncated);
+            chunks.inputs.into_iter().next().unwrap()
+        })
+        .collect();
+    for (i, input) in inputs.iter().enumerate() {
+        assert_eq!(input.ids, ints(&exp["input_ids"][i]), "qwen3 pair {i}: ids");
+    }
+    Case { dir, exp, inputs }
+}
+
+#[test]
+fn qwen3_reranker_matches_transformers() {
+    let case = qwen3_case();
+    let model = Model::load(&case.dir, &cpu()).unwrap();
+    // The score's sigmoid is the card's P("yes"), log_softmax over the "no" and "yes" logits.
+    let p_yes: Vec<f64> = logits(&model, &case.inputs)
+        .iter()
+        .map(|l| 1.0 / (1.0 + (-l).exp()))
+        .collect();
+    let diff = assert_close("qwen3 P(yes)", &p_yes, &numbers(&case.exp["scores"]), 1e-4);
+    eprintln!("parity qwen3-reranker: P(yes) {diff:.1e}");
+    check_scores("qwen3-reranker", case);
+}
+
+#[test]
+fn qwen3_values_it_does_not_implement_are_refused_naming_the_key() {
+    let supported = "finerank implements";
+    assert_refused(
+        "qwen3-reranker",
+        &[
+            (
+                "a sliding window",
+                |c| c["use_sliding_window"] = true.into(),
+                &["config.json", "use_sliding_window true", supported],
+            ),
+            (
+                "scaled rotary embeddings",
+                |c| c["rope_parameters"]["rope_type"] = "yarn".into(),
+                &[
+                    "config.json",
+                    "rope_parameters.rope_type \"yarn\"",
+                    "default rotary",
+                ],
+            ),
+            (
+                "legacy rope scaling",
+                |c| c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 2.0}),
+                &["config.json", "rope_scaling {", "default rotary"],
+            ),
+            (
+                "biased projections",
+                |c| c["attention_bias"] = true.into(),
+                &["config.json", "attention_bias true", supported],
+            ),
+            (
+                "another activation",
+                |c| c["hidden_act"] = "gelu".into(),
+                &["config.json", "hidden_act \"gelu\"", "SiLU"],
+            ),
+            (
+                "a classification head in place of the language model's",
+                |c| c["architectures"] = serde_json::json!(["Qwen3ForSequenceClassification"]),
+                &["config.json", "architectures", "Qwen3ForCausalLM"],
+            ),
+        ],
+    );
+}
+
+/// Tied embeddings (Qwen3-Reranker-0.6B's), as transformers reads them: with no `lm_head` in the
+/// checkpoint, the answer rows are the embedding table's; beside a distinct `lm_head`, the flag
+/// is overruled and that head scores (transformers then warns that it does not tie them).
+#[test]
+fn qwen3_tied_embeddings_match_transformers() {
+    let Case { exp, inputs, .. } = qwen3_case();
+    let pad = exp["pad_token_id"].as_i64().unwrap();
+    let untied = numbers(&exp["logits"]);
+    let dir = edited("qwen3-reranker", |c| c["tie_word_embeddings"] = true.into());
+    let ours = logits(&Model::load(dir.path(), &cpu()).unwrap(), &inputs);
+    assert_close("qwen3 tied beside an lm_head", &ours, &untied, 1e-4);
+    let theirs = transformers_logits(dir.path(), &inputs, pad);
+    assert_close("qwen3 tied beside an lm_head", &ours, &theirs, 1e-5);
+
+    let weights = dir.path().join("model.safetensors");
+    let kept: Vec<(String, Tensor)> = Tensor::read_safetensors(&weights)
+        .unwrap()
+        .into_iter()
+        .filter(|(name, _)| name != "lm_head.weight")
+        .collect();
+    Tensor::write_safetensors(&kept, &weights).unwrap();
+    let model = Model::load(dir.path(), &cpu()).unwrap();
+    let ours = logits(&model, &inputs);
+    assert!(
+        ours.iter().zip(&untied).all(|(a, b)| (a - b).abs() > 1e-3),
+        "qwen3 tied: the embeddings' rows changed no score"
+    );
+    let theirs = transformers_logits(dir.path(), &inputs, pad);
+    assert_close("qwen3 tied", &ours, &theirs, 1e-5);
+    // Saved tied, as transformers saves it: no lm_head.
+    let out = tempfile::tempdir().unwrap();
+    model.save(&out.path().join("saved"), None).unwrap();
+    let saved = Tensor::read_safetensors(out.path().join("saved/model.safetensors")).unwrap();
+    assert!(saved.iter().all(|(name, _)| name != "lm_head.weight"));
 }

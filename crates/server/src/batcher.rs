@@ -49,6 +49,8 @@ pub struct RerankJob {
     pub query: String,
     pub documents: Vec<String>,
     pub limit: DocLimit,
+    /// An LLM reranker's instruction in place of its own; refused by a model that takes none.
+    pub instruction: Option<String>,
 }
 
 impl RerankJob {
@@ -365,6 +367,7 @@ impl Worker {
                 Some(first) => {
                     first.job.model == p.job.model
                         && first.job.limit == p.job.limit
+                        && first.job.instruction == p.job.instruction
                         && tokens + p.tokens <= shared.max_tokens
                 }
             };
@@ -419,7 +422,7 @@ impl Worker {
                 .observe(p.queued_at.elapsed().as_secs_f64());
         }
         let first = &batch[0].job;
-        let limit = first.limit;
+        let (limit, instruction) = (first.limit, first.instruction.clone());
         let reranker = match self.model(&first.model) {
             Ok(r) => r,
             Err(e) => {
@@ -429,8 +432,16 @@ impl Worker {
                 return;
             }
         };
+        // The batch shares one instruction, so one check answers for all of it.
+        if let Err(e) = reranker.check_instruction(instruction.as_deref()) {
+            for p in batch {
+                let _ = p.reply.send(Err(ApiError::bad_request(e.to_string())));
+            }
+            return;
+        }
         let opts = ScoreOptions {
             max_chunks_per_doc: limit.max_chunks(reranker.window()),
+            instruction,
             ..ScoreOptions::default()
         };
         let groups: Vec<Group> = batch

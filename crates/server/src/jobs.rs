@@ -499,6 +499,7 @@ impl Shared {
             min_train_queries: minimum(cfg.min_train_queries),
             min_valid_queries: minimum(cfg.min_eval_queries),
             resume_dir: Some(resume),
+            instruction: None,
         })
     }
 

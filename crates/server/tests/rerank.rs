@@ -195,6 +195,18 @@ async fn bad_requests_get_4xx_with_a_clear_message() {
         ),
         (
             "/v1/rerank",
+            json!({"query": "q", "documents": ["a"], "instruction": "judge"}),
+            400,
+            "takes no instruction",
+        ),
+        (
+            "/v2/rerank",
+            json!({"query": "q", "documents": ["a"], "instruction": "judge"}),
+            400,
+            "takes no instruction",
+        ),
+        (
+            "/v1/rerank",
             json!({"query": "q", "documents": ["a"], "max_chunks_per_doc": -2}),
             400,
             "max_chunks_per_doc",
@@ -542,4 +554,49 @@ async fn tei_clients_get_info_and_errors_in_teis_shape() {
         "{body}"
     );
     s.stop().await;
+}
+
+/// An LLM reranker served: its relevance scores are the model card's P("yes") (the fixture's
+/// reference, for the pairs it did not cut to 160 tokens), and the request's instruction changes
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_reranker_answers_p_yes_with_the_requests_instruction() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../model/tests/families/qwen3-reranker");
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("expected.json")).unwrap())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), &["--default-model", fixture.to_str().unwrap()]).await;
+    let score = |pair: &Value, instruction: &Value| {
+        let body = json!({
+            "query": pair["query"],
+            "documents": [pair["document"]],
+            "instruction": instruction,
+        });
+        let s = &s;
+        async move {
+            let (status, body) = s.post("/v2/rerank", &body).await;
+            assert_eq!(status, 200, "{body}");
+            body["results"][0]["relevance_score"].as_f64().unwrap()
+        }
+    };
+    let pairs = exp["pairs"].as_array().unwrap();
+    let mut checked = 0;
+    for (i, pair) in pairs.iter().enumerate() {
+        if exp["input_ids"][i].as_array().unwrap().len() < 160 {
+            let got = score(pair, &pair["instruction"]).await;
+            let want = exp["scores"][i].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-4, "pair {i}: {got} vs {want}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 4);
+    let short = &pairs[3];
+    let custom = score(
+        short,
+        &json!("Given a legal question, retrieve court holdings"),
+    )
+    .await;
+    assert!((custom - score(short, &Value::Null).await).abs() > 1e-4);
 }

@@ -89,7 +89,7 @@ pub fn chunk_pairs(
 /// in all: the whole query when both fit; otherwise what the document leaves, but never
 /// less than `query_reserve`; and always one token short of the room, so the document
 /// gets at least one.
-fn query_share(
+pub(crate) fn query_share(
     query_tokens: usize,
     doc_tokens: usize,
     content: usize,
@@ -156,7 +156,7 @@ pub fn best_chunk_scores(scores: &[f32], doc_of: &[usize], n_docs: usize) -> Vec
 /// Token ranges of one text: windows of `window` tokens starting every
 /// `window - overlap` tokens, the last one ending at the text's end (and so
 /// possibly shorter). Always at least one range, even for an empty text.
-fn windows(len: usize, window: usize, policy: &ChunkPolicy) -> Vec<Range<usize>> {
+pub(crate) fn windows(len: usize, window: usize, policy: &ChunkPolicy) -> Vec<Range<usize>> {
     debug_assert!(window > 0);
     let stride = window - policy.overlap.min(window - 1);
     let cap = policy.max_chunks.unwrap_or(usize::MAX).max(1);

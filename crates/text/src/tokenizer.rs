@@ -83,6 +83,12 @@ impl TextTokenizer {
             .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, pair))
     }
 
+    /// The id of `token` in the vocabulary (added tokens included), as transformers'
+    /// `convert_tokens_to_ids` looks it up: the token itself, not the encoding of a text.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
     /// Token ids of a text, without special tokens.
     ///
     /// # Panics
@@ -104,17 +110,28 @@ impl TextTokenizer {
         if prompt.is_empty() {
             return (Vec::new(), self.tokens(text));
         }
+        let mut parts = self.split_tokens(&format!("{prompt}{text}"), &[prompt.len()]);
+        let rest = parts.pop().expect("one split point gives two parts");
+        (parts.pop().expect("one split point gives two parts"), rest)
+    }
+
+    /// The ids of `text`, without special tokens, in `bounds.len() + 1` consecutive parts: a
+    /// token belongs to the first part whose bound (a byte offset into `text`, ascending) it
+    /// ends at or before, else to the last; a token across a bound goes with what follows it.
+    /// Concatenated, the parts are the text's ids.
+    pub fn split_tokens(&self, text: &str, bounds: &[usize]) -> Vec<Vec<u32>> {
         let encoding = self
             .inner
-            .encode(format!("{prompt}{text}"), false)
+            .encode(text, false)
             .expect("tokenizer that passed the load probe failed to encode text");
-        let split = encoding
-            .get_offsets()
-            .iter()
-            .take_while(|(_, end)| *end <= prompt.len())
-            .count();
-        let (head, rest) = encoding.get_ids().split_at(split);
-        (head.to_vec(), rest.to_vec())
+        let mut parts = vec![Vec::new(); bounds.len() + 1];
+        // Never back to an earlier part, whatever offsets a token reports: the parts stay in order.
+        let mut part = 0;
+        for (&id, &(_, end)) in encoding.get_ids().iter().zip(encoding.get_offsets()) {
+            part = part.max(bounds.partition_point(|&b| b < end));
+            parts[part].push(id);
+        }
+        parts
     }
 
     /// Same as [`tokens`](Self::tokens) for many texts, in parallel.

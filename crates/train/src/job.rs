@@ -47,6 +47,10 @@ pub struct FinetuneJob {
     /// run saves nothing and cannot be resumed.
     #[serde(default)]
     pub resume_dir: Option<PathBuf>,
+    /// What an LLM reranker is trained to judge, in place of its own instruction; saved with
+    /// the model (`instruction.json`), which then scores by it. Refused for other models.
+    #[serde(default)]
+    pub instruction: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +118,9 @@ pub fn run_job(
     };
     let mut reranker =
         finerank_model::seeded(job.seed, || Reranker::load(&base_name, &base_dir, &opts))?;
+    if let Some(instruction) = &job.instruction {
+        reranker.set_instruction(instruction)?;
+    }
     let kind = reranker.kind();
     let max_len = job
         .max_len
@@ -151,15 +158,22 @@ pub fn run_job(
     }
     let train_sha256 = sha256_file(&job.train)?;
     let valid_sha256 = job.valid.as_deref().map(sha256_file).transpose()?;
-    cfg.resume = job.resume_dir.as_ref().map(|dir| Resume {
-        dir: dir.clone(),
-        identity: serde_json::json!({
+    cfg.resume = job.resume_dir.as_ref().map(|dir| {
+        let mut identity = serde_json::json!({
             "base_model": base_name,
             "base_model_dir": base_dir,
             "kind": kind,
             "train_sha256": train_sha256,
             "valid_sha256": valid_sha256,
-        }),
+        });
+        // Only an LLM reranker's: states saved before instructions existed still resume.
+        if let Some(instruction) = reranker.instruction() {
+            identity["instruction"] = instruction.into();
+        }
+        Resume {
+            dir: dir.clone(),
+            identity,
+        }
     });
     if let Some(resume) = &cfg.resume {
         let fields = crate::resume::mismatch(resume, &cfg).map_err(JobError::Train)?;
@@ -185,7 +199,8 @@ pub fn run_job(
         .and_then(|()| match &outcome.calibration {
             Some(calibration) => calibration.write(&staged).map_err(JobError::from),
             None => Ok(()),
-        });
+        })
+        .and_then(|()| reranker.write_instruction(&staged).map_err(JobError::from));
     if let Err(e) = saved {
         // A model that cannot be saved (a full disk) leaves nothing behind, not even its lock.
         registry.abandon(&id);

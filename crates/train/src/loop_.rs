@@ -6,7 +6,7 @@ use finerank_data::{ranking_tasks, TestRow, TrainRow};
 use finerank_engine::{assess, fit_calibration, Calibration, Reranker, ScoreOptions};
 use finerank_eval::{summarize, Bootstrap, QueryMetrics};
 use finerank_model::{Kind, Role};
-use finerank_text::{chunk_pairs, plan_batches, ChunkPolicy, Encoded};
+use finerank_text::{plan_batches, ChunkPolicy, Encoded};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -446,7 +446,7 @@ fn cross_encoder_loss(
         };
         let docs: Vec<&str> = std::iter::once(*pos).chain(negatives).collect();
         sizes.push(docs.len() as i64);
-        inputs.extend(chunk_pairs(r.tokenizer(), &row.query, &docs, &policy).inputs);
+        inputs.extend(r.pair_inputs(&row.query, &docs, &policy).inputs);
     }
     let logits = forward_sorted(r, &inputs);
     let losses: Vec<Tensor> = logits

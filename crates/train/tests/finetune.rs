@@ -65,6 +65,7 @@ fn job(base: &str, train: &Path, valid: &Path) -> FinetuneJob {
         min_train_queries: Some(8),
         min_valid_queries: Some(8),
         resume_dir: None,
+        instruction: None,
     }
 }
 
@@ -582,4 +583,54 @@ fn a_run_stopped_early_is_one_with_steps_left() {
     assert_eq!((whole.steps, whole.stopped_early), (6, false));
     let cut = outcome(3);
     assert_eq!((cut.steps, cut.stopped_early), (3, true));
+}
+
+/// An LLM reranker fine-tunes through its prompt with the job's instruction, and the model it
+/// writes is a `Qwen3ForCausalLM` (its `lm_head` trained and kept) that scores by that
+/// instruction, kept in `instruction.json`, when a request gives none.
+#[test]
+fn a_qwen3_reranker_fine_tunes_with_its_instruction_and_keeps_it() {
+    let fixture = root().join("crates/model/tests/families/qwen3-reranker");
+    let (_tmp, registry, mut j) = setup(&fixture.display().to_string());
+    let instruction = "Given a legal context, retrieve the holding it cites";
+    j.instruction = Some(instruction.into());
+    j.max_len = Some(160);
+    j.max_steps = Some(3);
+    let (record, losses) = train_with_losses(&j, &registry);
+    assert_eq!(record.kind, Kind::CrossEncoder);
+    assert!(
+        losses.len() == 3 && losses.iter().all(|l| l.is_finite() && *l > 0.0),
+        "{losses:?}"
+    );
+
+    let (name, dir) = resolve(&record.id, &registry).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        config["architectures"],
+        serde_json::json!(["Qwen3ForCausalLM"])
+    );
+    assert!(config.get("num_labels").is_none());
+    let tensors: Vec<String> = weights(&registry, &record.id)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        tensors.contains(&"lm_head.weight".to_string()),
+        "{tensors:?}"
+    );
+    let cpu = LoadOptions {
+        device: DeviceChoice::Cpu,
+        ..LoadOptions::default()
+    };
+    let tuned = Reranker::load(&name, &dir, &cpu).unwrap();
+    assert_eq!(tuned.instruction(), Some(instruction));
+
+    // A fine-tune of a model that takes no instruction refuses one.
+    let (_tmp, registry, mut j) = setup(&tiny_bert());
+    j.instruction = Some(instruction.into());
+    let Err(err) = run_job(&j, &registry, &mut |_| {}, &|| false) else {
+        panic!("a BERT cross-encoder fine-tuned with an instruction");
+    };
+    assert!(err.to_string().contains("takes no instruction"), "{err}");
 }

@@ -32,6 +32,14 @@ pub(super) fn rotary_tables(inv_freq: &Tensor, len: i64) -> (Tensor, Tensor) {
     (angles.cos(), angles.sin())
 }
 
+/// The rotary tables for positions `0..len` with transformers' default frequencies at base
+/// `theta`, `1 / theta^(2j / head_dim)`.
+pub(super) fn rotary(theta: f64, len: i64, head_dim: i64, device: tch::Device) -> (Tensor, Tensor) {
+    let exponents =
+        Tensor::arange_start_step(0, head_dim, 2, (tch::Kind::Float, device)) / head_dim as f64;
+    rotary_tables(&Tensor::pow_scalar(theta, &exponents).reciprocal(), len)
+}
+
 /// Rotary positions in the rotate-half form: `x cos + [-x2, x1] sin` over the last dimension's
 /// halves.
 pub(super) fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {

@@ -1,4 +1,5 @@
-//! The encoder families finerank reads, each a module behind one interface, [`Network`].
+//! The model families finerank reads, each a module behind one interface, [`Network`]: encoders
+//! with a classification head, and decoders that score by their answer tokens (LLM rerankers).
 //!
 //! A family knows its layers, its classification head, the names its checkpoints give them and
 //! which `config.json` keys change its arithmetic. Everything else (loading weights, pooling,
@@ -9,6 +10,9 @@ mod deberta;
 mod gte;
 mod modernbert;
 mod mpnet;
+mod qwen3;
+
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use tch::{nn, Tensor};
@@ -16,21 +20,21 @@ use tch::{nn, Tensor};
 use crate::config::{Config, Kind};
 use crate::ModelError;
 
-/// An encoder with, for a cross-encoder, its classification head.
+/// An encoder with, for a cross-encoder, its classification head; or a decoder reranker.
 pub(crate) trait Network: Send {
     /// `ids`, `type_ids`: [batch, len] int64; `mask`: [batch, len] bool, true on real tokens.
     /// Returns the last hidden states, [batch, len, hidden].
     fn encode(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor;
 
     /// One logit per input, [batch], from `encode`'s output. Only a network built as a
-    /// cross-encoder has a head.
+    /// cross-encoder has a head (a decoder's is its output projection's answer rows).
     fn classify(&self, hidden: &Tensor, mask: &Tensor, train: bool) -> Tensor;
 
     /// The longest input the position scheme allows, in tokens.
     fn max_tokens(&self) -> usize;
 }
 
-/// The encoder family, from `config.json`'s `model_type`.
+/// The model family, from `config.json`'s `model_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
     Bert,
@@ -39,6 +43,7 @@ pub enum Family {
     DebertaV2,
     MpNet,
     Gte,
+    Qwen3,
 }
 
 /// What each family's checkpoints call things.
@@ -49,9 +54,13 @@ struct Names {
     name: &'static str,
     /// The prefix of the encoder's weights inside `*ForSequenceClassification`.
     prefix: &'static str,
-    /// `architectures` written for a saved cross-encoder, and for a saved bare encoder.
+    /// `architectures` written for a saved cross-encoder (a decoder reranker's causal LM), and
+    /// for a saved bare encoder.
     classifier: &'static str,
     encoder: &'static str,
+    /// Scores a pair by its answer tokens' logits at the last token of a prompt: an LLM
+    /// reranker, always a cross-encoder, whose head is the checkpoint's own output projection.
+    decoder: bool,
     /// The head's tensors, with or without the encoder prefix: a checkpoint may lack them (a
     /// cross-encoder trained from a bi-encoder base starts a fresh head).
     head: &'static [&'static str],
@@ -67,6 +76,7 @@ const FAMILIES: &[(Family, Names)] = &[
             classifier: "BertForSequenceClassification",
             encoder: "BertModel",
             head: &["classifier.", "pooler."],
+            decoder: false,
         },
     ),
     (
@@ -78,6 +88,7 @@ const FAMILIES: &[(Family, Names)] = &[
             classifier: "XLMRobertaForSequenceClassification",
             encoder: "XLMRobertaModel",
             head: &["classifier."],
+            decoder: false,
         },
     ),
     (
@@ -89,6 +100,7 @@ const FAMILIES: &[(Family, Names)] = &[
             classifier: "ModernBertForSequenceClassification",
             encoder: "ModernBertModel",
             head: &["head.", "classifier."],
+            decoder: false,
         },
     ),
     (
@@ -100,6 +112,7 @@ const FAMILIES: &[(Family, Names)] = &[
             classifier: "DebertaV2ForSequenceClassification",
             encoder: "DebertaV2Model",
             head: &["pooler.", "classifier."],
+            decoder: false,
         },
     ),
     (
@@ -111,6 +124,7 @@ const FAMILIES: &[(Family, Names)] = &[
             classifier: "MPNetForSequenceClassification",
             encoder: "MPNetModel",
             head: &["classifier."],
+            decoder: false,
         },
     ),
     (
@@ -122,6 +136,20 @@ const FAMILIES: &[(Family, Names)] = &[
             classifier: "NewForSequenceClassification",
             encoder: "NewModel",
             head: &["classifier.", "pooler."],
+            decoder: false,
+        },
+    ),
+    (
+        Family::Qwen3,
+        Names {
+            model_types: &["qwen3"],
+            name: "Qwen3",
+            prefix: "model",
+            classifier: "Qwen3ForCausalLM",
+            encoder: "Qwen3Model",
+            // `lm_head` is not a head a fine-tune may start afresh: it is the language model's.
+            head: &[],
+            decoder: true,
         },
     ),
 ];
@@ -156,6 +184,11 @@ impl Family {
         self.names().name
     }
 
+    /// An LLM reranker: it reads a pair through a prompt and scores it by its answer tokens.
+    pub fn is_decoder(self) -> bool {
+        self.names().decoder
+    }
+
     /// The prefix Hugging Face puts before the encoder's weights in `*ForSequenceClassification`.
     pub fn prefix(self) -> &'static str {
         self.names().prefix
@@ -184,14 +217,23 @@ impl Family {
     /// Each family's `new(root, encoder, cfg, head)` puts its encoder's tensors under `encoder`
     /// and its head's under `root`, named as in the family's Hugging Face checkpoints, reads its
     /// own keys with `cfg.family_keys()`, and refuses a value it does not implement with
-    /// [`unsupported`].
+    /// [`unsupported`]. A decoder reads its answer tokens from the tokenizer in `dir`.
     pub(crate) fn build(
         self,
         root: &nn::Path,
         cfg: &Config,
         kind: Kind,
         head: nn::LinearConfig,
+        dir: &Path,
     ) -> Result<Box<dyn Network>, ModelError> {
+        if self.is_decoder() && kind != Kind::CrossEncoder {
+            return Err(ModelError::Invalid(format!(
+                "{}: a {} reranker scores (query, document) pairs together; it has no \
+                 embeddings to load as a bi-encoder",
+                cfg.path.display(),
+                self.name()
+            )));
+        }
         let head = (kind == Kind::CrossEncoder).then_some(head);
         // The encoder sits under the family's prefix when a head sits beside it.
         let encoder = match head {
@@ -205,6 +247,7 @@ impl Family {
             Family::DebertaV2 => Box::new(deberta::Deberta::new(root, encoder, cfg, head)?),
             Family::MpNet => Box::new(mpnet::MpNet::new(root, encoder, cfg, head)?),
             Family::Gte => Box::new(gte::Gte::new(root, encoder, cfg, head)?),
+            Family::Qwen3 => Box::new(qwen3::Qwen3::new(root, encoder, cfg, dir)?),
         })
     }
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
-use super::blocks::{apply_rotary, attention, rotary_tables};
+use super::blocks::{apply_rotary, attention, rotary};
 use super::{defaults, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
@@ -149,13 +149,6 @@ fn rope_theta(
         ));
     }
     Ok(rope.rope_theta.unwrap_or(legacy))
-}
-
-/// The rotary tables for positions `0..len` at base `theta`.
-fn rotary(theta: f64, len: i64, head_dim: i64, device: tch::Device) -> (Tensor, Tensor) {
-    let exponents =
-        Tensor::arange_start_step(0, head_dim, 2, (DType::Float, device)) / head_dim as f64;
-    rotary_tables(&Tensor::pow_scalar(theta, &exponents).reciprocal(), len)
 }
 
 pub(super) struct ModernBert {

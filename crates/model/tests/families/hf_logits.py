@@ -2,7 +2,9 @@
 
 usage: hf_logits.py MODEL_DIR < ids.json > logits.json
 ids.json: {"input_ids", "token_type_ids", "attention_mask"}, each [[...]] padded; float32,
-eval mode. The type ids go to the families whose models take them.
+eval mode. The type ids go to the families whose models take them. A causal LM is an LLM
+reranker: its logit is that of "yes" less that of "no" at each row's last real token (the rows
+are padded on the right, which a causal model's real tokens never see).
 """
 import inspect
 import json
@@ -10,7 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 batch = json.load(sys.stdin)
 config = json.loads((Path(sys.argv[1]) / "config.json").read_text())
@@ -20,6 +22,16 @@ if config.get("model_type") == "new":
     import gte_hub
 
     model = gte_hub.load(sys.argv[1])
+elif any(a.endswith("ForCausalLM") for a in config.get("architectures", [])):
+    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(sys.argv[1])
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    mask = torch.tensor(batch["attention_mask"])
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor(batch["input_ids"]), attention_mask=mask).logits
+    last = out[torch.arange(len(out)), mask.sum(1) - 1]
+    json.dump([float(x) for x in last[:, yes] - last[:, no]], sys.stdout)
+    sys.exit()
 else:
     model = AutoModelForSequenceClassification.from_pretrained(
         sys.argv[1], dtype=torch.float32

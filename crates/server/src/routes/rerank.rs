@@ -41,6 +41,10 @@ pub struct RerankV1Request {
     return_documents: Option<bool>,
     /// Score at most this many windows of a long document (default 10); it scores as its best.
     max_chunks_per_doc: Option<i64>,
+    /// What an LLM reranker (Qwen3) judges the documents by, in place of its own instruction
+    /// (the one it was fine-tuned with, else its model card's). A model that takes no
+    /// instruction answers 400.
+    instruction: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -56,6 +60,10 @@ pub struct RerankV2Request {
     /// Score about the first N tokens of each document (default 4096), in whole model windows.
     max_tokens_per_doc: Option<i64>,
     return_documents: Option<bool>,
+    /// What an LLM reranker (Qwen3) judges the documents by, in place of its own instruction
+    /// (the one it was fine-tuned with, else its model card's). A model that takes no
+    /// instruction answers 400.
+    instruction: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -157,6 +165,7 @@ pub(super) async fn score(
     query: &str,
     documents: Vec<String>,
     limit: DocLimit,
+    instruction: Option<String>,
 ) -> Result<Answer, ApiError> {
     if query.trim().is_empty() {
         return Err(ApiError::bad_request(
@@ -185,6 +194,7 @@ pub(super) async fn score(
         query: query.to_string(),
         documents,
         limit,
+        instruction,
     };
     let scored = match state.batcher.score(job).await {
         Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
@@ -332,7 +342,16 @@ pub async fn v1(
 ) -> Result<Json<RerankResponse>, ApiError> {
     let (texts, top_n, chunks) = req.checked()?;
     let limit = DocLimit::Chunks(chunks);
-    let answer = score(&state, req.model.as_deref(), &req.query, texts, limit).await?;
+    let instruction = req.instruction.clone();
+    let answer = score(
+        &state,
+        req.model.as_deref(),
+        &req.query,
+        texts,
+        limit,
+        instruction,
+    )
+    .await?;
     let documents = req
         .return_documents
         .unwrap_or(false)
@@ -350,7 +369,16 @@ pub async fn v2(
 ) -> Result<Json<RerankResponse>, ApiError> {
     let (texts, top_n, tokens) = req.checked()?;
     let limit = DocLimit::Tokens(tokens);
-    let answer = score(&state, req.model.as_deref(), &req.query, texts, limit).await?;
+    let instruction = req.instruction.clone();
+    let answer = score(
+        &state,
+        req.model.as_deref(),
+        &req.query,
+        texts,
+        limit,
+        instruction,
+    )
+    .await?;
     let documents = req
         .return_documents
         .unwrap_or(false)

@@ -159,7 +159,7 @@ pub async fn rerank(
 ) -> Result<Json<Vec<TeiRank>>, ApiError> {
     let limit = req.limit()?;
     let kept = req.return_text.then(|| req.texts.clone());
-    let scored = score(&state, None, &req.query, req.texts, limit)
+    let scored = score(&state, None, &req.query, req.texts, limit, None)
         .await?
         .scored;
     let ranks = rank_by_raw(&scored.raw_scores, &scored.scores, None)

@@ -1,0 +1,397 @@
+//! Qwen3 as an LLM reranker (Qwen/Qwen3-Reranker-*): a decoder whose score for a prompted
+//! (query, document) pair is the logit of the answer "yes" less that of "no" at the last token,
+//! so that its sigmoid is P("yes") over the two, as the model card, vLLM and
+//! sentence-transformers compute it. Pre-norm layers with RMSNorm, grouped-query causal attention
+//! with RMSNorm over each query and key head and rotary positions, a SwiGLU MLP. Weight names are
+//! `Qwen3ForCausalLM`'s (`model.layers.N.self_attn.q_proj`, `lm_head`), so a saved model is the
+//! checkpoint transformers loads.
+use std::path::Path;
+
+use serde::Deserialize;
+use tch::nn::{self, Module};
+use tch::{Kind as DType, Tensor};
+
+use super::blocks::{apply_rotary, attention, rotary, split_heads};
+use super::{unsupported, Network, EMBEDDING, ZEROS};
+use crate::config::Config;
+use crate::ModelError;
+
+/// The keys of a `Qwen3Config` beyond the sizes every family has, with its defaults.
+#[derive(Deserialize)]
+struct Keys {
+    #[serde(default)]
+    num_key_value_heads: Option<i64>,
+    /// Qwen3 sets it apart from hidden_size / heads (0.6B: 128 against 64).
+    #[serde(default)]
+    head_dim: Option<i64>,
+    #[serde(default = "silu")]
+    hidden_act: String,
+    #[serde(default = "eps")]
+    rms_norm_eps: f64,
+    /// Where transformers 5 keeps the rotary base; Hub configs written before it give
+    /// `rope_theta` and `rope_scaling` at the top level instead.
+    #[serde(default)]
+    rope_parameters: Option<RopeParameters>,
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    #[serde(default)]
+    rope_scaling: Option<serde_json::Value>,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default)]
+    attention_dropout: f64,
+    #[serde(default)]
+    use_sliding_window: bool,
+    #[serde(default)]
+    layer_types: Option<Vec<String>>,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+}
+
+#[derive(Deserialize)]
+struct RopeParameters {
+    #[serde(default)]
+    rope_type: Option<String>,
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    #[serde(default)]
+    partial_rotary_factor: Option<f64>,
+}
+
+fn silu() -> String {
+    "silu".into()
+}
+fn eps() -> f64 {
+    1e-6
+}
+
+/// `Qwen3Config`'s rotary base when the config names none.
+const THETA: f64 = 10_000.0;
+
+/// The tokens whose logits make the score, as the model card looks them up in the vocabulary.
+const YES: &str = "yes";
+const NO: &str = "no";
+
+/// RMSNorm as transformers computes it: the mean square in fp32, the weight applied after the
+/// cast back to the input's dtype.
+#[derive(Debug)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(p: nn::Path, size: i64, eps: f64) -> RmsNorm {
+        RmsNorm {
+            weight: p.var("weight", &[size], nn::Init::Const(1.0)),
+            eps,
+        }
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let x = xs.to_kind(DType::Float);
+        let scale = (x.square().mean_dim(-1, true, DType::Float) + self.eps).rsqrt();
+        &self.weight * (x * scale).to_kind(xs.kind())
+    }
+}
+
+struct Layer {
+    input_norm: RmsNorm,
+    q_proj: nn::Linear,
+    k_proj: nn::Linear,
+    v_proj: nn::Linear,
+    o_proj: nn::Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    post_attention_norm: RmsNorm,
+    gate_proj: nn::Linear,
+    up_proj: nn::Linear,
+    down_proj: nn::Linear,
+}
+
+impl Layer {
+    fn new(p: nn::Path, cfg: &Config, sizes: &Sizes, eps: f64) -> Layer {
+        let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, sizes.head_dim);
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..ZEROS
+        };
+        let linear = |p: nn::Path, from, to| nn::linear(p, from, to, no_bias);
+        let attn = &p / "self_attn";
+        let mlp = &p / "mlp";
+        Layer {
+            input_norm: RmsNorm::new(&p / "input_layernorm", h, eps),
+            q_proj: linear(&attn / "q_proj", h, sizes.heads * d),
+            k_proj: linear(&attn / "k_proj", h, sizes.kv_heads * d),
+            v_proj: linear(&attn / "v_proj", h, sizes.kv_heads * d),
+            o_proj: linear(&attn / "o_proj", sizes.heads * d, h),
+            q_norm: RmsNorm::new(&attn / "q_norm", d, eps),
+            k_norm: RmsNorm::new(&attn / "k_norm", d, eps),
+            post_attention_norm: RmsNorm::new(&p / "post_attention_layernorm", h, eps),
+            gate_proj: linear(&mlp / "gate_proj", h, i),
+            up_proj: linear(&mlp / "up_proj", h, i),
+            down_proj: linear(&mlp / "down_proj", i, h),
+        }
+    }
+}
+
+struct Sizes {
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+pub(super) struct Qwen3 {
+    sizes: Sizes,
+    theta: f64,
+    max_positions: i64,
+    attention_dropout: f64,
+    embed_tokens: nn::Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    /// `lm_head.weight`, [vocab, hidden]; absent when tied to the embeddings. Only its "yes" and
+    /// "no" rows are ever multiplied, but the whole matrix is the checkpoint's, kept to save back.
+    lm_head: Option<Tensor>,
+    /// The rows of the answer tokens, [yes, no].
+    answers: Tensor,
+}
+
+/// The vocabulary ids of "yes" and "no" in the checkpoint's `tokenizer.json`, rows of the
+/// output projection.
+fn answer_ids(dir: &Path, vocab_size: i64) -> Result<[i64; 2], ModelError> {
+    let path = crate::tokenizer_path(dir);
+    let tok = finerank_text::TextTokenizer::from_file(&path)
+        .map_err(|e| ModelError::Invalid(e.to_string()))?;
+    let id = |token: &str| match tok.token_id(token).map(i64::from) {
+        Some(id) if id < vocab_size => Ok(id),
+        found => Err(ModelError::Invalid(format!(
+            "{}: token {token:?} is {}; an LLM reranker scores with the logits of the tokens \
+             \"yes\" and \"no\", which must be rows of the vocab_size {vocab_size} \
+             output projection",
+            path.display(),
+            found.map_or("missing".into(), |id| format!("id {id}")),
+        ))),
+    };
+    Ok([id(YES)?, id(NO)?])
+}
+
+impl Qwen3 {
+    /// `root` holds `lm_head`, `p` the decoder (`model.`); `dir` the tokenizer that names the
+    /// answer tokens.
+    pub(super) fn new(
+        root: &nn::Path,
+        p: nn::Path,
+        cfg: &Config,
+        dir: &Path,
+    ) -> Result<Qwen3, ModelError> {
+        let keys: Keys = cfg.family_keys()?;
+        // Other values of these keys change the arithmetic: the model would load and score wrong.
+        if !cfg.architectures.is_empty()
+            && !cfg.architectures.iter().any(|a| a == "Qwen3ForCausalLM")
+        {
+            return Err(unsupported(
+                cfg,
+                "architectures",
+                format!("{:?}", cfg.architectures),
+                "Qwen3ForCausalLM (the Qwen3-Reranker layout, scored by its lm_head's \"yes\" \
+                 and \"no\" rows) only",
+            ));
+        }
+        if keys.hidden_act != "silu" {
+            return Err(unsupported(
+                cfg,
+                "hidden_act",
+                format!("{:?}", keys.hidden_act),
+                "SiLU (\"silu\") only",
+            ));
+        }
+        if keys.attention_bias {
+            return Err(unsupported(
+                cfg,
+                "attention_bias",
+                true,
+                "projections without bias (attention_bias false) only",
+            ));
+        }
+        if keys.use_sliding_window {
+            return Err(unsupported(
+                cfg,
+                "use_sliding_window",
+                true,
+                "full causal attention on every layer (use_sliding_window false) only",
+            ));
+        }
+        if let Some(other) = keys
+            .layer_types
+            .iter()
+            .flatten()
+            .find(|t| *t != "full_attention")
+        {
+            return Err(unsupported(
+                cfg,
+                "layer_types",
+                format!("{other:?}"),
+                "\"full_attention\" layers only",
+            ));
+        }
+        let theta = rope_theta(cfg, &keys)?;
+        let heads = cfg.num_attention_heads;
+        let kv_heads = keys.num_key_value_heads.unwrap_or(heads);
+        if kv_heads <= 0 || heads % kv_heads != 0 {
+            return Err(unsupported(
+                cfg,
+                "num_key_value_heads",
+                kv_heads,
+                "a divisor of num_attention_heads",
+            ));
+        }
+        let sizes = Sizes {
+            heads,
+            kv_heads,
+            head_dim: keys.head_dim.unwrap_or(cfg.hidden_size / heads),
+        };
+        let answers = Tensor::from_slice(&answer_ids(dir, cfg.vocab_size)?).to_device(p.device());
+        let embed_tokens = nn::embedding(
+            &p / "embed_tokens",
+            cfg.vocab_size,
+            cfg.hidden_size,
+            EMBEDDING,
+        );
+        // transformers ties the output projection to the embeddings only when the checkpoint has
+        // no `lm_head` of its own (or an equal one): a distinct one it reads untied, as here.
+        let tied =
+            keys.tie_word_embeddings && !crate::checkpoint::has_tensor(dir, "lm_head.weight");
+        let lm_head = (!tied).then(|| {
+            (root / "lm_head").var(
+                "weight",
+                &[cfg.vocab_size, cfg.hidden_size],
+                nn::Init::Const(0.0),
+            )
+        });
+        let eps = keys.rms_norm_eps;
+        Ok(Qwen3 {
+            theta,
+            max_positions: cfg.max_position_embeddings,
+            attention_dropout: keys.attention_dropout,
+            embed_tokens,
+            layers: (0..cfg.num_hidden_layers)
+                .map(|i| Layer::new(&p / "layers" / i, cfg, &sizes, eps))
+                .collect(),
+            norm: RmsNorm::new(&p / "norm", cfg.hidden_size, eps),
+            sizes,
+            lm_head,
+            answers,
+        })
+    }
+
+    fn layer(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        attend: &Tensor,
+        train: bool,
+    ) -> Tensor {
+        let Sizes {
+            heads, kv_heads, ..
+        } = self.sizes;
+        let h = l.input_norm.forward(x);
+        // Each head is normed over head_dim before the rotation, as Qwen3 does.
+        let q = l.q_norm.forward(&split_heads(&l.q_proj.forward(&h), heads));
+        let k = l
+            .k_norm
+            .forward(&split_heads(&l.k_proj.forward(&h), kv_heads));
+        let v = split_heads(&l.v_proj.forward(&h), kv_heads);
+        // In the projections' dtype, as transformers casts them (bf16 under autocast).
+        let (cos, sin) = (rope.0.to_kind(q.kind()), rope.1.to_kind(q.kind()));
+        let (q, k) = (apply_rotary(&q, &cos, &sin), apply_rotary(&k, &cos, &sin));
+        // Grouped-query attention: query head i reads key/value head i / (heads / kv_heads), the
+        // order transformers' repeat_kv gives.
+        let group = heads / kv_heads;
+        let (k, v) = (
+            k.repeat_interleave_self_int(group, 1, None),
+            v.repeat_interleave_self_int(group, 1, None),
+        );
+        let dropout = if train { self.attention_dropout } else { 0.0 };
+        let context = attention(&q, &k, &v, attend, dropout);
+        let x = x + l.o_proj.forward(&context);
+        let h = l.post_attention_norm.forward(&x);
+        let gated = l.gate_proj.forward(&h).silu() * l.up_proj.forward(&h);
+        x + l.down_proj.forward(&gated)
+    }
+}
+
+/// The rotary base, refusing any rotary scheme but transformers' default.
+fn rope_theta(cfg: &Config, keys: &Keys) -> Result<f64, ModelError> {
+    if let Some(scaling) = keys.rope_scaling.as_ref().filter(|s| !s.is_null()) {
+        return Err(unsupported(
+            cfg,
+            "rope_scaling",
+            scaling,
+            "the default rotary embedding (rope_scaling null) only",
+        ));
+    }
+    let Some(params) = &keys.rope_parameters else {
+        return Ok(keys.rope_theta.unwrap_or(THETA));
+    };
+    let kind = params.rope_type.as_deref().unwrap_or("default");
+    if kind != "default" {
+        return Err(unsupported(
+            cfg,
+            "rope_parameters.rope_type",
+            format!("{kind:?}"),
+            "the default rotary embedding only",
+        ));
+    }
+    if let Some(f) = params.partial_rotary_factor.filter(|&f| f != 1.0) {
+        return Err(unsupported(
+            cfg,
+            "rope_parameters.partial_rotary_factor",
+            f,
+            "rotation of the whole head (1.0) only",
+        ));
+    }
+    Ok(params.rope_theta.or(keys.rope_theta).unwrap_or(THETA))
+}
+
+impl Network for Qwen3 {
+    fn encode(&self, ids: &Tensor, _type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let (_, len) = ids.size2().expect("ids are [batch, len]");
+        let mut x = self.embed_tokens.forward(ids);
+        // Positions count from 0 in every row: padding sits after the real tokens, where causal
+        // attention keeps it from every real token.
+        let rope = rotary(self.theta, len, self.sizes.head_dim, ids.device());
+        // [batch, 1, len, len]: a query sees the real keys at or before it. A padding query sees
+        // the real tokens too, so no row of the softmax is empty.
+        let causal = Tensor::ones([len, len], (DType::Bool, ids.device())).tril(0);
+        let attend = causal
+            .unsqueeze(0)
+            .unsqueeze(0)
+            .logical_and(&mask.unsqueeze(1).unsqueeze(1));
+        for layer in &self.layers {
+            x = self.layer(layer, &x, &rope, &attend, train);
+        }
+        x
+    }
+
+    /// The "yes" logit less the "no" logit at each row's last real token. The final norm is per
+    /// token, so it runs on those rows alone; and two rows of the output projection give exactly
+    /// the two logits the full vocabulary's would.
+    fn classify(&self, hidden: &Tensor, mask: &Tensor, _train: bool) -> Tensor {
+        let last = mask.sum_dim_intlist(1, false, DType::Int64) - 1;
+        let width = *hidden.size().last().expect("hidden states have a size");
+        let at = last.view([-1, 1, 1]).expand([-1, 1, width], false);
+        let x = self
+            .norm
+            .forward(&hidden.gather(1, &at, false).squeeze_dim(1));
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed_tokens.ws);
+        let logits = x.matmul(&head.index_select(0, &self.answers).tr());
+        logits.select(1, 0) - logits.select(1, 1)
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.max_positions.max(1) as usize
+    }
+}
