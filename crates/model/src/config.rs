@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use crate::family::Family;
+use crate::lora::Lora;
 use crate::ModelError;
 
 /// How a model scores a (query, document) pair.
@@ -43,6 +44,10 @@ pub struct Config {
     pub raw: serde_json::Map<String, Value>,
     #[serde(skip)]
     pub path: PathBuf,
+    /// The adapters to build on the encoder's projections: from the load options or an adapter
+    /// directory, never from `config.json`.
+    #[serde(skip)]
+    pub lora: Option<Lora>,
 }
 
 impl Config {
