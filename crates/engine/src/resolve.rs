@@ -24,7 +24,8 @@ pub enum ResolveError {
     Unknown(String),
     #[error(
         "model {0:?} is a local path without config.json: a checkpoint directory holds \
-         config.json, model.safetensors and tokenizer.json"
+         config.json, model.safetensors and tokenizer.json (a LoRA adapter directory, \
+         adapter_config.json and adapter_model.safetensors)"
     )]
     NotACheckpoint(String),
     #[error(transparent)]
@@ -71,7 +72,8 @@ pub fn resolve_with(
         };
     }
     let path = Path::new(reference);
-    if path.join("config.json").is_file() {
+    // A checkpoint, or a PEFT LoRA adapter over one (the model crate finds its base).
+    if path.join("config.json").is_file() || path.join(finerank_model::ADAPTER_CONFIG).is_file() {
         return Ok((reference.to_string(), path.to_path_buf()));
     }
     // text-embeddings-inference's order: a local directory wins over a Hub id of the same name.
