@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use finerank_engine::{Kind, Registry, DEFAULT_MODEL};
-use finerank_train::{resume_dir, resume_step, run_job, FinetuneJob, HyperOverrides, Outcome};
+use finerank_train::{
+    resume_dir, resume_step, run_job, Export, FinetuneJob, HyperOverrides, Outcome,
+};
 
 use crate::progress::TrainProgress;
 use crate::Ctx;
@@ -51,6 +53,10 @@ pub struct Args {
     /// other data or settings are refused.
     #[arg(long, value_name = "ID")]
     resume: Option<String>,
+    /// With --lora-rank, what is registered: the adapters merged into the base's weights, or a
+    /// PEFT adapter directory over the base.
+    #[arg(long, value_enum, default_value_t = Export::Merged)]
+    export: Export,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -87,6 +93,7 @@ impl Args {
             min_train_queries: self.min_train_queries,
             min_valid_queries: self.min_valid_queries,
             resume_dir: None,
+            export: self.export,
         }
     }
 }
