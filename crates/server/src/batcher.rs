@@ -391,8 +391,8 @@ impl Worker {
                 .map_err(|UnknownModel(m)| ApiError::not_found(m))?;
             let opts = LoadOptions {
                 device: self.device,
-                kind: None,
                 precision: self.precision,
+                ..LoadOptions::default()
             };
             let reranker = Reranker::load(name, &dir, &opts)
                 .map_err(|e| ApiError::internal(format!("loading model {name}: {e}")))?;
