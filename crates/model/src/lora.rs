@@ -119,13 +119,18 @@ impl Projection {
 
 /// PEFT's initialisation of a fresh `A`: `kaiming_uniform_(a=sqrt(5))`, which is uniform in
 /// ±1/sqrt(in). `B` stays zero, so a fresh adapter leaves the model's outputs as they were.
+/// The draws go in name order, so that the same seed gives the same adapters.
 pub(crate) fn init_fresh(vs: &nn::VarStore) {
+    let mut fresh: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| adapted_module(name).is_some())
+        .collect();
+    fresh.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
-        for (name, mut var) in vs.variables() {
-            if adapted_module(&name).is_some() {
-                let bound = 1.0 / (var.size()[1] as f64).sqrt();
-                let _ = var.uniform_(-bound, bound);
-            }
+        for (_, mut a) in fresh {
+            let bound = 1.0 / (a.size()[1] as f64).sqrt();
+            let _ = a.uniform_(-bound, bound);
         }
     });
 }

@@ -90,6 +90,11 @@ fn bert_lora_matches_peft() {
             );
         }
     }
+    // The same seed draws the same adapters.
+    let again = with_lora(&dir, lora(&[]));
+    for (name, a) in again.var_store().variables() {
+        assert!(a.equal(&model.var_store().variables()[&name]), "{name}");
+    }
     train_b_a_little(&model);
     let tmp = tempfile::tempdir().unwrap();
     let start = tmp.path().join("start");

@@ -491,12 +491,19 @@ fn an_interrupted_run_resumes_to_the_same_model() {
 fn a_resumed_lora_run_exports_an_adapter_that_scores_as_the_merged_model() {
     let (_tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.lora_rank = Some(4);
-    j.hyper.learning_rate = Some(1e-2);
+    // A rate at which the tiny random model's best validation comes after the resume.
+    j.hyper.learning_rate = Some(3e-2);
     j.hyper.train_epochs = Some(2);
     j.hyper.early_stopping_patience = Some(0);
     j.eval_every = Some(4);
     let (merged, _) = train_with_events(&j, &registry);
     assert_eq!(merged.hyperparameters["lora_rank"], 4);
+    let outcome: Outcome = serde_json::from_value(merged.metrics.clone()).unwrap();
+    assert!(
+        outcome.best_step > 4,
+        "kept step {}: before the resume",
+        outcome.best_step
+    );
 
     j.export = Export::Adapter;
     let id = Registry::new_id();
