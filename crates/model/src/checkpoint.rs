@@ -163,7 +163,7 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
 /// in fp32 whatever dtype the model saves in.
 fn merged(model: &Model, vars: &HashMap<String, Tensor>, name: &str, weight: &Tensor) -> Tensor {
     let weight = weight.detach();
-    let (Some(lora), Some(module)) = (&model.lora, name.strip_suffix(".weight")) else {
+    let (Some(lora), Some(module)) = (&model.config.lora, name.strip_suffix(".weight")) else {
         return weight;
     };
     let (Some(a), Some(b)) = (
@@ -180,7 +180,7 @@ fn merged(model: &Model, vars: &HashMap<String, Tensor>, name: &str, weight: &Te
 }
 
 pub(crate) fn save_adapter(model: &Model, dest: &Path) -> Result<(), ModelError> {
-    let Some(lora) = &model.lora else {
+    let Some(lora) = &model.config.lora else {
         return Err(ModelError::Invalid(
             "the model has no LoRA adapters to save; save the whole model instead".into(),
         ));

@@ -132,8 +132,6 @@ pub struct Model {
     /// The checkpoint's floating-point dtype, which saving keeps: training runs in fp32, but a
     /// model shipped in fp16 or bf16 comes back in the same dtype and size.
     dtype: DType,
-    /// The adapters the encoder's projections carry, if any.
-    lora: Option<Lora>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -223,7 +221,6 @@ impl Model {
             vs,
             network,
             modules,
-            lora: config.lora.clone(),
             config,
             kind,
             source: base,
@@ -349,11 +346,6 @@ impl Model {
     /// model was loaded from, with that checkpoint's tokenizer beside them. Atomic as `save`.
     pub fn save_adapter(&self, dest: &Path) -> Result<(), ModelError> {
         checkpoint::save_adapter(self, dest)
-    }
-
-    /// The LoRA adapters the model carries, if any.
-    pub fn lora(&self) -> Option<&Lora> {
-        self.lora.as_ref()
     }
 }
 
