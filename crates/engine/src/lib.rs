@@ -26,7 +26,9 @@ pub use registry::{now_rfc3339, ModelRecord, Registry, RegistryError};
 pub use reranker::{
     dot, rank_by_raw, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions,
 };
-pub use resolve::{default_model_dir, resolve, resolve_with, ResolveError, DEFAULT_MODEL};
+pub use resolve::{
+    adapter_base, default_model_dir, resolve, resolve_with, ResolveError, DEFAULT_MODEL,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

@@ -34,6 +34,13 @@ pub enum ResolveError {
     Registry(#[from] crate::RegistryError),
 }
 
+/// The base checkpoint a LoRA adapter directory names, as a canonical path; `None` when `dir`
+/// is a checkpoint of its own.
+pub fn adapter_base(dir: &Path) -> Result<Option<PathBuf>, crate::EngineError> {
+    let base = finerank_model::Model::adapter_base(dir)?;
+    Ok(base.and_then(|b| b.canonicalize().ok()))
+}
+
 /// `FINERANK_DEFAULT_MODEL`, else the copy that scripts/bootstrap.sh installs beside the sources.
 pub fn default_model_dir() -> PathBuf {
     std::env::var_os("FINERANK_DEFAULT_MODEL")

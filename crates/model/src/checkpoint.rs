@@ -126,6 +126,44 @@ pub(crate) fn load_weights(
     })
 }
 
+/// Makes the encoder tensors of `vs` those of `from`, the same storage, and copies the rest (a
+/// cross-encoder's head, which an adapter brings its own of). Adapters and Dense modules are
+/// left to their own loading.
+pub(crate) fn share_weights(
+    vs: &nn::VarStore,
+    from: &Model,
+    kind: Kind,
+) -> Result<Loaded, ModelError> {
+    let family = from.config.family();
+    let theirs = from.vs.variables();
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            if name.starts_with(crate::sentence::DENSE_ROOT) || lora::is_adapter(&name) {
+                continue;
+            }
+            let Some(src) = theirs.get(&name).filter(|t| t.size() == var.size()) else {
+                return Err(ModelError::Invalid(format!(
+                    "{}: no tensor {name} of this shape to share",
+                    from.source.display()
+                )));
+            };
+            match kind == Kind::CrossEncoder && family.is_head(&name) {
+                true => var.copy_(src),
+                false => var.set_data(src),
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Loaded {
+        extras: from
+            .extras
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
+        dtype: from.dtype,
+    })
+}
+
 pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result<(), ModelError> {
     write_atomically(dest, |dir| {
         let vars = model.vs.variables();

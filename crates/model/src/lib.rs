@@ -153,6 +153,40 @@ impl Model {
     /// Loads a checkpoint directory, or a PEFT LoRA adapter directory (`adapter_config.json`)
     /// over the local base checkpoint it names.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
+        Model::load_sharing(dir, opts, None)
+    }
+
+    /// Loads the adapter directory `dir` over `base`, a model already loaded from the checkpoint
+    /// the adapter names: the new model reads `base`'s encoder weights where they are, so
+    /// adapters served over one base hold one copy of it (a cross-encoder's head, which each
+    /// adapter brings, is its own). A base of another kind or on another device has no
+    /// tensors to share: the weights are then read from disk.
+    pub fn load_adapter_over(
+        dir: &Path,
+        opts: &LoadOptions,
+        base: &Model,
+    ) -> Result<Model, ModelError> {
+        Model::load_sharing(dir, opts, Some(base))
+    }
+
+    /// The base checkpoint the adapter directory `dir` names; `None` when `dir` is no adapter.
+    pub fn adapter_base(dir: &Path) -> Result<Option<PathBuf>, ModelError> {
+        match dir.join(ADAPTER_CONFIG).is_file() {
+            true => lora::AdapterConfig::read(dir)?.base_dir(dir).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// The checkpoint directory the model's weights (a LoRA adapter's base's) came from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    fn load_sharing(
+        dir: &Path,
+        opts: &LoadOptions,
+        shared: Option<&Model>,
+    ) -> Result<Model, ModelError> {
         let adapter = match dir.join(ADAPTER_CONFIG).is_file() {
             true => Some(lora::AdapterConfig::read(dir)?),
             false => None,
@@ -200,7 +234,20 @@ impl Model {
             Kind::BiEncoder => Some(Modules::read(&base, &vs.root(), config.hidden_size)?),
             Kind::CrossEncoder => None,
         };
-        let loaded = checkpoint::load_weights(&vs, &base, family, kind, native)?;
+        let loaded = match shared {
+            Some(from) if adapter.is_none() || !same_dir(&from.source, &base) => {
+                return Err(ModelError::Invalid(format!(
+                    "{}: not an adapter over {}",
+                    dir.display(),
+                    from.source.display()
+                )))
+            }
+            // Only a model of the same kind on the same device has the tensors to share.
+            Some(from) if from.kind == kind && from.device() == device => {
+                checkpoint::share_weights(&vs, from, kind)?
+            }
+            _ => checkpoint::load_weights(&vs, &base, family, kind, native)?,
+        };
         if let Some(m) = &modules {
             m.load_weights(&base)?;
         }
@@ -346,6 +393,13 @@ impl Model {
     /// model was loaded from, with that checkpoint's tokenizer beside them. Atomic as `save`.
     pub fn save_adapter(&self, dest: &Path) -> Result<(), ModelError> {
         checkpoint::save_adapter(self, dest)
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
     }
 }
 

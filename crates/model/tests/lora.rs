@@ -273,3 +273,60 @@ fn frozen_layers_freeze_the_embeddings_and_the_layers_below() {
         assert_eq!(var.requires_grad(), !frozen, "{name}");
     }
 }
+
+/// Two adapters over one loaded base share its encoder weights, score as each loaded alone, and
+/// leave the base scoring as it did (each brings its own head).
+#[test]
+fn adapters_over_one_base_share_its_weights() {
+    let dir = fixture("bert-cross-encoder");
+    let (_, inputs) = pairs(&dir);
+    let base = Model::load(&dir, &cpu()).unwrap();
+    let before = logits(&base, &inputs);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut served = Vec::new();
+    for (i, targets) in [&["query"][..], &["value", "dense"][..]].iter().enumerate() {
+        let model = with_lora(&dir, lora(targets));
+        train_b_a_little(&model);
+        tch::no_grad(|| {
+            let mut head = model.var_store().variables()["classifier.bias"].shallow_clone();
+            let _ = head.g_add_scalar_(1.0 + i as f64);
+        });
+        let adapter = tmp.path().join(format!("adapter-{i}"));
+        model.save_adapter(&adapter).unwrap();
+        assert_eq!(
+            Model::adapter_base(&adapter)
+                .unwrap()
+                .unwrap()
+                .canonicalize()
+                .unwrap(),
+            dir.canonicalize().unwrap()
+        );
+        let over = Model::load_adapter_over(&adapter, &cpu(), &base).unwrap();
+        let alone = Model::load(&adapter, &cpu()).unwrap();
+        assert_close(
+            "shared",
+            &logits(&over, &inputs),
+            &logits(&alone, &inputs),
+            1e-6,
+        );
+        served.push(over);
+    }
+    let name = "bert.encoder.layer.0.attention.self.key.weight";
+    let ptr = |m: &Model| m.var_store().variables()[name].data_ptr();
+    assert!(
+        served.iter().all(|m| ptr(m) == ptr(&base)),
+        "the base is copied"
+    );
+    assert_eq!(logits(&base, &inputs), before);
+    let other = fixture("xlm-roberta-cross-encoder");
+    let err = Model::load_adapter_over(
+        &tmp.path().join("adapter-0"),
+        &cpu(),
+        &Model::load(&other, &cpu()).unwrap(),
+    );
+    assert!(err
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("not an adapter over"));
+}
