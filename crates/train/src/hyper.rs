@@ -286,7 +286,8 @@ pub const HYPERPARAMETERS: [HyperparameterSpec; 9] = [
         name: "lora_rank",
         description: "Train LoRA adapters of this rank on the encoder's attention and \
                       feed-forward projections (and a cross-encoder's head) instead of every \
-                      weight; 0 trains every weight.",
+                      weight; 0 trains every weight. With LoRA, the default learning rate is \
+                      ten times the one shown.",
         minimum: 0.0,
         exclusive_minimum: false,
         maximum: Some(256.0),
