@@ -243,9 +243,10 @@ try {
     await page.waitForFunction(() => document.querySelector("#hp-train_epochs")?.value === "4");
     await main.getByText("Default 4. Allowed: 1 to 100, whole numbers.").waitFor();
     await main.getByText("Passes over the training data").waitFor();
-    for (const name of ["learning_rate", "train_batch_size", "early_stopping_patience", "early_stopping_threshold"]) {
+    for (const name of ["learning_rate", "train_batch_size", "early_stopping_patience", "early_stopping_threshold", "lora_rank", "lora_alpha", "lora_dropout", "frozen_layers"]) {
       expect((await page.getByLabel(name).inputValue()) !== "", `${name} shows no default`);
     }
+    await page.getByLabel("lora_target_modules").waitFor();
     await epochs.fill("0");
     await main.getByText("Allowed: 1 to 100, whole numbers.", { exact: true }).waitFor();
     await main.getByRole("button", { name: "Continue" }).click();

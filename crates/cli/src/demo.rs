@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use finerank_data::{prepare, validate, Mapping, PrepareOptions, Split, TestRow, ValidateOptions};
+use finerank_engine::ModelRecord;
 use finerank_engine::DEFAULT_MODEL;
 use finerank_eval::{render_table, Bootstrap, Report};
-use finerank_train::{FinetuneJob, HyperOverrides};
+use finerank_train::{Export, FinetuneJob, HyperOverrides};
 
 use crate::evaluate::{measure, read_test_rows, report};
 use crate::Ctx;
@@ -35,6 +36,10 @@ pub struct Args {
     /// Base model (default: the embedded default model).
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub base: String,
+    /// Also fine-tune LoRA adapters of this rank (saved as a PEFT adapter) beside the full
+    /// fine-tune, and report both: accuracy, training time and the size of what is saved.
+    #[arg(long, value_name = "RANK", conflicts_with = "retrieval")]
+    lora: Option<usize>,
 }
 
 /// The CaseHOLD rows shipped beside the project for development and CI.
@@ -73,7 +78,22 @@ pub fn default_job(ctx: &Ctx, a: &Args, name: &str, dir: &Path) -> FinetuneJob {
         min_valid_queries: None,
         resume_dir: None,
         instruction: None,
+        export: Export::Merged,
     }
+}
+
+/// Bytes of the files in `dir`, its subfolders' included.
+fn size_on_disk(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += match meta.is_dir() {
+            true => size_on_disk(&entry.path())?,
+            false => meta.len(),
+        };
+    }
+    Ok(total)
 }
 
 fn step(n: usize, what: &str) {
@@ -161,22 +181,38 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     drop(base);
 
     step(4, "fine-tune with the default hyperparameters");
-    let job = default_job(ctx, &a, "casehold-demo", &prepared);
-    let record = crate::finetune::train(ctx, &job)?;
-    eprintln!("registered {}", record.id);
+    let mut jobs = vec![default_job(ctx, &a, "casehold-demo", &prepared)];
+    if let Some(rank) = a.lora {
+        let mut lora = default_job(ctx, &a, "casehold-demo-lora", &prepared);
+        lora.hyper.lora_rank = Some(rank);
+        lora.export = Export::Adapter;
+        jobs.push(lora);
+    }
+    let mut records: Vec<ModelRecord> = Vec::new();
+    for job in &jobs {
+        let record = crate::finetune::train(ctx, job)?;
+        eprintln!("registered {}", record.id);
+        records.push(record);
+    }
 
     step(5, "evaluate the fine-tuned model");
-    let tuned = ctx
-        .load(&record.id, None)
-        .with_context(|| format!("loading model {}", record.id))?;
-    let mut reports: Vec<(String, Report)> = Vec::new();
-    for ((name, rows), base) in test_sets.iter().zip(&base_measured) {
-        let measured = measure(&tuned, rows, tuned.window_for(Some(MAX_LEN)));
-        let r = report(&measured, Some(base), &Bootstrap::default())?;
-        reports.push((name.clone(), r));
+    // Per model, one report per test set.
+    let mut reports: Vec<Vec<(String, Report)>> = Vec::new();
+    for record in &records {
+        let tuned = ctx
+            .load(&record.id, None)
+            .with_context(|| format!("loading model {}", record.id))?;
+        let mut of_model = Vec::new();
+        for ((name, rows), base) in test_sets.iter().zip(&base_measured) {
+            let measured = measure(&tuned, rows, tuned.window_for(Some(MAX_LEN)));
+            let r = report(&measured, Some(base), &Bootstrap::default())?;
+            of_model.push((name.clone(), r));
+        }
+        reports.push(of_model);
     }
 
     step(6, "report: fine-tuned (B) against base (A)");
+    let record = &records[0];
     let mut md = format!(
         "# finerank demo\n\nBase `{}`, fine-tuned `{}` on {} CaseHOLD queries ({} for validation), seed {}.\n\
          Training: {:.0} s at {:.1} pairs/s; total demo time {:.0} s.\n",
@@ -189,14 +225,45 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         record.metrics["train_pairs_per_second"].as_f64().unwrap_or_default(),
         started.elapsed().as_secs_f64()
     );
-    for (name, r) in &reports {
-        let table = render_table(r);
-        println!("\n{name}\n{table}");
-        md += &format!("\n## {name}\n\n```\n{table}```\n");
+    let registry = ctx.registry()?;
+    let mut summary_rows = String::new();
+    for (record, of_model) in records.iter().zip(&reports) {
+        let what = match record.hyperparameters["lora_rank"].as_u64() {
+            Some(rank) => format!("LoRA rank {rank}, adapter saved"),
+            None => "full fine-tune, model saved".to_string(),
+        };
+        for (name, r) in of_model {
+            let table = render_table(r);
+            println!("\n{name}, {what}\n{table}");
+            md += &format!("\n## {name}, {what} (`{}`)\n\n```\n{table}```\n", record.id);
+        }
+        let (_, dir) = registry
+            .get(&record.id)?
+            .with_context(|| format!("{} is not in the registry", record.id))?;
+        let accuracy = of_model
+            .last()
+            .map_or(f64::NAN, |(_, r)| r.metrics.accuracy_at_1.mean);
+        summary_rows += &format!(
+            "| {what} | {accuracy:.3} | {:.0} | {:.1} |\n",
+            record.metrics["train_seconds"].as_f64().unwrap_or_default(),
+            size_on_disk(&dir)? as f64 / 1e6
+        );
+    }
+    if records.len() > 1 {
+        let test = test_sets.last().map_or("", |(n, _)| n.as_str());
+        let table = format!(
+            "| run | accuracy@1 ({test}) | training s | saved MB |\n| --- | --- | --- | --- |\n{summary_rows}"
+        );
+        println!("\n{table}");
+        md += &format!("\n## Full fine-tune and LoRA\n\n{table}");
     }
     let json = serde_json::json!({
         "model": record,
-        "reports": reports.iter().map(|(n, r)| serde_json::json!({"test_set": n, "report": r})).collect::<Vec<_>>(),
+        "reports": reports[0].iter().map(|(n, r)| serde_json::json!({"test_set": n, "report": r})).collect::<Vec<_>>(),
+        "lora": records.get(1).map(|r| serde_json::json!({
+            "model": r,
+            "reports": reports[1].iter().map(|(n, r)| serde_json::json!({"test_set": n, "report": r})).collect::<Vec<_>>(),
+        })),
         "seconds": started.elapsed().as_secs_f64(),
     });
     std::fs::write(

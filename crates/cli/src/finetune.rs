@@ -3,7 +3,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use finerank_engine::{Kind, Registry, DEFAULT_MODEL};
-use finerank_train::{resume_dir, resume_step, run_job, FinetuneJob, HyperOverrides, Outcome};
+use finerank_train::{
+    resume_dir, resume_step, run_job, Export, FinetuneJob, HyperOverrides, Outcome,
+};
 
 use crate::progress::TrainProgress;
 use crate::Ctx;
@@ -55,6 +57,10 @@ pub struct Args {
     /// instruction; the model scores by it from then on. Refused for other models.
     #[arg(long)]
     instruction: Option<String>,
+    /// With --lora-rank, what is registered: the adapters merged into the base's weights, or a
+    /// PEFT adapter directory over the base.
+    #[arg(long, value_enum, default_value_t = Export::Merged)]
+    export: Export,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -92,6 +98,7 @@ impl Args {
             min_valid_queries: self.min_valid_queries,
             resume_dir: None,
             instruction: self.instruction,
+            export: self.export,
         }
     }
 }

@@ -118,6 +118,7 @@ impl Ctx {
                 device: self.device,
                 kind,
                 precision: self.precision,
+                ..LoadOptions::default()
             },
         )?)
     }

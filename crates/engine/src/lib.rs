@@ -27,7 +27,9 @@ pub use reranker::{
     dot, rank_by_raw, Group, GroupScores, Ranked, RerankOutput, Reranker, ScoreOptions,
     INSTRUCTION_FILE,
 };
-pub use resolve::{default_model_dir, resolve, resolve_with, ResolveError, DEFAULT_MODEL};
+pub use resolve::{
+    adapter_base, default_model_dir, resolve, resolve_with, ResolveError, DEFAULT_MODEL,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

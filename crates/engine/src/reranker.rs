@@ -110,7 +110,28 @@ struct InstructionFile {
 impl Reranker {
     /// Loads the checkpoint in `dir`, with the `calibration.json` beside it when there is one.
     pub fn load(name: &str, dir: &Path, opts: &LoadOptions) -> Result<Reranker, EngineError> {
-        let model = Model::load(dir, opts)?;
+        Reranker::with_model(name, dir, opts, Model::load(dir, opts)?)
+    }
+
+    /// Loads the LoRA adapter directory `dir` over `base`, which holds the checkpoint the
+    /// adapter names, sharing its weights (see [`Model::load_adapter_over`]).
+    pub fn load_adapter_over(
+        name: &str,
+        dir: &Path,
+        opts: &LoadOptions,
+        base: &Reranker,
+    ) -> Result<Reranker, EngineError> {
+        let model = Model::load_adapter_over(dir, opts, &base.model)?;
+        Reranker::with_model(name, dir, opts, model)
+    }
+
+    /// `model`, loaded from `dir`, with the tokenizer and calibration there.
+    fn with_model(
+        name: &str,
+        dir: &Path,
+        opts: &LoadOptions,
+        model: Model,
+    ) -> Result<Reranker, EngineError> {
         let tokenizer = TextTokenizer::from_file(&finerank_model::tokenizer_path(dir))?;
         let kind = model.kind();
         let calibration = Calibration::read(dir, kind, opts.kind.is_some())?

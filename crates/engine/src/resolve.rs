@@ -24,13 +24,21 @@ pub enum ResolveError {
     Unknown(String),
     #[error(
         "model {0:?} is a local path without config.json: a checkpoint directory holds \
-         config.json, model.safetensors and tokenizer.json"
+         config.json, model.safetensors and tokenizer.json (a LoRA adapter directory, \
+         adapter_config.json and adapter_model.safetensors)"
     )]
     NotACheckpoint(String),
     #[error(transparent)]
     Hub(#[from] HubError),
     #[error(transparent)]
     Registry(#[from] crate::RegistryError),
+}
+
+/// The base checkpoint a LoRA adapter directory names, as a canonical path; `None` when `dir`
+/// is a checkpoint of its own.
+pub fn adapter_base(dir: &Path) -> Result<Option<PathBuf>, crate::EngineError> {
+    let base = finerank_model::Model::adapter_base(dir)?;
+    Ok(base.and_then(|b| b.canonicalize().ok()))
 }
 
 /// `FINERANK_DEFAULT_MODEL`, else the copy that scripts/bootstrap.sh installs beside the sources.
@@ -71,7 +79,8 @@ pub fn resolve_with(
         };
     }
     let path = Path::new(reference);
-    if path.join("config.json").is_file() {
+    // A checkpoint, or a PEFT LoRA adapter over one (the model crate finds its base).
+    if path.join("config.json").is_file() || path.join(finerank_model::ADAPTER_CONFIG).is_file() {
         return Ok((reference.to_string(), path.to_path_buf()));
     }
     // text-embeddings-inference's order: a local directory wins over a Hub id of the same name.

@@ -8,6 +8,7 @@ use std::path::Path;
 use tch::{nn, Device, Kind as DType, Tensor};
 
 use crate::config::{Family, Kind};
+use crate::lora::{self, AdapterConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX};
 use crate::sentence::{module_folders, read_json};
 use crate::{Model, ModelError};
 
@@ -60,8 +61,9 @@ pub(crate) fn load_weights(
     let mut dtype = None;
     tch::no_grad(|| -> Result<(), ModelError> {
         for (name, mut var) in vs.variables() {
-            // Dense modules keep their weights in their own folders (`Modules::load_weights`).
-            if name.starts_with(crate::sentence::DENSE_ROOT) {
+            // Dense modules keep their weights in their own folders (`Modules::load_weights`),
+            // and adapters in theirs, or start fresh.
+            if name.starts_with(crate::sentence::DENSE_ROOT) || lora::is_adapter(&name) {
                 continue;
             }
             let bare = name.strip_prefix(&prefix).unwrap_or(&name).to_string();
@@ -146,7 +148,143 @@ pub(crate) fn has_tensor(dir: &Path, name: &str) -> bool {
     read().unwrap_or(false)
 }
 
+/// Makes the encoder tensors of `vs` those of `from`, the same storage, and copies the rest (a
+/// cross-encoder's head, which an adapter brings its own of). Adapters and Dense modules are
+/// left to their own loading.
+pub(crate) fn share_weights(
+    vs: &nn::VarStore,
+    from: &Model,
+    kind: Kind,
+) -> Result<Loaded, ModelError> {
+    let family = from.config.family();
+    let theirs = from.vs.variables();
+    tch::no_grad(|| {
+        for (name, mut var) in vs.variables() {
+            if name.starts_with(crate::sentence::DENSE_ROOT) || lora::is_adapter(&name) {
+                continue;
+            }
+            let Some(src) = theirs.get(&name).filter(|t| t.size() == var.size()) else {
+                return Err(ModelError::Invalid(format!(
+                    "{}: no tensor {name} of this shape to share",
+                    from.source.display()
+                )));
+            };
+            match kind == Kind::CrossEncoder && family.is_head(&name) {
+                true => var.copy_(src),
+                false => var.set_data(src),
+            }
+        }
+        Ok(())
+    })?;
+    Ok(Loaded {
+        extras: from
+            .extras
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
+        dtype: from.dtype,
+    })
+}
+
 pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result<(), ModelError> {
+    write_atomically(dest, |dir| {
+        let vars = model.vs.variables();
+        let mut tensors: Vec<(String, Tensor)> = vars
+            .iter()
+            .filter(|(n, _)| !n.starts_with(crate::sentence::DENSE_ROOT) && !lora::is_adapter(n))
+            .map(|(n, t)| {
+                let t = merged(model, &vars, n, t);
+                let t = t.to_device(Device::Cpu).to_kind(model.dtype).contiguous();
+                (n.clone(), t)
+            })
+            .collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        tensors.extend(
+            model
+                .extras
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone())),
+        );
+        Tensor::write_safetensors(&tensors, dir.join("model.safetensors"))?;
+
+        let config = model.config.for_saving(model.kind);
+        write_json(&dir.join("config.json"), &serde_json::Value::Object(config))?;
+        copy_tokenizer(model, dir)?;
+        if let Some(modules) = &model.modules {
+            write_sentence_transformers(model, dir, max_len.unwrap_or(model.window))?;
+            // After the source's module folders are copied: their Dense weights are the old ones.
+            modules.save_weights(dir, model.dtype)?;
+        }
+        Ok(())
+    })
+}
+
+/// Weight `name`, detached, with its adapter folded in when it has one: `W + (alpha / r) · B A`,
+/// in fp32 whatever dtype the model saves in.
+fn merged(model: &Model, vars: &HashMap<String, Tensor>, name: &str, weight: &Tensor) -> Tensor {
+    let weight = weight.detach();
+    let (Some(lora), Some(module)) = (&model.config.lora, name.strip_suffix(".weight")) else {
+        return weight;
+    };
+    let (Some(a), Some(b)) = (
+        vars.get(&format!("{module}.lora_A.weight")),
+        vars.get(&format!("{module}.lora_B.weight")),
+    ) else {
+        return weight;
+    };
+    tch::no_grad(|| {
+        let kind = weight.kind();
+        let update = b.to_kind(DType::Float).matmul(&a.to_kind(DType::Float)) * lora.scale();
+        (weight.to_kind(DType::Float) + update).to_kind(kind)
+    })
+}
+
+pub(crate) fn save_adapter(model: &Model, dest: &Path) -> Result<(), ModelError> {
+    let Some(lora) = &model.config.lora else {
+        return Err(ModelError::Invalid(
+            "the model has no LoRA adapters to save; save the whole model instead".into(),
+        ));
+    };
+    // PEFT's layout: the adapters, and a cross-encoder's head (its `modules_to_save`) whole.
+    let family = model.config.family();
+    let saved =
+        |n: &str| lora::is_adapter(n) || (model.kind == Kind::CrossEncoder && family.is_head(n));
+    write_atomically(dest, |dir| {
+        let mut tensors: Vec<(String, Tensor)> = model
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| saved(n))
+            .map(|(n, t)| {
+                let t = t.detach().to_device(Device::Cpu).contiguous();
+                (format!("{PEFT_PREFIX}{n}"), t)
+            })
+            .collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        Tensor::write_safetensors(&tensors, dir.join(ADAPTER_WEIGHTS))?;
+        let base = model
+            .source
+            .canonicalize()
+            .map_err(|e| ModelError::io(&model.source, e))?;
+        let config = AdapterConfig::new(
+            &base,
+            model.kind,
+            lora,
+            lora::adapted_modules(&model.vs),
+            family.head_modules(),
+        );
+        let config = serde_json::to_value(&config).expect("adapter configs serialize");
+        write_json(&dir.join(ADAPTER_CONFIG), &config)?;
+        copy_tokenizer(model, dir)
+    })
+}
+
+/// Writes a directory at `dest` through `write`, atomically: everything goes to a temporary
+/// sibling that is renamed into place, so `dest` is whole or absent.
+fn write_atomically(
+    dest: &Path,
+    write: impl FnOnce(&Path) -> Result<(), ModelError>,
+) -> Result<(), ModelError> {
     if dest.exists() {
         return Err(ModelError::Invalid(format!(
             "{}: already exists; refusing to overwrite",
@@ -162,47 +300,19 @@ pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result
         .tempdir_in(parent)
         .map_err(|e| ModelError::io(parent, e))?;
     let dir = tmp.path();
+    write(dir)?;
+    sync_dir(dir)?;
+    fs::rename(dir, dest).map_err(|e| ModelError::io(dest, e))?;
+    sync_dir(parent)
+}
 
-    let mut tensors: Vec<(String, Tensor)> = model
-        .vs
-        .variables()
-        .into_iter()
-        .filter(|(n, _)| !n.starts_with(crate::sentence::DENSE_ROOT))
-        .map(|(n, t)| {
-            (
-                n,
-                t.detach()
-                    .to_device(Device::Cpu)
-                    .to_kind(model.dtype)
-                    .contiguous(),
-            )
-        })
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    tensors.extend(
-        model
-            .extras
-            .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone())),
-    );
-    Tensor::write_safetensors(&tensors, dir.join("model.safetensors"))?;
-
-    let config = model.config.for_saving(model.kind);
-    write_json(&dir.join("config.json"), &serde_json::Value::Object(config))?;
+fn copy_tokenizer(model: &Model, dir: &Path) -> Result<(), ModelError> {
     for name in TOKENIZER_FILES {
         let src = model.source.join(name);
         if src.exists() {
             fs::copy(&src, dir.join(name)).map_err(|e| ModelError::io(&src, e))?;
         }
     }
-    if let Some(modules) = &model.modules {
-        write_sentence_transformers(model, dir, max_len.unwrap_or(model.window))?;
-        // After the source's module folders are copied: their Dense weights are the old ones.
-        modules.save_weights(dir, model.dtype)?;
-    }
-    sync_dir(dir)?;
-    fs::rename(dir, dest).map_err(|e| ModelError::io(dest, e))?;
-    sync_dir(parent)?;
     Ok(())
 }
 

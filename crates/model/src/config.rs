@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use crate::family::Family;
+use crate::lora::Lora;
 use crate::ModelError;
 
 /// How a model scores a (query, document) pair.
@@ -45,6 +46,10 @@ pub struct Config {
     pub raw: serde_json::Map<String, Value>,
     #[serde(skip)]
     pub path: PathBuf,
+    /// The adapters to build on the encoder's projections: from the load options or an adapter
+    /// directory, never from `config.json`.
+    #[serde(skip)]
+    pub lora: Option<Lora>,
 }
 
 fn null_as_zero<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

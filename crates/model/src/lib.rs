@@ -10,6 +10,7 @@ mod attention;
 mod checkpoint;
 mod config;
 mod family;
+mod lora;
 mod precision;
 mod sentence;
 
@@ -23,6 +24,7 @@ use tch::{Device, Kind as DType, Tensor};
 use config::Config;
 pub use config::{Family, Kind};
 use family::Network;
+pub use lora::{Lora, ADAPTER_CONFIG};
 pub use precision::Precision;
 use sentence::Modules;
 pub use sentence::{module_folders, Role};
@@ -140,14 +142,76 @@ pub struct LoadOptions {
     /// base: the new classification head starts from a fresh initialisation).
     pub kind: Option<Kind>,
     pub precision: Precision,
+    /// Adds fresh LoRA adapters to the encoder's projections and leaves only them and a
+    /// cross-encoder's head trainable.
+    pub lora: Option<Lora>,
+    /// Freezes the embeddings and the first this many encoder layers; the layers above and the
+    /// head train in full. With `lora`, the base is frozen whole anyway.
+    pub frozen_layers: usize,
 }
 
 impl Model {
+    /// Loads a checkpoint directory, or a PEFT LoRA adapter directory (`adapter_config.json`)
+    /// over the local base checkpoint it names.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
-        let config = Config::read(dir)?;
+        Model::load_sharing(dir, opts, None)
+    }
+
+    /// Loads the adapter directory `dir` over `base`, a model already loaded from the checkpoint
+    /// the adapter names: the new model reads `base`'s encoder weights where they are, so
+    /// adapters served over one base hold one copy of it (a cross-encoder's head, which each
+    /// adapter brings, is its own). A base of another kind or on another device has no
+    /// tensors to share: the weights are then read from disk.
+    pub fn load_adapter_over(
+        dir: &Path,
+        opts: &LoadOptions,
+        base: &Model,
+    ) -> Result<Model, ModelError> {
+        Model::load_sharing(dir, opts, Some(base))
+    }
+
+    /// The base checkpoint the adapter directory `dir` names; `None` when `dir` is no adapter.
+    pub fn adapter_base(dir: &Path) -> Result<Option<PathBuf>, ModelError> {
+        match dir.join(ADAPTER_CONFIG).is_file() {
+            true => lora::AdapterConfig::read(dir)?.base_dir(dir).map(Some),
+            false => Ok(None),
+        }
+    }
+
+    /// The checkpoint directory the model's weights (a LoRA adapter's base's) came from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    fn load_sharing(
+        dir: &Path,
+        opts: &LoadOptions,
+        shared: Option<&Model>,
+    ) -> Result<Model, ModelError> {
+        let adapter = match dir.join(ADAPTER_CONFIG).is_file() {
+            true => Some(lora::AdapterConfig::read(dir)?),
+            false => None,
+        };
+        let base = match &adapter {
+            Some(a) if opts.lora.is_some() => {
+                return Err(ModelError::Invalid(format!(
+                    "{}: already a LoRA adapter; train new adapters on its base, {}",
+                    dir.display(),
+                    a.base_model_name_or_path
+                )))
+            }
+            Some(a) => a.base_dir(dir)?,
+            None => dir.to_path_buf(),
+        };
+        let mut config = Config::read(&base)?;
+        config.lora = adapter.as_ref().map(|a| a.lora()).or(opts.lora.clone());
         let family = config.family();
         let native = config.native_kind()?;
-        let kind = opts.kind.unwrap_or(native);
+        let kind = match (opts.kind, &adapter) {
+            (Some(kind), _) => kind,
+            (None, Some(a)) => a.kind()?,
+            (None, None) => native,
+        };
         let device = opts.device.resolve()?;
         let vs = nn::VarStore::new(device);
         // Only a head the checkpoint lacks starts at random; one it has is read over zeros,
@@ -163,17 +227,39 @@ impl Model {
                 bias: true,
             },
         };
-        let network = family.build(&vs.root(), &config, kind, head, dir)?;
+        let network = family.build(&vs.root(), &config, kind, head, &base)?;
+        if let Some(lora) = &config.lora {
+            lora::check_targets(&vs, lora, &config, kind, &base)?;
+        }
         let modules = match kind {
-            Kind::BiEncoder => Some(Modules::read(dir, &vs.root(), config.hidden_size)?),
+            Kind::BiEncoder => Some(Modules::read(&base, &vs.root(), config.hidden_size)?),
             Kind::CrossEncoder => None,
         };
-        let loaded = checkpoint::load_weights(&vs, dir, family, kind, native)?;
+        let loaded = match shared {
+            Some(from) if adapter.is_none() || !same_dir(&from.source, &base) => {
+                return Err(ModelError::Invalid(format!(
+                    "{}: not an adapter over {}",
+                    dir.display(),
+                    from.source.display()
+                )))
+            }
+            // Only a model of the same kind on the same device has the tensors to share.
+            Some(from) if from.kind == kind && from.device() == device => {
+                checkpoint::share_weights(&vs, from, kind)?
+            }
+            _ => checkpoint::load_weights(&vs, &base, family, kind, native)?,
+        };
         if let Some(m) = &modules {
-            m.load_weights(dir)?;
+            m.load_weights(&base)?;
         }
+        match &adapter {
+            Some(_) => lora::load_adapter(&vs, dir)?,
+            None if config.lora.is_some() => lora::init_fresh(&vs),
+            None => {}
+        }
+        freeze(&vs, family, kind, config.lora.is_some(), opts.frozen_layers);
         let window = match kind {
-            Kind::BiEncoder => sentence::max_len(dir),
+            Kind::BiEncoder => sentence::max_len(&base),
             Kind::CrossEncoder => None,
         }
         .unwrap_or(usize::MAX)
@@ -185,7 +271,7 @@ impl Model {
             modules,
             config,
             kind,
-            source: dir.to_path_buf(),
+            source: base,
             window,
             bf16,
             extras: loaded.extras,
@@ -301,9 +387,53 @@ impl Model {
     /// Writes the model as a Hugging Face checkpoint directory at `dest`, atomically: everything
     /// goes to a temporary sibling that is renamed into place, so `dest` is whole or absent.
     /// `max_len` is recorded as a bi-encoder's `max_seq_length`.
+    /// A model with LoRA adapters is saved merged: each adapted weight becomes
+    /// `W + (alpha / r) · B A`, a plain checkpoint that needs no PEFT to load.
     pub fn save(&self, dest: &Path, max_len: Option<usize>) -> Result<(), ModelError> {
         checkpoint::save(self, dest, max_len)
     }
+
+    /// Writes the model's LoRA adapters, and a cross-encoder's head, at `dest` as a PEFT adapter
+    /// directory (`adapter_config.json`, `adapter_model.safetensors`) over the checkpoint the
+    /// model was loaded from, with that checkpoint's tokenizer beside them. Atomic as `save`.
+    pub fn save_adapter(&self, dest: &Path) -> Result<(), ModelError> {
+        checkpoint::save_adapter(self, dest)
+    }
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Leaves trainable, with LoRA, only the adapters and a cross-encoder's head; without, all but
+/// the embeddings and the first `frozen_layers` encoder layers. The optimizer steps what stays
+/// trainable.
+fn freeze(vs: &nn::VarStore, family: Family, kind: Kind, lora: bool, frozen_layers: usize) {
+    for (name, var) in vs.variables() {
+        let trainable = match lora {
+            true => {
+                lora::is_adapter(&name) || (kind == Kind::CrossEncoder && family.is_head(&name))
+            }
+            false => !below(&name, frozen_layers),
+        };
+        let _ = var.set_requires_grad(trainable);
+    }
+}
+
+/// Whether tensor `name` is an embedding's or in one of the first `layers` encoder layers
+/// (`…layer.N.…`, ModernBERT's `…layers.N.…`). None is when `layers` is 0.
+fn below(name: &str, layers: usize) -> bool {
+    if layers == 0 {
+        return false;
+    }
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.contains(&"embeddings")
+        || parts.windows(2).any(|w| {
+            matches!(w[0], "layer" | "layers") && w[1].parse::<usize>().is_ok_and(|i| i < layers)
+        })
 }
 
 /// Where the checkpoint loaded from a directory keeps its tokenizer.

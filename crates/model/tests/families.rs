@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cpu, fixture, pairs, python};
+use common::{assert_close, cpu, fixture, listwise_loss, logits, padded_batch, pairs, python};
 use finerank_model::{Kind, Model};
 use finerank_text::{ChunkPolicy, Encoded, PairFormat, PromptTemplate, TextTokenizer};
 use serde_json::Value;
@@ -42,47 +42,9 @@ fn case(name: &str) -> Case {
     Case { dir, exp, inputs }
 }
 
-/// Asserts every value within `tol` and returns the largest difference, for the parity table.
-fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) -> f64 {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol, "{what}[{i}]: {g} vs {w}");
-    }
-    got.iter()
-        .zip(want)
-        .map(|(g, w)| (g - w).abs())
-        .fold(0.0, f64::max)
-}
-
-fn logits(model: &Model, inputs: &[Encoded]) -> Vec<f64> {
-    model.infer(inputs).iter().map(|r| r[0] as f64).collect()
-}
-
-/// The loss finerank's fine-tuning minimises: over each group (relevant passage first), the
-/// softmax cross-entropy of the relevant one, averaged over groups.
-fn listwise_loss(logits: &Tensor, groups: &[i64]) -> Tensor {
-    let losses: Vec<Tensor> = logits
-        .split_with_sizes(groups, 0)
-        .iter()
-        .map(|g| -g.log_softmax(0, tch::Kind::Float).get(0))
-        .collect();
-    Tensor::stack(&losses, 0).mean(tch::Kind::Float)
-}
-
 /// transformers' logits for `inputs` from the checkpoint at `dir`.
 fn transformers_logits(dir: &Path, inputs: &[Encoded], pad: i64) -> Vec<f64> {
-    let len = inputs.iter().map(Encoded::len).max().unwrap();
-    let padded = |v: &[i64], with: i64| {
-        let mut v = v.to_vec();
-        v.resize(len, with);
-        v
-    };
-    let mask = |e: &Encoded| (0..len).map(|i| (i < e.len()) as i64).collect::<Vec<_>>();
-    let batch = serde_json::json!({
-        "input_ids": inputs.iter().map(|e| padded(&e.ids, pad)).collect::<Vec<_>>(),
-        "token_type_ids": inputs.iter().map(|e| padded(&e.type_ids, 0)).collect::<Vec<_>>(),
-        "attention_mask": inputs.iter().map(mask).collect::<Vec<_>>(),
-    });
+    let batch = padded_batch(inputs, pad);
     let logits = python("hf_logits.py", &[dir.to_str().unwrap()], &batch);
     serde_json::from_value(logits).unwrap()
 }

@@ -14,7 +14,10 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use axum::http::StatusCode;
-use finerank_engine::{DeviceChoice, Group, Kind, LoadOptions, Precision, Reranker, ScoreOptions};
+use finerank_engine::{
+    adapter_base, DeviceChoice, EngineError, Group, Kind, LoadOptions, Precision, Reranker,
+    ScoreOptions,
+};
 use tokio::sync::oneshot;
 
 use crate::catalog::{Catalog, UnknownModel};
@@ -394,11 +397,23 @@ impl Worker {
                 .map_err(|UnknownModel(m)| ApiError::not_found(m))?;
             let opts = LoadOptions {
                 device: self.device,
-                kind: None,
                 precision: self.precision,
+                ..LoadOptions::default()
             };
-            let reranker = Reranker::load(name, &dir, &opts)
-                .map_err(|e| ApiError::internal(format!("loading model {name}: {e}")))?;
+            let internal =
+                |e: EngineError| ApiError::internal(format!("loading model {name}: {e}"));
+            // A LoRA adapter over a base already loaded shares the base's weights.
+            let base = adapter_base(&dir).map_err(internal)?.and_then(|base| {
+                self.models
+                    .iter()
+                    .map(|(_, r)| r)
+                    .find(|r| r.model().source().canonicalize().is_ok_and(|s| s == base))
+            });
+            let reranker = match base {
+                Some(base) => Reranker::load_adapter_over(name, &dir, &opts, base),
+                None => Reranker::load(name, &dir, &opts),
+            }
+            .map_err(internal)?;
             if self.models.len() >= self.cache_size {
                 let default = self.catalog.default_name();
                 if let Some(at) = self.models.iter().position(|(n, _)| n != default) {

@@ -22,8 +22,8 @@ use std::thread::JoinHandle;
 use finerank_engine::{LoadOptions, ModelRecord, Registry, Reranker};
 use finerank_eval::RetrievalReport;
 use finerank_train::{
-    resume_dir, resume_step, run_job, FinetuneJob, HyperOverrides, JobError, Outcome, TrainEvent,
-    ValidMetrics,
+    resume_dir, resume_step, run_job, Export, FinetuneJob, HyperOverrides, JobError, Outcome,
+    TrainEvent, ValidMetrics,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -104,7 +104,6 @@ pub struct BaseModel {
 }
 
 /// Cohere's hyperparameters; those left out get defaults for the model and the data size.
-/// The LoRA fields exist in Cohere's schema for chat models and are refused here.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Hyperparameters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,22 +121,75 @@ pub struct Hyperparameters {
     /// jobs train beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Train LoRA adapters of this rank on the encoder's projections (and a cross-encoder's
+    /// head) instead of every weight; 0 or absent trains every weight. The model is saved with
+    /// the adapters merged into its weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lora_alpha: Option<i64>,
+    pub lora_rank: Option<usize>,
+    /// LoRA's update is scaled by `lora_alpha / lora_rank` (default 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lora_rank: Option<i64>,
+    pub lora_alpha: Option<f64>,
+    /// Cohere's `LORA_TARGET_MODULES_UNSPECIFIED` or `LORA_TARGET_MODULES_QKVO_FFN` (every
+    /// attention and feed-forward projection, the default), or a comma-separated list of module
+    /// names as PEFT's `target_modules` has them (`query,value`, `Wqkv`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_target_modules: Option<String>,
+    /// Dropout on the LoRA adapters' input while training (default 0.1). A finerank extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_dropout: Option<f64>,
+    /// Without LoRA: keep the embeddings and this many encoder layers from the bottom frozen. A
+    /// finerank extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_layers: Option<usize>,
 }
 
-impl From<&Hyperparameters> for HyperOverrides {
-    fn from(h: &Hyperparameters) -> HyperOverrides {
-        HyperOverrides {
-            train_epochs: h.train_epochs,
-            learning_rate: h.learning_rate,
-            train_batch_size: h.train_batch_size,
-            early_stopping_patience: h.early_stopping_patience,
-            early_stopping_threshold: h.early_stopping_threshold,
+impl Hyperparameters {
+    /// The settings as training takes them; an error names the field and what it takes.
+    pub fn overrides(&self) -> Result<HyperOverrides, String> {
+        Ok(HyperOverrides {
+            train_epochs: self.train_epochs,
+            learning_rate: self.learning_rate,
+            train_batch_size: self.train_batch_size,
+            early_stopping_patience: self.early_stopping_patience,
+            early_stopping_threshold: self.early_stopping_threshold,
+            lora_rank: self.lora_rank,
+            lora_alpha: self.lora_alpha,
+            lora_dropout: self.lora_dropout,
+            lora_target_modules: self
+                .lora_target_modules
+                .as_deref()
+                .map(lora_targets)
+                .transpose()?,
+            frozen_layers: self.frozen_layers,
+        })
+    }
+}
+
+/// `lora_target_modules` as module names: Cohere's values name groups of a chat model's
+/// projections; the one that means all of them maps to none named (every projection).
+fn lora_targets(value: &str) -> Result<Vec<String>, String> {
+    match value {
+        "LORA_TARGET_MODULES_UNSPECIFIED" | "LORA_TARGET_MODULES_QKVO_FFN" => Ok(Vec::new()),
+        "LORA_TARGET_MODULES_QV" | "LORA_TARGET_MODULES_QKVO" => Err(format!(
+            "lora_target_modules {value:?} is not supported: rerank families fuse some of these \
+             projections (ModernBERT's Wqkv, GTE's qkv_proj); name the modules instead, e.g. \
+             \"query,value\" for BERT, or leave it out for every projection"
+        )),
+        list => {
+            let names: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .collect();
+            match names.is_empty() {
+                true => Err(
+                    "lora_target_modules is empty; leave it out for every projection, \
+                             or name modules such as \"query,value\""
+                        .into(),
+                ),
+                false => Ok(names),
+            }
         }
     }
 }
@@ -484,7 +536,8 @@ impl Shared {
             hyper: settings
                 .hyperparameters
                 .as_ref()
-                .map(HyperOverrides::from)
+                .map(Hyperparameters::overrides)
+                .transpose()?
                 .unwrap_or_default(),
             seed: settings
                 .hyperparameters
@@ -500,6 +553,7 @@ impl Shared {
             min_valid_queries: minimum(cfg.min_eval_queries),
             resume_dir: Some(resume),
             instruction: None,
+            export: Export::Merged,
         })
     }
 
@@ -565,7 +619,7 @@ impl Shared {
         let opts = LoadOptions {
             device: cfg.device,
             precision: cfg.precision,
-            kind: None,
+            ..LoadOptions::default()
         };
         let load = |name: &str| {
             let dir = self.catalog.dir(name).map_err(|e| e.0)?;

@@ -282,12 +282,33 @@ async fn bad_datasets_and_settings_are_refused_with_reasons() {
                                              "hyperparameters": {"train_batch_size": 1}}}),
             "train_batch_size must be 2..=1024",
         ),
-        (
-            json!({"name": "x", "settings": {"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": failed_id,
-                                             "hyperparameters": {"lora_rank": 8}}}),
-            "LoRA",
-        ),
     ];
+    let hyper = |h: serde_json::Value| {
+        json!({"name": "x", "settings": {"base_model": {"base_type": "BASE_TYPE_RERANK"},
+                                         "dataset_id": failed_id, "hyperparameters": h}})
+    };
+    let cases = cases.into_iter().chain([
+        (
+            hyper(json!({"lora_rank": 1000})),
+            "hyperparameters: lora_rank must be 0..=256, got 1000",
+        ),
+        (
+            hyper(json!({"lora_rank": 8, "lora_dropout": 1.5})),
+            "lora_dropout must be in [0, 0.9]",
+        ),
+        (
+            hyper(json!({"lora_alpha": 32})),
+            "need a lora_rank of at least 1",
+        ),
+        (
+            hyper(json!({"lora_rank": 8, "lora_target_modules": "LORA_TARGET_MODULES_QV"})),
+            "name the modules instead",
+        ),
+        (
+            hyper(json!({"lora_rank": 8, "frozen_layers": 2})),
+            "frozen_layers is for full fine-tuning",
+        ),
+    ]);
     for (body, text) in cases {
         let (status, got) = s.post("/v1/finetuning/finetuned-models", &body).await;
         assert_eq!(status, 400, "{body}: {got}");

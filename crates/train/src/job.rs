@@ -51,6 +51,24 @@ pub struct FinetuneJob {
     /// the model (`instruction.json`), which then scores by it. Refused for other models.
     #[serde(default)]
     pub instruction: Option<String>,
+    /// What a LoRA run publishes: the merged model, or the adapter alone.
+    #[serde(default)]
+    pub export: Export,
+}
+
+/// What a run that trained LoRA adapters saves. A full fine-tune always saves the whole model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Export {
+    /// The adapters folded into the base's weights: a plain checkpoint of the base's size, which
+    /// transformers and sentence-transformers load as before.
+    #[default]
+    Merged,
+    /// A PEFT adapter directory (`adapter_config.json`, `adapter_model.safetensors`): the
+    /// adapters and a cross-encoder's head, a small fraction of the model, loaded over the base
+    /// it names by finerank and by PEFT.
+    Adapter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +109,28 @@ pub fn resume_dir(registry: &Registry, id: &str) -> Result<PathBuf, JobError> {
     Ok(registry.home().join("resume").join(id))
 }
 
+/// What the registry records of a run's settings: the hyperparameters (LoRA's and
+/// `frozen_layers` only when used), the run's own settings, and for LoRA what was exported.
+fn record_hyperparameters(cfg: &FinetuneConfig, export: Export) -> serde_json::Value {
+    let mut record = serde_json::to_value(&cfg.hyper).expect("hyperparameters serialize");
+    let fields = record
+        .as_object_mut()
+        .expect("hyperparameters are an object");
+    if cfg.hyper.lora_rank > 0 {
+        // Shown whole for a LoRA run, defaults included.
+        fields.insert("lora_alpha".into(), cfg.hyper.lora_alpha.into());
+        fields.insert("lora_dropout".into(), cfg.hyper.lora_dropout.into());
+        let targets = &cfg.hyper.lora_target_modules;
+        fields.insert("lora_target_modules".into(), serde_json::json!(targets));
+        fields.insert("export".into(), serde_json::json!(export));
+    }
+    fields.insert("seed".into(), cfg.seed.into());
+    fields.insert("max_length".into(), cfg.max_len.into());
+    fields.insert("eval_every".into(), cfg.eval_every.into());
+    fields.insert("max_steps".into(), serde_json::json!(cfg.max_steps));
+    record
+}
+
 /// Without a validation file, a tenth of the training queries (at least one) is held out.
 fn hold_out(mut train: Vec<TrainRow>, seed: u64) -> (Vec<TrainRow>, Vec<TrainRow>) {
     train.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x5eed));
@@ -110,11 +150,24 @@ pub fn run_job(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<(ModelRecord, Review), JobError> {
     let (base_name, base_dir) = resolve(&job.base, registry).map_err(EngineError::from)?;
-    // A fresh classification head is drawn at load time, from the job's seed alone.
+    // The ranges do not depend on the defaults they override, so any kind will do here; the
+    // settings are checked before the model loads with the adapters they ask for.
+    Hyperparameters::defaults(Kind::CrossEncoder, 0)
+        .with(&job.hyper)
+        .map_err(JobError::Config)?;
+    if job.export == Export::Adapter && job.hyper.lora().is_none() {
+        return Err(JobError::Config(
+            "an adapter export needs LoRA adapters to export: set lora_rank".into(),
+        ));
+    }
+    // A fresh classification head and fresh adapters are drawn at load time, from the job's
+    // seed alone.
     let opts = LoadOptions {
         device: job.device,
         kind: job.kind,
         precision: job.precision,
+        lora: job.hyper.lora(),
+        frozen_layers: job.hyper.frozen_layers.unwrap_or(0),
     };
     let mut reranker =
         finerank_model::seeded(job.seed, || Reranker::load(&base_name, &base_dir, &opts))?;
@@ -191,9 +244,12 @@ pub fn run_job(
         .map_err(EngineError::from)?
         .join("model");
     let bi_len = (kind == Kind::BiEncoder).then_some(max_len);
-    let saved = reranker
-        .model()
-        .save(&staged, bi_len)
+    let model = reranker.model();
+    let saved = match job.export {
+        Export::Merged => model.save(&staged, bi_len),
+        Export::Adapter => model.save_adapter(&staged),
+    };
+    let saved = saved
         .map_err(|e| JobError::from(EngineError::from(e)))
         // Beside the weights, before the one rename that publishes the model.
         .and_then(|()| match &outcome.calibration {
@@ -216,17 +272,7 @@ pub fn run_job(
         base_model: base_name,
         base_model_dir: base_dir.display().to_string(),
         created_at: now_rfc3339(),
-        hyperparameters: serde_json::json!({
-            "train_epochs": cfg.hyper.train_epochs,
-            "learning_rate": cfg.hyper.learning_rate,
-            "train_batch_size": cfg.hyper.train_batch_size,
-            "early_stopping_patience": cfg.hyper.early_stopping_patience,
-            "early_stopping_threshold": cfg.hyper.early_stopping_threshold,
-            "seed": cfg.seed,
-            "max_length": cfg.max_len,
-            "eval_every": cfg.eval_every,
-            "max_steps": cfg.max_steps,
-        }),
+        hyperparameters: record_hyperparameters(&cfg, job.export),
         metrics: serde_json::to_value(&outcome).expect("outcome serializes"),
         train_sha256,
         valid_sha256,

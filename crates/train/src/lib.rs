@@ -19,6 +19,6 @@ mod selection;
 pub use hyper::{
     FinetuneConfig, HyperOverrides, HyperparameterSpec, Hyperparameters, HYPERPARAMETERS,
 };
-pub use job::{resume_dir, run_job, FinetuneJob, JobError, DEFAULT_MAX_LEN};
+pub use job::{resume_dir, run_job, Export, FinetuneJob, JobError, DEFAULT_MAX_LEN};
 pub use loop_::{finetune, Outcome, TrainEvent, ValidMetrics};
 pub use resume::{resume_step, Resume};

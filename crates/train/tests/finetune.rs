@@ -12,7 +12,8 @@ use finerank_engine::{
     Reranker, ScoreOptions, CALIBRATION_FILE,
 };
 use finerank_train::{
-    resume_dir, resume_step, run_job, FinetuneJob, HyperOverrides, JobError, Outcome, TrainEvent,
+    resume_dir, resume_step, run_job, Export, FinetuneJob, HyperOverrides, JobError, Outcome,
+    TrainEvent,
 };
 
 fn root() -> PathBuf {
@@ -66,6 +67,7 @@ fn job(base: &str, train: &Path, valid: &Path) -> FinetuneJob {
         min_valid_queries: Some(8),
         resume_dir: None,
         instruction: None,
+        export: Export::Merged,
     }
 }
 
@@ -482,6 +484,66 @@ fn an_interrupted_run_resumes_to_the_same_model() {
     );
     // Every step and validation after the resume, as the uninterrupted run had them.
     assert_eq!(trace(&plain_events, 4), trace(&events, 4));
+}
+
+/// A LoRA run saved as an adapter, interrupted and resumed, scores as the same run saved merged:
+/// the resume state carries the adapters, and the adapter directory loads over its base.
+#[test]
+fn a_resumed_lora_run_exports_an_adapter_that_scores_as_the_merged_model() {
+    let (_tmp, registry, mut j) = setup(&tiny_bert());
+    j.hyper.lora_rank = Some(4);
+    // A rate at which the tiny random model's best validation comes after the resume.
+    j.hyper.learning_rate = Some(3e-2);
+    j.hyper.train_epochs = Some(2);
+    j.hyper.early_stopping_patience = Some(0);
+    j.eval_every = Some(4);
+    let (merged, _) = train_with_events(&j, &registry);
+    assert_eq!(merged.hyperparameters["lora_rank"], 4);
+    let outcome: Outcome = serde_json::from_value(merged.metrics.clone()).unwrap();
+    assert!(
+        outcome.best_step > 4,
+        "kept step {}: before the resume",
+        outcome.best_step
+    );
+
+    j.export = Export::Adapter;
+    let id = Registry::new_id();
+    j.id = Some(id.clone());
+    j.resume_dir = Some(resume_dir(&registry, &id).unwrap());
+    let step = std::cell::Cell::new(0);
+    let mut on_event = |e: &TrainEvent| {
+        if let TrainEvent::Step { step: s, .. } = e {
+            step.set(*s)
+        }
+    };
+    run_job(&j, &registry, &mut on_event, &|| step.get() == 5).unwrap_err();
+    let (adapter, events) = train_with_events(&j, &registry);
+    assert!(matches!(
+        events[0],
+        TrainEvent::Started {
+            resumed_at: Some(4),
+            ..
+        }
+    ));
+    let (_, dir) = registry.get(&adapter.id).unwrap().unwrap();
+    assert!(dir.join(finerank_model::ADAPTER_CONFIG).is_file());
+    assert!(!dir.join("model.safetensors").exists());
+
+    let pairs = [
+        (
+            "breach of contract damages",
+            "the court awarded expectation damages",
+        ),
+        ("standing to sue", "a plaintiff must show an injury in fact"),
+    ];
+    let (a, b) = (
+        scores(&registry, &merged.id, &pairs),
+        scores(&registry, &id, &pairs),
+    );
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.1 - y.1).abs() < 1e-5, "raw scores {x:?} vs {y:?}");
+        assert!((x.0 - y.0).abs() < 1e-5, "relevance scores {x:?} vs {y:?}");
+    }
 }
 
 /// The kept checkpoint is the best validation seen, even when its gain is below the

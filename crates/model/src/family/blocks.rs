@@ -4,6 +4,7 @@ use tch::Tensor;
 
 use super::{LayerNorm, EMBEDDING, ZEROS};
 use crate::config::Config;
+use crate::lora::Projection;
 
 /// [batch, len, hidden] → [batch, heads, len, hidden / heads].
 pub(super) fn split_heads(t: &Tensor, heads: i64) -> Tensor {
@@ -52,10 +53,10 @@ pub(super) fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
 /// projection, dropout, residual and LayerNorm, then the feed-forward block (exact GELU) with
 /// its own. BERT, DeBERTa and MPNet differ only in the attention before it and the names.
 pub(super) struct PostNorm {
-    attn_out: nn::Linear,
+    attn_out: Projection,
     attn_norm: LayerNorm,
-    intermediate: nn::Linear,
-    out: nn::Linear,
+    intermediate: Projection,
+    out: Projection,
     out_norm: LayerNorm,
 }
 
@@ -71,10 +72,10 @@ impl PostNorm {
     ) -> PostNorm {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         PostNorm {
-            attn_out: nn::linear(attn_out, h, h, ZEROS),
+            attn_out: Projection::new(attn_out, h, h, ZEROS, cfg),
             attn_norm: LayerNorm::new(attn_norm, h, eps, true),
-            intermediate: nn::linear(layer / "intermediate" / "dense", h, i, ZEROS),
-            out: nn::linear(layer / "output" / "dense", i, h, ZEROS),
+            intermediate: Projection::new(layer / "intermediate" / "dense", h, i, ZEROS, cfg),
+            out: Projection::new(layer / "output" / "dense", i, h, ZEROS, cfg),
             out_norm: LayerNorm::new(layer / "output" / "LayerNorm", h, eps, true),
         }
     }
@@ -87,12 +88,16 @@ impl PostNorm {
         dropout: f64,
         train: bool,
     ) -> Tensor {
-        let x = self
-            .attn_norm
-            .forward(&(self.attn_out.forward(context).dropout(dropout, train) + x));
-        let y = self.intermediate.forward(&x).gelu("none");
+        let x = self.attn_norm.forward(
+            &(self
+                .attn_out
+                .forward_t(context, train)
+                .dropout(dropout, train)
+                + x),
+        );
+        let y = self.intermediate.forward_t(&x, train).gelu("none");
         self.out_norm
-            .forward(&(self.out.forward(&y).dropout(dropout, train) + x))
+            .forward(&(self.out.forward_t(&y, train).dropout(dropout, train) + x))
     }
 }
 
@@ -100,9 +105,9 @@ impl PostNorm {
 /// projections, then [`PostNorm`]. BERT and MPNet differ only in the names and in the mask,
 /// to which MPNet adds its relative position bias.
 pub(super) struct SelfAttentionLayer {
-    query: nn::Linear,
-    key: nn::Linear,
-    value: nn::Linear,
+    query: Projection,
+    key: Projection,
+    value: Projection,
     rest: PostNorm,
 }
 
@@ -122,9 +127,9 @@ impl SelfAttentionLayer {
         let at = |segments: &[&str]| segments.iter().fold(attn.clone(), |p, s| &p / *s);
         let h = cfg.hidden_size;
         SelfAttentionLayer {
-            query: nn::linear(at(names.query), h, h, ZEROS),
-            key: nn::linear(at(names.key), h, h, ZEROS),
-            value: nn::linear(at(names.value), h, h, ZEROS),
+            query: Projection::new(at(names.query), h, h, ZEROS, cfg),
+            key: Projection::new(at(names.key), h, h, ZEROS, cfg),
+            value: Projection::new(at(names.value), h, h, ZEROS, cfg),
             rest: PostNorm::new(at(names.output), at(names.norm), &layer, cfg, eps),
         }
     }
@@ -139,9 +144,9 @@ impl SelfAttentionLayer {
         train: bool,
     ) -> Tensor {
         let split = |t: Tensor| split_heads(&t, heads);
-        let q = split(self.query.forward(x));
-        let k = split(self.key.forward(x));
-        let v = split(self.value.forward(x));
+        let q = split(self.query.forward_t(x, train));
+        let k = split(self.key.forward_t(x, train));
+        let v = split(self.value.forward_t(x, train));
         let dropout = if train { attention_dropout } else { 0.0 };
         let context = attention(&q, &k, &v, mask, dropout);
         self.rest.forward(&context, x, hidden_dropout, train)

@@ -9,6 +9,7 @@ use tch::{Device, Kind as DType, Tensor};
 use super::blocks::{PostNorm, TokenTypes};
 use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
+use crate::lora::Projection;
 use crate::ModelError;
 
 /// The keys of a DeBERTa-v2 `config.json` beyond the sizes every family has, with
@@ -114,12 +115,12 @@ struct Relative {
 }
 
 struct Layer {
-    query: nn::Linear,
-    key: nn::Linear,
-    value: nn::Linear,
+    query: Projection,
+    key: Projection,
+    value: Projection,
     /// Projections of the relative embeddings of their own, without `share_att_key`.
-    pos_key: Option<nn::Linear>,
-    pos_query: Option<nn::Linear>,
+    pos_key: Option<Projection>,
+    pos_query: Option<Projection>,
     rest: PostNorm,
 }
 
@@ -186,12 +187,13 @@ impl Layer {
         let attn = &p / "attention";
         let own = keys.relative_attention && !keys.share_att_key;
         Layer {
-            query: nn::linear(&attn / "self" / "query_proj", h, h, ZEROS),
-            key: nn::linear(&attn / "self" / "key_proj", h, h, ZEROS),
-            value: nn::linear(&attn / "self" / "value_proj", h, h, ZEROS),
-            pos_key: (own && c2p).then(|| nn::linear(&attn / "self" / "pos_key_proj", h, h, ZEROS)),
+            query: Projection::new(&attn / "self" / "query_proj", h, h, ZEROS, cfg),
+            key: Projection::new(&attn / "self" / "key_proj", h, h, ZEROS, cfg),
+            value: Projection::new(&attn / "self" / "value_proj", h, h, ZEROS, cfg),
+            pos_key: (own && c2p)
+                .then(|| Projection::new(&attn / "self" / "pos_key_proj", h, h, ZEROS, cfg)),
             pos_query: (own && p2c)
-                .then(|| nn::linear(&attn / "self" / "pos_query_proj", h, h, ZEROS)),
+                .then(|| Projection::new(&attn / "self" / "pos_query_proj", h, h, ZEROS, cfg)),
             rest: PostNorm::new(
                 &attn / "output" / "dense",
                 &attn / "output" / "LayerNorm",
@@ -355,11 +357,16 @@ impl Deberta {
             scores.gather(-1, &index.expand(size, false), false)
         };
         let c2p = self.c2p.then(|| {
-            let pos_key = self.split(l.pos_key.as_ref().unwrap_or(&l.key).forward(&rel));
+            let pos_key = self.split(l.pos_key.as_ref().unwrap_or(&l.key).forward_t(&rel, train));
             pick(q.matmul(&pos_key.transpose(-1, -2)), &positions.c2p) / self.scale
         });
         let p2c = self.p2c.then(|| {
-            let pos_query = self.split(l.pos_query.as_ref().unwrap_or(&l.query).forward(&rel));
+            let pos_query = self.split(
+                l.pos_query
+                    .as_ref()
+                    .unwrap_or(&l.query)
+                    .forward_t(&rel, train),
+            );
             // Scored from each key's side, then turned to the query's.
             pick(k.matmul(&pos_query.transpose(-1, -2)), &positions.p2c).transpose(-1, -2)
                 / self.scale
@@ -372,9 +379,9 @@ impl Deberta {
 
     fn attention(&self, l: &Layer, x: &Tensor, ctx: &Context, train: bool) -> Tensor {
         let (b, n, h) = x.size3().expect("hidden states are [batch, len, hidden]");
-        let q = self.split(l.query.forward(x));
-        let k = self.split(l.key.forward(x));
-        let v = self.split(l.value.forward(x));
+        let q = self.split(l.query.forward_t(x, train));
+        let k = self.split(l.key.forward_t(x, train));
+        let v = self.split(l.value.forward_t(x, train));
         let scores = q.matmul(&(k.transpose(-1, -2) / self.scale));
         let scores = match self.position_scores(l, &q, &k, ctx, train) {
             Some(bias) => scores + bias,

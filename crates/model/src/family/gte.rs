@@ -10,6 +10,7 @@ use tch::{Kind as DType, Tensor};
 use super::blocks::{apply_rotary, attention, rotary_tables, split_heads, TokenTypes};
 use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
+use crate::lora::Projection;
 use crate::ModelError;
 
 /// The keys of a `NewConfig` beyond the sizes every family has. Defaults are NewConfig's own
@@ -85,12 +86,12 @@ pub(super) struct Gte {
 }
 
 struct Layer {
-    qkv: nn::Linear,
-    o_proj: nn::Linear,
+    qkv: Projection,
+    o_proj: Projection,
     attn_ln: LayerNorm,
     /// Up then gate, each `intermediate_size` rows, no bias.
-    up_gate: nn::Linear,
-    down: nn::Linear,
+    up_gate: Projection,
+    down: Projection,
     mlp_ln: LayerNorm,
 }
 
@@ -110,11 +111,11 @@ impl Layer {
             ..ZEROS
         };
         Layer {
-            qkv: nn::linear(&attn / "qkv_proj", h, 3 * h, ZEROS),
-            o_proj: nn::linear(&attn / "o_proj", h, h, ZEROS),
+            qkv: Projection::new(&attn / "qkv_proj", h, 3 * h, ZEROS, cfg),
+            o_proj: Projection::new(&attn / "o_proj", h, h, ZEROS, cfg),
             attn_ln: LayerNorm::new(&p / "attn_ln", h, eps, true),
-            up_gate: nn::linear(&mlp / "up_gate_proj", h, 2 * i, no_bias),
-            down: nn::linear(&mlp / "down_proj", i, h, ZEROS),
+            up_gate: Projection::new(&mlp / "up_gate_proj", h, 2 * i, no_bias, cfg),
+            down: Projection::new(&mlp / "down_proj", i, h, ZEROS, cfg),
             mlp_ln: LayerNorm::new(&p / "mlp_ln", h, eps, true),
         }
     }
@@ -226,7 +227,7 @@ impl Gte {
         train: bool,
     ) -> Tensor {
         let h = *x.size().last().expect("hidden states have a size");
-        let qkv = l.qkv.forward(x).split(h, -1);
+        let qkv = l.qkv.forward_t(x, train).split(h, -1);
         let (q, k, v) = (
             split_heads(&qkv[0], self.heads),
             split_heads(&qkv[1], self.heads),
@@ -237,15 +238,18 @@ impl Gte {
         let (q, k) = (apply_rotary(&q, &cos, &sin), apply_rotary(&k, &cos, &sin));
         let dropout = if train { self.attention_dropout } else { 0.0 };
         let ctx = attention(&q, &k, &v, attend, dropout);
-        let x = l
-            .attn_ln
-            .forward(&(l.o_proj.forward(&ctx).dropout(self.hidden_dropout, train) + x));
-        let up_gate = l.up_gate.forward(&x);
+        let x = l.attn_ln.forward(
+            &(l.o_proj
+                .forward_t(&ctx, train)
+                .dropout(self.hidden_dropout, train)
+                + x),
+        );
+        let up_gate = l.up_gate.forward_t(&x, train);
         let i = up_gate.size().last().expect("the MLP has a size") / 2;
         let gated = up_gate.narrow(-1, i, i).gelu("none") * up_gate.narrow(-1, 0, i);
         let y = l
             .down
-            .forward(&gated.dropout(self.hidden_dropout, train))
+            .forward_t(&gated.dropout(self.hidden_dropout, train), train)
             .dropout(self.hidden_dropout, train);
         l.mlp_ln.forward(&(y + x))
     }

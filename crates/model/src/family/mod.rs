@@ -210,6 +210,12 @@ impl Family {
         self.names().head.iter().any(|h| bare.starts_with(h))
     }
 
+    /// The head's modules as PEFT's `modules_to_save` names them (`classifier`, `pooler`).
+    pub(crate) fn head_modules(self) -> Vec<String> {
+        let names = self.names().head.iter();
+        names.map(|h| h.trim_end_matches('.').to_string()).collect()
+    }
+
     /// Checks the family's own `config.json` keys, then builds the network under `root` with
     /// all-zero weights for the checkpoint to be read over. `head` initialises a cross-encoder's
     /// head: zeros when the checkpoint has one, a fresh draw when it does not.

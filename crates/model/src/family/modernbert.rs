@@ -9,6 +9,7 @@ use tch::{Kind as DType, Tensor};
 use super::blocks::{apply_rotary, attention, rotary};
 use super::{defaults, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
+use crate::lora::Projection;
 use crate::ModelError;
 
 /// The keys of a ModernBERT `config.json` beyond the sizes every family has, with
@@ -173,11 +174,11 @@ pub(super) struct ModernBert {
 struct Layer {
     /// Absent on layer 0, which reads the already normalised embeddings.
     attn_norm: Option<LayerNorm>,
-    wqkv: nn::Linear,
-    wo: nn::Linear,
+    wqkv: Projection,
+    wo: Projection,
     mlp_norm: LayerNorm,
-    wi: nn::Linear,
-    mlp_out: nn::Linear,
+    wi: Projection,
+    mlp_out: Projection,
     /// Attends within the sliding window, with the local rotary base.
     local: bool,
 }
@@ -320,11 +321,11 @@ impl ModernBert {
                 let l = &p / "layers" / at;
                 Layer {
                     attn_norm: (at > 0).then(|| norm(&l / "attn_norm")),
-                    wqkv: nn::linear(&l / "attn" / "Wqkv", h, 3 * h, attn),
-                    wo: nn::linear(&l / "attn" / "Wo", h, h, attn),
+                    wqkv: Projection::new(&l / "attn" / "Wqkv", h, 3 * h, attn, cfg),
+                    wo: Projection::new(&l / "attn" / "Wo", h, h, attn, cfg),
                     mlp_norm: norm(&l / "mlp_norm"),
-                    wi: nn::linear(&l / "mlp" / "Wi", h, 2 * i, mlp),
-                    mlp_out: nn::linear(&l / "mlp" / "Wo", i, h, mlp),
+                    wi: Projection::new(&l / "mlp" / "Wi", h, 2 * i, mlp, cfg),
+                    mlp_out: Projection::new(&l / "mlp" / "Wo", i, h, mlp, cfg),
                     local,
                 }
             })
@@ -370,7 +371,10 @@ impl ModernBert {
             Some(norm) => norm.forward(x),
             None => x.shallow_clone(),
         };
-        let qkv = l.wqkv.forward(&normed).view([b, n, 3, self.heads, d]);
+        let qkv = l
+            .wqkv
+            .forward_t(&normed, train)
+            .view([b, n, 3, self.heads, d]);
         let part = |i: i64| qkv.select(2, i).transpose(1, 2);
         let (q, k, v) = (
             apply_rotary(&part(0), cos, sin),
@@ -379,10 +383,13 @@ impl ModernBert {
         );
         let dropout = if train { self.attention_dropout } else { 0.0 };
         let ctx = attention(&q, &k, &v, attend, dropout);
-        let x = x + l.wo.forward(&ctx).dropout(self.attention_dropout, train);
-        let gates = l.wi.forward(&l.mlp_norm.forward(&x)).chunk(2, 2);
+        let x = x + l
+            .wo
+            .forward_t(&ctx, train)
+            .dropout(self.attention_dropout, train);
+        let gates = l.wi.forward_t(&l.mlp_norm.forward(&x), train).chunk(2, 2);
         let y = (gates[0].gelu(self.act) * &gates[1]).dropout(self.mlp_dropout, train);
-        x + l.mlp_out.forward(&y)
+        x + l.mlp_out.forward_t(&y, train)
     }
 }
 

@@ -15,6 +15,7 @@ use super::blocks::{apply_rotary, attention, rotary, split_heads};
 use super::{unsupported, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::ModelError;
+use crate::lora::Projection;
 
 /// The keys of a `Qwen3Config` beyond the sizes every family has, with its defaults.
 #[derive(Deserialize)]
@@ -99,16 +100,16 @@ impl Module for RmsNorm {
 
 struct Layer {
     input_norm: RmsNorm,
-    q_proj: nn::Linear,
-    k_proj: nn::Linear,
-    v_proj: nn::Linear,
-    o_proj: nn::Linear,
+    q_proj: Projection,
+    k_proj: Projection,
+    v_proj: Projection,
+    o_proj: Projection,
     q_norm: RmsNorm,
     k_norm: RmsNorm,
     post_attention_norm: RmsNorm,
-    gate_proj: nn::Linear,
-    up_proj: nn::Linear,
-    down_proj: nn::Linear,
+    gate_proj: Projection,
+    up_proj: Projection,
+    down_proj: Projection,
 }
 
 impl Layer {
@@ -118,7 +119,7 @@ impl Layer {
             bias: false,
             ..ZEROS
         };
-        let linear = |p: nn::Path, from, to| nn::linear(p, from, to, no_bias);
+        let linear = |p: nn::Path, from, to| Projection::new(p, from, to, no_bias, cfg);
         let attn = &p / "self_attn";
         let mlp = &p / "mlp";
         Layer {
@@ -299,11 +300,11 @@ impl Qwen3 {
         } = self.sizes;
         let h = l.input_norm.forward(x);
         // Each head is normed over head_dim before the rotation, as Qwen3 does.
-        let q = l.q_norm.forward(&split_heads(&l.q_proj.forward(&h), heads));
+        let q = l.q_norm.forward(&split_heads(&l.q_proj.forward_t(&h, train), heads));
         let k = l
             .k_norm
-            .forward(&split_heads(&l.k_proj.forward(&h), kv_heads));
-        let v = split_heads(&l.v_proj.forward(&h), kv_heads);
+            .forward(&split_heads(&l.k_proj.forward_t(&h, train), kv_heads));
+        let v = split_heads(&l.v_proj.forward_t(&h, train), kv_heads);
         // In the projections' dtype, as transformers casts them (bf16 under autocast).
         let (cos, sin) = (rope.0.to_kind(q.kind()), rope.1.to_kind(q.kind()));
         let (q, k) = (apply_rotary(&q, &cos, &sin), apply_rotary(&k, &cos, &sin));
@@ -316,10 +317,10 @@ impl Qwen3 {
         );
         let dropout = if train { self.attention_dropout } else { 0.0 };
         let context = attention(&q, &k, &v, attend, dropout);
-        let x = x + l.o_proj.forward(&context);
+        let x = x + l.o_proj.forward_t(&context, train);
         let h = l.post_attention_norm.forward(&x);
-        let gated = l.gate_proj.forward(&h).silu() * l.up_proj.forward(&h);
-        x + l.down_proj.forward(&gated)
+        let gated = l.gate_proj.forward_t(&h, train).silu() * l.up_proj.forward_t(&h, train);
+        x + l.down_proj.forward_t(&gated, train)
     }
 }
 

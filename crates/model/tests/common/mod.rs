@@ -4,9 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use finerank_model::{DeviceChoice, LoadOptions};
+use finerank_model::{DeviceChoice, LoadOptions, Model};
 use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
+use tch::Tensor;
 
 /// A tiny checkpoint of `tests/families/`.
 pub fn fixture(name: &str) -> PathBuf {
@@ -81,4 +82,48 @@ pub fn pairs(dir: &Path) -> (Value, Vec<Encoded>) {
         );
     }
     (exp, inputs)
+}
+
+/// `inputs` as one batch for the Python helpers: `input_ids` padded with `pad` to the longest,
+/// `token_type_ids` with 0, and the `attention_mask`.
+pub fn padded_batch(inputs: &[Encoded], pad: i64) -> Value {
+    let len = inputs.iter().map(Encoded::len).max().unwrap();
+    let padded = |v: &[i64], with: i64| {
+        let mut v = v.to_vec();
+        v.resize(len, with);
+        v
+    };
+    let mask = |e: &Encoded| (0..len).map(|i| (i < e.len()) as i64).collect::<Vec<_>>();
+    serde_json::json!({
+        "input_ids": inputs.iter().map(|e| padded(&e.ids, pad)).collect::<Vec<_>>(),
+        "token_type_ids": inputs.iter().map(|e| padded(&e.type_ids, 0)).collect::<Vec<_>>(),
+        "attention_mask": inputs.iter().map(mask).collect::<Vec<_>>(),
+    })
+}
+
+/// Asserts every value within `tol` and returns the largest difference, for the parity table.
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol, "{what}[{i}]: {g} vs {w}");
+    }
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f64::max)
+}
+
+pub fn logits(model: &Model, inputs: &[Encoded]) -> Vec<f64> {
+    model.infer(inputs).iter().map(|r| r[0] as f64).collect()
+}
+
+/// The loss finerank's fine-tuning minimises: over each group (relevant passage first), the
+/// softmax cross-entropy of the relevant one, averaged over groups.
+pub fn listwise_loss(logits: &Tensor, groups: &[i64]) -> Tensor {
+    let losses: Vec<Tensor> = logits
+        .split_with_sizes(groups, 0)
+        .iter()
+        .map(|g| -g.log_softmax(0, tch::Kind::Float).get(0))
+        .collect();
+    Tensor::stack(&losses, 0).mean(tch::Kind::Float)
 }

@@ -14,7 +14,7 @@ const bytes = (n) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(
 
 export function createPage(root, ctx) {
   document.title = "Create rerank model · finerank";
-  const state = { files: {}, mine: false, datasetName: "", dataset: null, modelName: "", base: "", hyper: null, values: {} };
+  const state = { files: {}, mine: false, datasetName: "", dataset: null, modelName: "", base: "", hyper: null, values: {}, targets: "" };
   const stepper = el("ol", { class: "steps", "aria-label": "Steps" }, STEPS.map((s) => el("li", {}, s)));
   const body = el("div");
   root.append(
@@ -308,7 +308,7 @@ export function createPage(root, ctx) {
         "div",
         { class: "actions" },
         el("button", { type: "button", class: "ghost", onclick: () => go(1) }, "Back"),
-        el("button", { type: "button", class: "ghost", onclick: () => { state.values = {}; loadDefaults(); } }, "Reset to defaults"),
+        el("button", { type: "button", class: "ghost", onclick: () => { state.values = {}; state.targets = ""; loadDefaults(); } }, "Reset to defaults"),
         el("button", { type: "submit" }, "Continue"),
       ),
     );
@@ -356,6 +356,28 @@ export function createPage(root, ctx) {
             invalid,
           );
         }),
+        targetsField(),
+      );
+    }
+
+    // The one setting that is not a number: which projections get LoRA adapters.
+    function targetsField() {
+      const id = "hp-lora_target_modules";
+      const input = el("input", {
+        type: "text",
+        id,
+        name: "lora_target_modules",
+        placeholder: "every attention and feed-forward projection",
+        value: state.targets,
+        "aria-describedby": `${id}-help`,
+        oninput: () => (state.targets = input.value.trim()),
+      });
+      return el(
+        "div",
+        { class: "field" },
+        el("label", { for: id }, el("code", {}, "lora_target_modules")),
+        input,
+        el("p", { class: "help", id: `${id}-help` }, "With lora_rank: the modules that get adapters, comma-separated, as PEFT's target_modules names them (query,value for BERT; Wqkv for ModernBERT). Empty: all of them."),
       );
     }
 
@@ -392,6 +414,10 @@ export function createPage(root, ctx) {
     const m = d.metrics?.finetune_dataset_metrics?.reranker_data_metrics;
     const status = el("div", { "aria-live": "polite" });
     const values = Object.fromEntries(state.hyper.hyperparameters.map((h) => [h.name, state.values[h.name] ?? h.default]));
+    // Only what differs from the defaults is sent: the server fills in the rest, and some
+    // defaults depend on other settings (LoRA's learning rate is ten times the one shown).
+    const changed = Object.fromEntries(state.hyper.hyperparameters.filter((h) => values[h.name] !== h.default).map((h) => [h.name, values[h.name]]));
+    if (state.targets) changed.lora_target_modules = state.targets;
     const pair = (term, value) => [el("dt", {}, term), el("dd", {}, value)];
     const start = el("button", { type: "button", onclick: submit }, "Start training");
     panel.append(
@@ -405,6 +431,7 @@ export function createPage(root, ctx) {
         state.hyper.hyperparameters.map((h) =>
           pair(h.name, el("span", { class: values[h.name] === h.default ? "" : "changed" }, String(values[h.name]), values[h.name] === h.default ? " (default)" : ` (default ${h.default})`)),
         ),
+        state.targets ? pair("lora_target_modules", el("span", { class: "changed" }, state.targets)) : null,
       ),
       el("p", { class: "muted" }, "Training runs on this server, one job at a time. The model page shows its progress live."),
       status,
@@ -417,7 +444,7 @@ export function createPage(root, ctx) {
       try {
         const { finetuned_model: job } = await api.createJob({
           name: state.modelName,
-          settings: { base_model: { base_type: "BASE_TYPE_RERANK", name: state.base }, dataset_id: d.id, hyperparameters: values },
+          settings: { base_model: { base_type: "BASE_TYPE_RERANK", name: state.base }, dataset_id: d.id, hyperparameters: changed },
         });
         toast(`Training ${job.name}`);
         location.hash = `#/models/${encodeURIComponent(job.id)}`;

@@ -22,7 +22,18 @@ const RETRIEVAL_METRICS = [
   ["mrr_at_10", "MRR@10"],
   ["map_at_100", "MAP@100"],
 ];
-const HYPERPARAMETERS = ["train_epochs", "learning_rate", "train_batch_size", "early_stopping_patience", "early_stopping_threshold"];
+const HYPERPARAMETERS = [
+  "train_epochs",
+  "learning_rate",
+  "train_batch_size",
+  "early_stopping_patience",
+  "early_stopping_threshold",
+  "lora_rank",
+  "lora_alpha",
+  "lora_dropout",
+  "lora_target_modules",
+  "frozen_layers",
+];
 const EXAMPLE_QUERY = "What is the capital of the United States?";
 const EXAMPLE_DOCUMENTS = [
   "Carson City is the capital city of the American state of Nevada.",

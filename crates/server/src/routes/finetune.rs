@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::Json;
 use finerank_engine::Kind;
-use finerank_train::{HyperOverrides, Hyperparameters as Hyper};
+use finerank_train::Hyperparameters as Hyper;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -172,15 +172,11 @@ async fn check_settings(state: &AppState, settings: &Settings) -> Result<(), Api
     }
     existing_model(state, base.name.as_deref(), "base_model.name").await?;
     if let Some(h) = &settings.hyperparameters {
-        if h.lora_alpha.is_some() || h.lora_rank.is_some() || h.lora_target_modules.is_some() {
-            return Err(ApiError::bad_request(
-                "hyperparameters: LoRA settings apply to Cohere's chat models; rerank models are fine-tuned in full",
-            ));
-        }
+        let refused = |e: String| ApiError::bad_request(format!("hyperparameters: {e}"));
         // The ranges do not depend on the defaults they override, so any kind will do here.
         Hyper::defaults(Kind::CrossEncoder, 0)
-            .with(&HyperOverrides::from(h))
-            .map_err(|e| ApiError::bad_request(format!("hyperparameters: {e}")))?;
+            .with(&h.overrides().map_err(refused)?)
+            .map_err(refused)?;
     }
     validated_dataset(state, &settings.dataset_id, "settings.dataset_id").await?;
     Ok(())

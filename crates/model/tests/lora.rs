@@ -1,0 +1,332 @@
+//! LoRA adapters against PEFT (0.21.2, `tests/families/peft_lora.py`) on the BERT cross-encoder
+//! fixture: from the same weights, one training step's loss and the gradient of every trainable
+//! tensor; PEFT reads finerank's adapter export with finerank's scores, and transformers its
+//! merged export. Then, without Python, every family: adapters on its projections, what stays
+//! trainable, and both exports read back.
+mod common;
+
+use std::path::Path;
+
+use common::{assert_close, cpu, fixture, listwise_loss, logits, padded_batch, pairs, python};
+use finerank_model::{seeded, Kind, LoadOptions, Lora, Model, ADAPTER_CONFIG};
+use serde_json::Value;
+use tch::Tensor;
+
+fn lora(targets: &[&str]) -> Lora {
+    Lora {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.1,
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+fn with_lora(dir: &Path, lora: Lora) -> Model {
+    let opts = LoadOptions {
+        lora: Some(lora),
+        ..cpu()
+    };
+    seeded(7, || Model::load(dir, &opts)).unwrap()
+}
+
+fn trainable(model: &Model) -> Vec<String> {
+    let mut names: Vec<String> = model
+        .var_store()
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(n, _)| n)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A fresh `B` is zero, so a fresh adapter changes nothing and `A` gets no gradient. A step or
+/// two of training gives `B` values; these stand in for them, so that both matrices' gradients
+/// are put to the test.
+fn train_b_a_little(model: &Model) {
+    seeded(11, || {
+        tch::no_grad(|| {
+            for (name, mut var) in model.var_store().variables() {
+                if name.ends_with(".lora_B.weight") {
+                    var.copy_(&(var.randn_like() * 0.1));
+                }
+            }
+        })
+    });
+}
+
+/// One SGD step of every trainable tensor, from the gradients it holds.
+fn sgd_step(model: &Model) {
+    tch::no_grad(|| {
+        for (_, mut var) in model.var_store().variables() {
+            if var.requires_grad() {
+                let step = var.grad() * 0.5;
+                let _ = var.f_sub_(&step).unwrap();
+            }
+        }
+    });
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+#[test]
+fn bert_lora_matches_peft() {
+    let dir = fixture("bert-cross-encoder");
+    let (exp, inputs) = pairs(&dir);
+    let model = with_lora(&dir, lora(&[]));
+    let base = numbers(&exp["logits"]);
+    assert_close("fresh adapters", &logits(&model, &inputs), &base, 1e-5);
+    for (name, a) in model.var_store().variables() {
+        if name.ends_with(".lora_A.weight") {
+            // PEFT's kaiming_uniform_(a=sqrt(5)): uniform in ±1/sqrt(in), here in = 32 or 37.
+            let bound = 1.0 / (a.size()[1] as f64).sqrt();
+            let max = a.abs().max().double_value(&[]);
+            assert!(
+                max <= bound && max > bound / 2.0,
+                "{name}: {max} vs {bound}"
+            );
+        }
+    }
+    // The same seed draws the same adapters.
+    let again = with_lora(&dir, lora(&[]));
+    for (name, a) in again.var_store().variables() {
+        assert!(a.equal(&model.var_store().variables()[&name]), "{name}");
+    }
+    train_b_a_little(&model);
+    let tmp = tempfile::tempdir().unwrap();
+    let start = tmp.path().join("start");
+    model.save_adapter(&start).unwrap();
+
+    // One step from the same weights, dropout off on both sides.
+    let groups: Vec<i64> = serde_json::from_value(exp["groups"].clone()).unwrap();
+    let loss = listwise_loss(&model.forward_t(&inputs, false), &groups);
+    loss.backward();
+    let pad = exp["pad_token_id"].as_i64().unwrap();
+    let mut batch = padded_batch(&inputs, pad);
+    batch["groups"] = groups.into();
+    let grads_file = tmp.path().join("peft-grads.safetensors");
+    let args = [
+        dir.to_str().unwrap(),
+        start.to_str().unwrap(),
+        grads_file.to_str().unwrap(),
+    ];
+    let peft = python("peft_lora.py", &args, &batch);
+    let loss_diff = (loss.double_value(&[]) - peft["loss"].as_f64().unwrap()).abs();
+    assert!(loss_diff < 1e-5, "loss off by {loss_diff}");
+    let reference = Tensor::read_safetensors(&grads_file).unwrap();
+    let vars = model.var_store().variables();
+    let mut grad_diff = 0f64;
+    for (key, grad) in &reference {
+        let name = key.strip_prefix("base_model.model.").unwrap();
+        let ours = vars[name].grad();
+        let scale = grad.abs().max().double_value(&[]).max(1.0);
+        let diff = (&ours - grad).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5 * scale, "gradient of {name} off by {diff}");
+        grad_diff = grad_diff.max(diff);
+    }
+    // PEFT trains what finerank trains: the adapters and the head (classifier, pooler).
+    let mut peft_trained: Vec<String> = reference
+        .iter()
+        .map(|(k, _)| k["base_model.model.".len()..].to_string())
+        .collect();
+    peft_trained.sort();
+    assert_eq!(peft_trained, trainable(&model));
+
+    // After the step, both exports score as finerank does: the adapter in PEFT, the merged
+    // checkpoint in transformers, and each back in finerank.
+    sgd_step(&model);
+    let stepped = logits(&model, &inputs);
+    assert!(stepped.iter().zip(&base).any(|(a, b)| (a - b).abs() > 1e-3));
+    let (adapter, merged) = (tmp.path().join("adapter"), tmp.path().join("merged"));
+    model.save_adapter(&adapter).unwrap();
+    model.save(&merged, None).unwrap();
+    let args = [dir.to_str().unwrap(), adapter.to_str().unwrap()];
+    let peft = python("peft_lora.py", &args, &padded_batch(&inputs, pad));
+    let adapter_diff = assert_close("PEFT", &numbers(&peft["logits"]), &stepped, 1e-4);
+    let hf = python(
+        "hf_logits.py",
+        &[merged.to_str().unwrap()],
+        &padded_batch(&inputs, pad),
+    );
+    let merged_diff = assert_close("merged", &numbers(&hf), &stepped, 1e-4);
+    for export in [&adapter, &merged] {
+        let again = Model::load(export, &cpu()).unwrap();
+        assert_close("reloaded", &logits(&again, &inputs), &stepped, 1e-5);
+    }
+    eprintln!(
+        "lora parity bert: loss {loss_diff:.1e}, gradients {grad_diff:.1e}, PEFT reading the \
+         adapter {adapter_diff:.1e}, transformers reading the merged model {merged_diff:.1e}"
+    );
+}
+
+/// Every cross-encoder family: a fresh adapter on each projection scores as the base, only the
+/// adapters and the head train, and both exports read back with the adapted model's scores.
+#[test]
+fn every_family_takes_adapters() {
+    for name in [
+        "bert-cross-encoder",
+        "xlm-roberta-cross-encoder",
+        "modernbert-cross-encoder",
+        "deberta-v3-cross-encoder",
+        "mpnet-cross-encoder",
+        "gte-cross-encoder",
+    ] {
+        let dir = fixture(name);
+        let (exp, inputs) = pairs(&dir);
+        let model = with_lora(&dir, lora(&[]));
+        assert_close(
+            name,
+            &logits(&model, &inputs),
+            &numbers(&exp["logits"]),
+            1e-4,
+        );
+        let trained = trainable(&model);
+        let adapters = trained.iter().filter(|n| n.contains(".lora_")).count();
+        assert!(adapters >= 8, "{name}: {adapters} adapter tensors");
+        assert!(
+            trained.iter().any(|n| n.starts_with("classifier")),
+            "{name}"
+        );
+        train_b_a_little(&model);
+        let adapted = logits(&model, &inputs);
+        let tmp = tempfile::tempdir().unwrap();
+        for export in ["adapter", "merged"] {
+            let path = tmp.path().join(export);
+            match export {
+                "adapter" => model.save_adapter(&path).unwrap(),
+                _ => model.save(&path, None).unwrap(),
+            }
+            let again = Model::load(&path, &cpu()).unwrap();
+            assert_close(name, &logits(&again, &inputs), &adapted, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn targets_pick_projections_and_unknown_ones_are_named() {
+    let dir = fixture("bert-cross-encoder");
+    let model = with_lora(&dir, lora(&["query", "intermediate.dense"]));
+    let adapted: Vec<String> = trainable(&model)
+        .into_iter()
+        .filter_map(|n| n.strip_suffix(".lora_A.weight").map(str::to_string))
+        .collect();
+    assert_eq!(
+        adapted,
+        [
+            "bert.encoder.layer.0.attention.self.query",
+            "bert.encoder.layer.0.intermediate.dense",
+            "bert.encoder.layer.1.attention.self.query",
+            "bert.encoder.layer.1.intermediate.dense",
+        ]
+    );
+    let opts = LoadOptions {
+        lora: Some(lora(&["query", "q_proj"])),
+        ..cpu()
+    };
+    let err = Model::load(&dir, &opts).err().unwrap().to_string();
+    for want in [
+        "q_proj",
+        "attention.self.query",
+        "intermediate.dense",
+        "output.dense",
+    ] {
+        assert!(err.contains(want), "{err:?} does not name {want}");
+    }
+    assert!(!err.contains("pooler"), "{err:?}: the head is no target");
+}
+
+/// A bi-encoder trains its adapters alone, and exports them for PEFT's feature extraction.
+#[test]
+fn a_bi_encoder_exports_its_adapters_alone() {
+    let dir = fixture("bert-dense-bi-encoder");
+    let model = with_lora(&dir, lora(&["value"]));
+    assert_eq!(model.kind(), Kind::BiEncoder);
+    assert!(trainable(&model).iter().all(|n| n.contains(".lora_")));
+    train_b_a_little(&model);
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = tmp.path().join("adapter");
+    model.save_adapter(&adapter).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join(ADAPTER_CONFIG)).unwrap())
+            .unwrap();
+    assert_eq!(config["task_type"], "FEATURE_EXTRACTION");
+    assert_eq!(config["modules_to_save"], Value::Null);
+    let tok = finerank_text::TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
+    let inputs = vec![tok.encode_single("a query about contracts", 32)];
+    let again = Model::load(&adapter, &cpu()).unwrap();
+    assert_eq!(again.infer(&inputs), model.infer(&inputs));
+}
+
+/// Partial freezing: the embeddings and the first layers stay as they are.
+#[test]
+fn frozen_layers_freeze_the_embeddings_and_the_layers_below() {
+    let opts = LoadOptions {
+        frozen_layers: 1,
+        ..cpu()
+    };
+    let model = Model::load(&fixture("bert-cross-encoder"), &opts).unwrap();
+    for (name, var) in model.var_store().variables() {
+        let frozen = name.contains(".embeddings.") || name.contains(".layer.0.");
+        assert_eq!(var.requires_grad(), !frozen, "{name}");
+    }
+}
+
+/// Two adapters over one loaded base share its encoder weights, score as each loaded alone, and
+/// leave the base scoring as it did (each brings its own head).
+#[test]
+fn adapters_over_one_base_share_its_weights() {
+    let dir = fixture("bert-cross-encoder");
+    let (_, inputs) = pairs(&dir);
+    let base = Model::load(&dir, &cpu()).unwrap();
+    let before = logits(&base, &inputs);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut served = Vec::new();
+    for (i, targets) in [&["query"][..], &["value", "dense"][..]].iter().enumerate() {
+        let model = with_lora(&dir, lora(targets));
+        train_b_a_little(&model);
+        tch::no_grad(|| {
+            let mut head = model.var_store().variables()["classifier.bias"].shallow_clone();
+            let _ = head.g_add_scalar_(1.0 + i as f64);
+        });
+        let adapter = tmp.path().join(format!("adapter-{i}"));
+        model.save_adapter(&adapter).unwrap();
+        assert_eq!(
+            Model::adapter_base(&adapter)
+                .unwrap()
+                .unwrap()
+                .canonicalize()
+                .unwrap(),
+            dir.canonicalize().unwrap()
+        );
+        let over = Model::load_adapter_over(&adapter, &cpu(), &base).unwrap();
+        let alone = Model::load(&adapter, &cpu()).unwrap();
+        assert_close(
+            "shared",
+            &logits(&over, &inputs),
+            &logits(&alone, &inputs),
+            1e-6,
+        );
+        served.push(over);
+    }
+    let name = "bert.encoder.layer.0.attention.self.key.weight";
+    let ptr = |m: &Model| m.var_store().variables()[name].data_ptr();
+    assert!(
+        served.iter().all(|m| ptr(m) == ptr(&base)),
+        "the base is copied"
+    );
+    assert_eq!(logits(&base, &inputs), before);
+    let other = fixture("xlm-roberta-cross-encoder");
+    let err = Model::load_adapter_over(
+        &tmp.path().join("adapter-0"),
+        &cpu(),
+        &Model::load(&other, &cpu()).unwrap(),
+    );
+    assert!(err
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("not an adapter over"));
+}
