@@ -6,6 +6,7 @@
 #   here:        bench/gpu.sh pack      # stripped release binary, default model, CaseHOLD and the
 #                                       # reference loop into .cache/gpu (the machine is offline)
 #   GPU machine: bench/gpu.sh run       # with the device tool's carry [".cache/gpu"]
+#                bench/gpu.sh run-llm   # issue 16's LLM rerankers (bench/llm-vs-st.py), same carry
 # The device tool carries at most 64 MiB, and the model alone is 91 MB in fp32. So the pack holds
 # its weights rounded to fp16, which `run` widens back to fp32 before either stack loads them (both
 # then train and score from the same rounded weights), and the binary gzipped: about 55 MB in all.
@@ -37,6 +38,8 @@ pack)
   recast .venv/bin/python "$pack/model/model.safetensors" float16
   cp "${FINERANK_CASEHOLD:-../shared/data/casehold}"/{train,test}.jsonl "$pack/casehold/"
   cp ../shared/reference/peer_finetune.py "$pack/"
+  # PEFT for run-llm's reference, in case the GPU machine's Python lacks it (pure-Python wheels).
+  .venv/bin/pip download -q --no-deps -d "$pack/wheels" peft==0.21.2 accelerate==1.15.0
   size=$(du -sb "$pack" | cut -f1)
   echo "gpu: packed $size bytes into $pack"
   [ "$size" -le $((64 << 20)) ] || { echo "gpu: the pack is over the device tool's 64 MiB" >&2; exit 1; }
@@ -79,8 +82,25 @@ run)
   # The profile behind keeping attention off cuDNN's kernel (crates/model/src/attention.rs).
   timeout 60 python3 bench/sdpa-shapes.py || true
   ;;
+run-llm)
+  # Issue 16: Qwen3-Reranker-0.6B- and 4B-shaped rerankers (random weights, built on the card by
+  # transformers, so nothing large travels) against sentence-transformers' CrossEncoder (scoring)
+  # and transformers + PEFT (LoRA fine-tuning): pairs/s and peak GPU memory, bf16 autocast both.
+  LD_LIBRARY_PATH=$(python3 -c "import torch,os;print(os.path.dirname(torch.__file__)+'/lib')")
+  export LD_LIBRARY_PATH
+  [ -x "$pack/finerank" ] || gunzip -k "$pack/finerank.gz"
+  python3 -c "import peft" 2>/dev/null || pip install -q --no-deps "$pack"/wheels/*.whl
+  out=${OUT:-runs/bench}
+  mkdir -p "$out"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu-card.txt"
+  for shape in 0.6b 4b; do
+    DEVICE=cuda SHAPE=$shape FINERANK_CASEHOLD=$pack/casehold OUT=$out QUERIES=100 STEPS=8 MAXLEN=512 \
+      BATCH=32 PYTHONUNBUFFERED=1 timeout 270 python3 bench/llm-vs-st.py "$pack/finerank" \
+      | tee "$out/gpu-llm-$shape.md" || true
+  done
+  ;;
 *)
-  echo "usage: bench/gpu.sh pack|run" >&2
+  echo "usage: bench/gpu.sh pack|run|run-llm" >&2
   exit 2
   ;;
 esac

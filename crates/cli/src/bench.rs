@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::Context;
 
 use finerank_data::{example_to_train, read_raw, Mapping, TrainRow};
-use finerank_engine::{groups_of_test_rows, ScoreOptions};
-use finerank_train::{finetune, FinetuneConfig, Hyperparameters};
+use finerank_engine::{groups_of_test_rows, LoadOptions, ScoreOptions};
+use finerank_train::{finetune, FinetuneConfig, HyperOverrides, Hyperparameters};
 
 use crate::demo::casehold_dir;
 use crate::evaluate::read_test_rows;
@@ -39,11 +39,20 @@ pub struct Args {
     /// Also write every query's scores here (JSON), to check them against another stack.
     #[arg(long)]
     scores: Option<PathBuf>,
+    /// The timed steps' settings (LoRA among them); the defaults by kind and data size otherwise.
+    #[command(flatten)]
+    hyper: HyperOverrides,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let data = casehold_dir(a.data)?;
-    let mut reranker = ctx.load(&a.model.model, a.kind.map(Into::into))?;
+    let opts = LoadOptions {
+        lora: a.hyper.lora(),
+        frozen_layers: a.hyper.frozen_layers.unwrap_or(0),
+        ..ctx.load_options(a.kind.map(Into::into))
+    };
+    // Fresh adapters and a fresh head are drawn at load time, from seed 0 as a fine-tune's are.
+    let mut reranker = finerank_model::seeded(0, || ctx.load_with(&a.model.model, &opts))?;
     let device = reranker.model().describe_device();
 
     let rows: Vec<_> = read_test_rows(&data.join("test.jsonl"))?
@@ -82,7 +91,9 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(example_to_train)
             .collect();
-        let hyper = Hyperparameters::defaults(reranker.kind(), train.len());
+        let hyper = Hyperparameters::defaults(reranker.kind(), train.len())
+            .with(&a.hyper)
+            .map_err(anyhow::Error::msg)?;
         let mut cfg = FinetuneConfig::new(hyper, train.len(), a.max_length);
         cfg.max_steps = Some(a.steps);
         cfg.eval_every = usize::MAX;

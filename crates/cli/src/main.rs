@@ -110,17 +110,22 @@ impl Ctx {
         reference: &str,
         kind: Option<finerank_engine::Kind>,
     ) -> anyhow::Result<Reranker> {
+        self.load_with(reference, &self.load_options(kind))
+    }
+
+    /// How this invocation loads a model: its device and precision, as `kind`.
+    pub fn load_options(&self, kind: Option<finerank_engine::Kind>) -> LoadOptions {
+        LoadOptions {
+            device: self.device,
+            kind,
+            precision: self.precision,
+            ..LoadOptions::default()
+        }
+    }
+
+    pub fn load_with(&self, reference: &str, opts: &LoadOptions) -> anyhow::Result<Reranker> {
         let (name, dir) = resolve(reference, &self.registry()?)?;
-        Ok(Reranker::load(
-            &name,
-            &dir,
-            &LoadOptions {
-                device: self.device,
-                kind,
-                precision: self.precision,
-                ..LoadOptions::default()
-            },
-        )?)
+        Ok(Reranker::load(&name, &dir, opts)?)
     }
 }
 

@@ -269,6 +269,7 @@ pub(crate) fn save_adapter(model: &Model, dest: &Path) -> Result<(), ModelError>
         let config = AdapterConfig::new(
             &base,
             model.kind,
+            family.is_decoder(),
             lora,
             lora::adapted_modules(&model.vs),
             family.head_modules(),

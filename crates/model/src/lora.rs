@@ -140,7 +140,8 @@ pub(crate) fn init_fresh(vs: &nn::VarStore) {
 pub(crate) struct AdapterConfig {
     pub base_model_name_or_path: String,
     pub peft_type: String,
-    /// `SEQ_CLS` for a cross-encoder, `FEATURE_EXTRACTION` for a bi-encoder.
+    /// `SEQ_CLS` for a cross-encoder, `FEATURE_EXTRACTION` for a bi-encoder, `CAUSAL_LM` for an
+    /// LLM reranker (it scores with the language model's own output).
     pub task_type: String,
     pub r: i64,
     pub lora_alpha: f64,
@@ -171,11 +172,14 @@ fn no_bias() -> String {
 
 const SEQ_CLS: &str = "SEQ_CLS";
 const FEATURE_EXTRACTION: &str = "FEATURE_EXTRACTION";
+const CAUSAL_LM: &str = "CAUSAL_LM";
 
 impl AdapterConfig {
+    /// `decoder`: the model is an LLM reranker, whose adapters PEFT loads over a causal LM.
     pub(crate) fn new(
         base: &Path,
         kind: Kind,
+        decoder: bool,
         lora: &Lora,
         targets: Vec<String>,
         head: Vec<String>,
@@ -183,16 +187,17 @@ impl AdapterConfig {
         AdapterConfig {
             base_model_name_or_path: base.display().to_string(),
             peft_type: "LORA".into(),
-            task_type: match kind {
-                Kind::CrossEncoder => SEQ_CLS,
-                Kind::BiEncoder => FEATURE_EXTRACTION,
+            task_type: match (kind, decoder) {
+                (_, true) => CAUSAL_LM,
+                (Kind::CrossEncoder, false) => SEQ_CLS,
+                (Kind::BiEncoder, false) => FEATURE_EXTRACTION,
             }
             .into(),
             r: lora.rank,
             lora_alpha: lora.alpha,
             lora_dropout: lora.dropout,
             target_modules: targets,
-            modules_to_save: (kind == Kind::CrossEncoder).then_some(head),
+            modules_to_save: (kind == Kind::CrossEncoder && !head.is_empty()).then_some(head),
             bias: no_bias(),
             use_rslora: false,
             use_dora: false,
@@ -234,11 +239,12 @@ impl AdapterConfig {
 
     pub(crate) fn kind(&self) -> Result<Kind, ModelError> {
         match self.task_type.as_str() {
-            SEQ_CLS => Ok(Kind::CrossEncoder),
+            SEQ_CLS | CAUSAL_LM => Ok(Kind::CrossEncoder),
             FEATURE_EXTRACTION => Ok(Kind::BiEncoder),
             other => Err(ModelError::Invalid(format!(
                 "{ADAPTER_CONFIG}: task_type {other:?}; finerank reads {SEQ_CLS} (a \
-                 cross-encoder) and {FEATURE_EXTRACTION} (a bi-encoder)"
+                 cross-encoder), {FEATURE_EXTRACTION} (a bi-encoder) and {CAUSAL_LM} (an LLM \
+                 reranker)"
             ))),
         }
     }
@@ -303,7 +309,8 @@ pub(crate) fn check_targets(
     };
     let scratch = nn::VarStore::new(tch::Device::Cpu);
     let head = crate::family::ZEROS;
-    cfg.family().build(&scratch.root(), &every, kind, head, dir)?;
+    cfg.family()
+        .build(&scratch.root(), &every, kind, head, dir)?;
     let mut names: Vec<String> = Vec::new();
     for module in adapted_modules(&scratch) {
         let name = within_layer(&module).to_string();

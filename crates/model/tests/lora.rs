@@ -9,6 +9,7 @@ use std::path::Path;
 
 use common::{assert_close, cpu, fixture, listwise_loss, logits, padded_batch, pairs, python};
 use finerank_model::{seeded, Kind, LoadOptions, Lora, Model, ADAPTER_CONFIG};
+use finerank_text::Encoded;
 use serde_json::Value;
 use tch::Tensor;
 
@@ -329,4 +330,84 @@ fn adapters_over_one_base_share_its_weights() {
         .unwrap()
         .to_string()
         .contains("not an adapter over"));
+}
+
+/// An LLM reranker's adapters: on every attention and feed-forward projection, with nothing
+/// else trainable (its score comes from the language model's own output rows, which stay as they
+/// are); its adapter export is PEFT's CAUSAL_LM kind, which PEFT reads over the causal LM with
+/// finerank's scores, and its merged export scores the same.
+#[test]
+fn a_qwen3_reranker_takes_adapters_and_peft_reads_them() {
+    let dir = fixture("qwen3-reranker");
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let inputs: Vec<Encoded> = exp["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ids| {
+            let ids: Vec<i64> = serde_json::from_value(ids.clone()).unwrap();
+            Encoded {
+                type_ids: vec![0; ids.len()],
+                ids,
+            }
+        })
+        .collect();
+    let model = with_lora(&dir, lora(&[]));
+    assert_close(
+        "qwen3",
+        &logits(&model, &inputs),
+        &numbers(&exp["logits"]),
+        1e-4,
+    );
+    let trained = trainable(&model);
+    assert!(trained.iter().all(|n| n.contains(".lora_")), "{trained:?}");
+    for projection in [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ] {
+        let a = format!("{projection}.lora_A.weight");
+        assert!(
+            trained.iter().any(|n| n.ends_with(&a)),
+            "{projection}: {trained:?}"
+        );
+    }
+    train_b_a_little(&model);
+    let adapted = logits(&model, &inputs);
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = tmp.path().join("adapter");
+    model.save_adapter(&adapter).unwrap();
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(adapter.join(ADAPTER_CONFIG)).unwrap())
+            .unwrap();
+    assert_eq!(config["task_type"], "CAUSAL_LM");
+    let pad = exp["pad_token_id"].as_i64().unwrap();
+    let peft = python(
+        "peft_lora.py",
+        &[dir.to_str().unwrap(), adapter.to_str().unwrap()],
+        &padded_batch(&inputs, pad),
+    );
+    let diff = assert_close(
+        "qwen3 adapter in PEFT",
+        &numbers(&peft["logits"]),
+        &adapted,
+        1e-4,
+    );
+    eprintln!("parity qwen3 LoRA: PEFT scoring finerank's adapter {diff:.1e}");
+    let again = Model::load(&adapter, &cpu()).unwrap();
+    assert_close(
+        "qwen3 adapter reloaded",
+        &logits(&again, &inputs),
+        &adapted,
+        1e-4,
+    );
+    let merged = tmp.path().join("merged");
+    model.save(&merged, None).unwrap();
+    let again = Model::load(&merged, &cpu()).unwrap();
+    assert_close("qwen3 merged", &logits(&again, &inputs), &adapted, 1e-4);
 }

@@ -14,8 +14,8 @@ use tch::{Kind as DType, Tensor};
 use super::blocks::{apply_rotary, attention, rotary, split_heads};
 use super::{unsupported, Network, EMBEDDING, ZEROS};
 use crate::config::Config;
-use crate::ModelError;
 use crate::lora::Projection;
+use crate::ModelError;
 
 /// The keys of a `Qwen3Config` beyond the sizes every family has, with its defaults.
 #[derive(Deserialize)]
@@ -300,7 +300,9 @@ impl Qwen3 {
         } = self.sizes;
         let h = l.input_norm.forward(x);
         // Each head is normed over head_dim before the rotation, as Qwen3 does.
-        let q = l.q_norm.forward(&split_heads(&l.q_proj.forward_t(&h, train), heads));
+        let q = l
+            .q_norm
+            .forward(&split_heads(&l.q_proj.forward_t(&h, train), heads));
         let k = l
             .k_norm
             .forward(&split_heads(&l.k_proj.forward_t(&h, train), kv_heads));

@@ -3,7 +3,8 @@
 usage: peft_lora.py BASE_DIR ADAPTER_DIR [GRADS_OUT] < batch.json > result.json
 batch.json: {"input_ids", "token_type_ids", "attention_mask"}, each [[...]] padded, and with
 GRADS_OUT, "groups": the sizes of the listwise loss's groups (relevant passage first).
-Loads the base with transformers and the adapter with `PeftModel.from_pretrained`, float32, eval
+Loads the base with transformers (a causal LM for a CAUSAL_LM adapter, an LLM reranker's, whose
+logit is "yes" less "no") and the adapter with `PeftModel.from_pretrained`, float32, eval
 mode (no dropout, in the base or the adapters), CPU. Prints {"logits": [...]} and, with GRADS_OUT,
 "loss": the listwise loss finerank trains with, whose gradients of every trainable tensor (the
 adapters and the head's `modules_to_save`) it writes to GRADS_OUT, keyed as PEFT saves those
@@ -11,22 +12,35 @@ tensors in adapter_model.safetensors.
 """
 import json
 import sys
+from pathlib import Path
 
 import torch
 from peft import PeftModel
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 base_dir, adapter_dir = sys.argv[1], sys.argv[2]
 grads_out = sys.argv[3] if len(sys.argv) > 3 else None
 batch = json.load(sys.stdin)
-base = AutoModelForSequenceClassification.from_pretrained(base_dir, dtype=torch.float32)
+# An LLM reranker's adapter (CAUSAL_LM) goes over the causal LM, which scores "yes" less "no" at
+# each row's last real token (the rows are padded on the right), as hf_logits.py reads one.
+causal = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
+auto = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+base = auto.from_pretrained(base_dir, dtype=torch.float32)
 model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=grads_out is not None).eval()
-inputs = {
-    k: torch.tensor(batch[k]) for k in ("input_ids", "token_type_ids", "attention_mask")
-}
-logits = model(**inputs).logits[:, 0]
+if causal:
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
+    mask = torch.tensor(batch["attention_mask"])
+    out = model(input_ids=torch.tensor(batch["input_ids"]), attention_mask=mask).logits
+    last = out[torch.arange(len(out)), mask.sum(1) - 1]
+    logits = last[:, yes] - last[:, no]
+else:
+    inputs = {
+        k: torch.tensor(batch[k]) for k in ("input_ids", "token_type_ids", "attention_mask")
+    }
+    logits = model(**inputs).logits[:, 0]
 result = {"logits": [float(x) for x in logits.detach()]}
 if grads_out:
     groups = logits.split(batch["groups"])
