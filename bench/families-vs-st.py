@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sentence_transformers import CrossEncoder  # noqa: E402
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+from timing import best_of  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "crates", "model", "tests", "families")
@@ -57,16 +58,6 @@ SOURCES = {
 FAMILIES = os.environ.get("FAMILIES", ",".join(SOURCES)).split(",")
 TOLERANCE = 1e-3
 QUERIES_PER_STEP, HOLDINGS = 8, 5
-
-
-def best_of(fn):
-    fn()
-    best, out = float("inf"), None
-    for _ in range(REPEATS):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def build(family, work):
@@ -147,7 +138,7 @@ def main():
             print(f"{family}...", file=sys.stderr)
             model_dir = build(family, work)
             ce = CrossEncoder(model_dir, max_length=MAXLEN, device="cpu")
-            ref_secs, ref = best_of(lambda: ce.predict(pairs, batch_size=BATCH))
+            ref_secs, ref = best_of(lambda: ce.predict(pairs, batch_size=BATCH), REPEATS)
             runs = [finerank(binary, model_dir, 0, scores_path) for _ in range(REPEATS)]
             ours_secs = min(r["rerank"]["seconds"] for r in runs)
             ours = np.array(json.load(open(scores_path)), dtype=np.float64).reshape(-1)

@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from peft import LoraConfig, get_peft_model  # noqa: E402
 from sentence_transformers import CrossEncoder  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from timing import best_of  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(ROOT, "crates", "model", "tests", "families", "qwen3-reranker")
@@ -90,16 +91,6 @@ CHAT_TEMPLATE = (
     + "<Document>: {{ messages | selectattr('role', 'eq', 'document') | map(attribute='content') | first }}"
     + jinja_literal(SUFFIX)
 )
-
-
-def best_of(fn):
-    fn()
-    best, out = float("inf"), None
-    for _ in range(REPEATS):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def build(work):
@@ -224,7 +215,7 @@ def main():
         with PeakMemory() as ref_score_mem:
             ce = CrossEncoder(model_dir, max_length=MAXLEN, device=DEVICE, model_kwargs={"dtype": dtype})
             ref_secs, ref = best_of(lambda: ce.predict(pairs, batch_size=BATCH,
-                                                       activation_fn=torch.nn.Identity()))
+                                                       activation_fn=torch.nn.Identity()), REPEATS)
         del ce
         with PeakMemory() as ours_score_mem:
             runs = [finerank(binary, model_dir, 0, scores_path) for _ in range(REPEATS)]

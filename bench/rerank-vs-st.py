@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 # Loading reports and progress bars would bury the table.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -32,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sentence_transformers import CrossEncoder, SentenceTransformer  # noqa: E402
 from transformers import AutoModelForSequenceClassification  # noqa: E402
+from timing import best_of  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.environ.get("FINERANK_CASEHOLD", os.path.join(ROOT, "..", "shared", "data", "casehold"))
@@ -45,16 +45,6 @@ THREADS = int(os.environ.get("THREADS", "2"))
 REPEATS = int(os.environ.get("REPEATS", "3"))
 PRECISIONS = os.environ.get("PRECISIONS", "f32,bf16").split(",")
 TOLERANCE = 1e-3
-
-
-def best_of(fn):
-    fn()  # warm-up: first-call allocations and lazy initialisation
-    best, out = float("inf"), None
-    for _ in range(REPEATS):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def finerank(binary, model, kind, precision, scores_path):
@@ -97,7 +87,7 @@ def main():
 
         ce_dir = cross_encoder_dir(work)
         ce = CrossEncoder(ce_dir, max_length=MAXLEN, device=DEVICE)
-        ref_secs, ref = best_of(lambda: ce.predict(pairs, batch_size=BATCH))
+        ref_secs, ref = best_of(lambda: ce.predict(pairs, batch_size=BATCH), REPEATS)
         # A pair that fits the window is read whole by both stacks. Past the window, transformers
         # cuts the longer text first, while finerank keeps half the window for the query and
         # splits the document into windows, so those pairs (if any) are left out of the comparison.
@@ -120,7 +110,7 @@ def main():
             q = st.encode(queries, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True)
             h = st.encode(holdings, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True)
             return np.einsum("qd,qkd->qk", q, h.reshape(len(queries), 5, -1))
-        ref_secs, cosine = best_of(encode)
+        ref_secs, cosine = best_of(encode, REPEATS)
         for precision in PRECISIONS:
             ours_secs, ours, cal = finerank(binary, BASE, "bi-encoder", precision, scores_path)
             ref = 1 / (1 + np.exp(-(cal["scale"] * cosine + cal["bias"])))
