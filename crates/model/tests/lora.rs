@@ -69,6 +69,14 @@ fn sgd_step(model: &Model) {
     });
 }
 
+/// Saves `model`'s adapter under `dir`; its directory and its `adapter_config.json`.
+fn export_adapter(model: &Model, dir: &Path) -> (std::path::PathBuf, Value) {
+    let adapter = dir.join("adapter");
+    model.save_adapter(&adapter).unwrap();
+    let config = std::fs::read_to_string(adapter.join(ADAPTER_CONFIG)).unwrap();
+    (adapter, serde_json::from_str(&config).unwrap())
+}
+
 fn numbers(v: &Value) -> Vec<f64> {
     serde_json::from_value(v.clone()).unwrap()
 }
@@ -248,11 +256,7 @@ fn a_bi_encoder_exports_its_adapters_alone() {
     assert!(trainable(&model).iter().all(|n| n.contains(".lora_")));
     train_b_a_little(&model);
     let tmp = tempfile::tempdir().unwrap();
-    let adapter = tmp.path().join("adapter");
-    model.save_adapter(&adapter).unwrap();
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(adapter.join(ADAPTER_CONFIG)).unwrap())
-            .unwrap();
+    let (adapter, config) = export_adapter(&model, tmp.path());
     assert_eq!(config["task_type"], "FEATURE_EXTRACTION");
     assert_eq!(config["modules_to_save"], Value::Null);
     let tok = finerank_text::TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
@@ -380,11 +384,7 @@ fn a_qwen3_reranker_takes_adapters_and_peft_reads_them() {
     train_b_a_little(&model);
     let adapted = logits(&model, &inputs);
     let tmp = tempfile::tempdir().unwrap();
-    let adapter = tmp.path().join("adapter");
-    model.save_adapter(&adapter).unwrap();
-    let config: Value =
-        serde_json::from_str(&std::fs::read_to_string(adapter.join(ADAPTER_CONFIG)).unwrap())
-            .unwrap();
+    let (adapter, config) = export_adapter(&model, tmp.path());
     assert_eq!(config["task_type"], "CAUSAL_LM");
     let pad = exp["pad_token_id"].as_i64().unwrap();
     let peft = python(

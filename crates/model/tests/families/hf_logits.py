@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 batch = json.load(sys.stdin)
 config = json.loads((Path(sys.argv[1]) / "config.json").read_text())
@@ -23,14 +23,12 @@ if config.get("model_type") == "new":
 
     model = gte_hub.load(sys.argv[1])
 elif any(a.endswith("ForCausalLM") for a in config.get("architectures", [])):
+    from llm_reranker import yes_minus_no
+
     model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(sys.argv[1])
-    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
-    mask = torch.tensor(batch["attention_mask"])
     with torch.no_grad():
-        out = model(input_ids=torch.tensor(batch["input_ids"]), attention_mask=mask).logits
-    last = out[torch.arange(len(out)), mask.sum(1) - 1]
-    json.dump([float(x) for x in last[:, yes] - last[:, no]], sys.stdout)
+        logits = yes_minus_no(model, sys.argv[1], batch)
+    json.dump([float(x) for x in logits], sys.stdout)
     sys.exit()
 else:
     model = AutoModelForSequenceClassification.from_pretrained(

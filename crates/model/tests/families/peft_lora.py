@@ -18,24 +18,20 @@ import torch
 from peft import PeftModel
 from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from llm_reranker import yes_minus_no
 
 base_dir, adapter_dir = sys.argv[1], sys.argv[2]
 grads_out = sys.argv[3] if len(sys.argv) > 3 else None
 batch = json.load(sys.stdin)
-# An LLM reranker's adapter (CAUSAL_LM) goes over the causal LM, which scores "yes" less "no" at
-# each row's last real token (the rows are padded on the right), as hf_logits.py reads one.
+# An LLM reranker's adapter (CAUSAL_LM) goes over the causal LM, scored as hf_logits.py scores one.
 causal = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["task_type"] == "CAUSAL_LM"
 auto = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
 base = auto.from_pretrained(base_dir, dtype=torch.float32)
 model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=grads_out is not None).eval()
 if causal:
-    tok = AutoTokenizer.from_pretrained(base_dir)
-    yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
-    mask = torch.tensor(batch["attention_mask"])
-    out = model(input_ids=torch.tensor(batch["input_ids"]), attention_mask=mask).logits
-    last = out[torch.arange(len(out)), mask.sum(1) - 1]
-    logits = last[:, yes] - last[:, no]
+    logits = yes_minus_no(model, base_dir, batch)
 else:
     inputs = {
         k: torch.tensor(batch[k]) for k in ("input_ids", "token_type_ids", "attention_mask")
