@@ -321,18 +321,86 @@ impl Model {
     }
 
     /// Cross-encoder: one logit per input, [batch]. Bi-encoder: L2-normalised embeddings,
-    /// [batch, hidden]. With `train`, dropout is on and the graph is kept for backward.
+    /// [batch, hidden]. With `train`, dropout is on, each layer drawing its masks as
+    /// [`Model::forward_checkpointed`] does: call it inside [`seeded`].
     pub fn forward_t<E: Borrow<Encoded>>(&self, inputs: &[E], train: bool) -> Tensor {
-        let (ids, type_ids, mask) = self.batch_tensors(inputs);
-        let encode = || self.network.encode(&ids, &type_ids, &mask, train);
-        // Only the encoder runs in bf16; pooling and the head read its output in fp32.
+        let batch = self.batch_tensors(inputs);
+        let seeds = Seeds::draw(train);
+        let last = self.in_precision(|| {
+            let stack = self.stack(&batch, train, seeds);
+            (0..stack.layers).fold(stack.embedded.shallow_clone(), |x, i| {
+                seeds.enter(i + 1);
+                (stack.layer)(i, &x)
+            })
+        });
+        self.head(last, &batch.2, train)
+    }
+
+    /// Gradient checkpointing: `forward_t` with `train`'s gradients, holding only each layer's
+    /// input where `forward_t` holds every intermediate tensor of every layer. The layers run
+    /// without a graph; the output's graph reaches back only to the last layer's output. After
+    /// the loss's backward, [`Recompute::backward`] runs each layer again from its input, last
+    /// to first, and backpropagates through it, so that the trainable tensors end with the
+    /// gradients `forward_t`'s graph would give them. Call it inside [`seeded`], like
+    /// `forward_t`, and the recompute inside the same `seeded` call.
+    pub fn forward_checkpointed<E: Borrow<Encoded>>(
+        &self,
+        inputs: &[E],
+        train: bool,
+    ) -> (Tensor, Recompute<'_>) {
+        let batch = self.batch_tensors(inputs);
+        let seeds = Seeds::draw(train);
+        let mut kept = Vec::new();
+        let last = tch::no_grad(|| {
+            self.in_precision(|| {
+                let stack = self.stack(&batch, train, seeds);
+                (0..stack.layers).fold(stack.embedded.shallow_clone(), |x, i| {
+                    seeds.enter(i + 1);
+                    let out = (stack.layer)(i, &x);
+                    kept.push(x);
+                    out
+                })
+            })
+        })
+        .set_requires_grad(true);
+        let out = self.head(last.shallow_clone(), &batch.2, train);
+        let recompute = Recompute {
+            model: self,
+            batch,
+            train,
+            seeds,
+            inputs: kept,
+            last,
+        };
+        (out, recompute)
+    }
+
+    /// The network's layers over `batch`, its embeddings drawing their dropout from `seeds`.
+    fn stack(&self, (ids, type_ids, mask): &Batch, train: bool, seeds: Seeds) -> family::Stack<'_> {
+        seeds.enter(0);
+        self.network.stack(ids, type_ids, mask, train)
+    }
+
+    /// Runs `f` in the model's arithmetic: under bf16 autocast when it has one.
+    fn in_precision<T>(&self, f: impl FnOnce() -> T) -> T {
+        match self.bf16 {
+            true => precision::bf16_autocast(self.device(), f),
+            false => f(),
+        }
+    }
+
+    /// The output from the last layer's: the family's finish (a final norm), then a
+    /// cross-encoder's head or a bi-encoder's pooling. Only the encoder runs in bf16; pooling
+    /// and the head read its output in fp32.
+    fn head(&self, last: Tensor, mask: &Tensor, train: bool) -> Tensor {
+        let hidden = self.in_precision(|| self.network.finish(last));
         let hidden = match self.bf16 {
-            true => precision::bf16_autocast(self.device(), encode).to_kind(DType::Float),
-            false => encode(),
+            true => hidden.to_kind(DType::Float),
+            false => hidden,
         };
         match &self.modules {
-            None => self.network.classify(&hidden, &mask, train),
-            Some(modules) => modules.embed(&hidden, &mask),
+            None => self.network.classify(&hidden, mask, train),
+            Some(modules) => modules.embed(&hidden, mask),
         }
     }
 
@@ -353,7 +421,7 @@ impl Model {
     }
 
     /// Pads to the longest input; ids past an input's length are the pad id and masked out.
-    fn batch_tensors<E: Borrow<Encoded>>(&self, inputs: &[E]) -> (Tensor, Tensor, Tensor) {
+    fn batch_tensors<E: Borrow<Encoded>>(&self, inputs: &[E]) -> Batch {
         let len = inputs
             .iter()
             .map(|e| e.borrow().ids.len())
@@ -398,6 +466,83 @@ impl Model {
     /// model was loaded from, with that checkpoint's tokenizer beside them. Atomic as `save`.
     pub fn save_adapter(&self, dest: &Path) -> Result<(), ModelError> {
         checkpoint::save_adapter(self, dest)
+    }
+}
+
+/// A batch as the network reads it: ids, type ids and the mask of real tokens, [batch, len].
+type Batch = (Tensor, Tensor, Tensor);
+
+/// Where a training forward pass's dropout masks come from: libtorch's generator is reseeded
+/// before the embeddings and before each layer, from a base drawn from the generator the caller
+/// holds (see [`seeded`]), so that a layer run again by [`Recompute`] draws the masks of its
+/// first run, whatever ran in between. Seeds `base + segment` name distinct generator streams
+/// (libtorch scrambles a seed into its state). Without dropout nothing is drawn or reseeded.
+#[derive(Clone, Copy)]
+struct Seeds(Option<u64>);
+
+impl Seeds {
+    fn draw(train: bool) -> Seeds {
+        Seeds(train.then(|| {
+            let base = Tensor::randint(i64::MAX, [1], (DType::Int64, Device::Cpu));
+            base.int64_value(&[0]) as u64
+        }))
+    }
+
+    /// Reseeds for segment `at`: 0 the embeddings, `i + 1` layer `i`.
+    fn enter(self, at: usize) {
+        if let Some(base) = self.0 {
+            tch::manual_seed(base.wrapping_add(at as u64) as i64);
+        }
+    }
+}
+
+/// What [`Model::forward_checkpointed`] kept of a forward pass to compute the layers' gradients.
+pub struct Recompute<'a> {
+    model: &'a Model,
+    batch: Batch,
+    train: bool,
+    seeds: Seeds,
+    /// Each layer's input, without a graph.
+    inputs: Vec<Tensor>,
+    /// The last layer's output, the leaf the loss's graph reaches back to.
+    last: Tensor,
+}
+
+impl Recompute<'_> {
+    /// Backpropagates the gradient the loss's backward left on the last layer's output through
+    /// the layers, last to first: each is run again from its kept input, with a graph, and
+    /// `(output · upstream gradient).sum()` backpropagated, which adds the layer's share to
+    /// its tensors' gradients and leaves its input's as the next upstream gradient.
+    ///
+    /// tch's backward cannot keep a graph for a second backward, so the embeddings and what
+    /// every layer reads (masks, position tables, relative position embeddings) are rebuilt for
+    /// each layer: element-wise work, small beside a layer's matrix products, and whatever of
+    /// it trains gets each layer's share of its gradient.
+    pub fn backward(self) {
+        let model = self.model;
+        let mut upstream = self.last.grad();
+        for (i, kept) in self.inputs.iter().enumerate().rev() {
+            // Nothing below needs a gradient: the loss's graph did not reach the layers.
+            if !upstream.defined() {
+                return;
+            }
+            let (input, out) = model.in_precision(|| {
+                let stack = model.stack(&self.batch, self.train, self.seeds);
+                let input = match i {
+                    0 => stack.embedded,
+                    _ => kept.detach().set_requires_grad(true),
+                };
+                self.seeds.enter(i + 1);
+                let out = (stack.layer)(i, &input);
+                (input, out)
+            });
+            if out.requires_grad() {
+                (out * &upstream).sum(DType::Float).backward();
+            }
+            if i > 0 {
+                upstream = input.grad();
+            }
+        }
     }
 }
 

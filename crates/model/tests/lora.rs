@@ -7,9 +7,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_close, cpu, fixture, listwise_loss, logits, padded_batch, pairs, python};
+use common::{
+    assert_close, cpu, decoder_inputs, fixture, listwise_loss, logits, padded_batch, pairs, python,
+    train_b_a_little,
+};
 use finerank_model::{seeded, Kind, LoadOptions, Lora, Model, ADAPTER_CONFIG};
-use finerank_text::Encoded;
 use serde_json::Value;
 use tch::Tensor;
 
@@ -40,21 +42,6 @@ fn trainable(model: &Model) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// A fresh `B` is zero, so a fresh adapter changes nothing and `A` gets no gradient. A step or
-/// two of training gives `B` values; these stand in for them, so that both matrices' gradients
-/// are put to the test.
-fn train_b_a_little(model: &Model) {
-    seeded(11, || {
-        tch::no_grad(|| {
-            for (name, mut var) in model.var_store().variables() {
-                if name.ends_with(".lora_B.weight") {
-                    var.copy_(&(var.randn_like() * 0.1));
-                }
-            }
-        })
-    });
 }
 
 /// One SGD step of every trainable tensor, from the gradients it holds.
@@ -345,18 +332,7 @@ fn a_qwen3_reranker_takes_adapters_and_peft_reads_them() {
     let dir = fixture("qwen3-reranker");
     let exp: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let inputs: Vec<Encoded> = exp["input_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|ids| {
-            let ids: Vec<i64> = serde_json::from_value(ids.clone()).unwrap();
-            Encoded {
-                type_ids: vec![0; ids.len()],
-                ids,
-            }
-        })
-        .collect();
+    let inputs = decoder_inputs(&exp);
     let model = with_lora(&dir, lora(&[]));
     assert_close(
         "qwen3",

@@ -141,6 +141,15 @@ pub struct Hyperparameters {
     /// finerank extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_layers: Option<usize>,
+    /// Queries in memory at once: each step's gradients are accumulated over micro-batches of
+    /// this many (0 or absent: the whole batch). The result is the whole batch's step. A
+    /// finerank extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub micro_batch_size: Option<usize>,
+    /// Keep only each encoder layer's input in memory and recompute the layer for its
+    /// gradients: less memory for about a third more compute. A finerank extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_checkpointing: Option<bool>,
 }
 
 impl Hyperparameters {
@@ -161,6 +170,8 @@ impl Hyperparameters {
                 .map(lora_targets)
                 .transpose()?,
             frozen_layers: self.frozen_layers,
+            micro_batch_size: self.micro_batch_size,
+            gradient_checkpointing: self.gradient_checkpointing,
         })
     }
 }

@@ -34,6 +34,17 @@ pub struct Hyperparameters {
     /// many as the model has: only the head trains).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub frozen_layers: usize,
+    /// Queries whose graph is in memory at once: the step still sees `train_batch_size`
+    /// queries, its gradients accumulated over micro-batches of this many. 0, or as many as the
+    /// batch or more, runs the batch whole. The memory settings are left out of the serialized
+    /// form when off, like LoRA's.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub micro_batch_size: usize,
+    /// Keeps only each encoder layer's input through the forward pass and recomputes the layer
+    /// for its gradients: a layer's activations instead of every layer's, for a third more
+    /// compute.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
 }
 
 /// LoRA's defaults: PEFT's usual alpha of twice a rank of 8, and the encoders' own dropout.
@@ -96,6 +107,17 @@ pub struct HyperOverrides {
     /// (the model's layer count or more: only the head trains).
     #[cfg_attr(feature = "clap", arg(long))]
     pub frozen_layers: Option<usize>,
+    /// Queries in memory at once: gradients are accumulated over micro-batches of this many, and
+    /// the optimizer still steps once per train_batch_size (0: the whole batch at once).
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub micro_batch_size: Option<usize>,
+    /// Keep only each encoder layer's input in memory and recompute the layer for its gradients
+    /// (about a third more compute).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, num_args = 0..=1, default_missing_value = "true")
+    )]
+    pub gradient_checkpointing: Option<bool>,
 }
 
 impl HyperOverrides {
@@ -136,6 +158,8 @@ impl Hyperparameters {
             lora_dropout: LORA_DROPOUT,
             lora_target_modules: Vec::new(),
             frozen_layers: 0,
+            micro_batch_size: 0,
+            gradient_checkpointing: false,
         }
     }
 
@@ -168,6 +192,10 @@ impl Hyperparameters {
                     .into(),
             );
         }
+        self.micro_batch_size = o.micro_batch_size.unwrap_or(self.micro_batch_size);
+        self.gradient_checkpointing = o
+            .gradient_checkpointing
+            .unwrap_or(self.gradient_checkpointing);
         self.train_epochs = o.train_epochs.unwrap_or(self.train_epochs);
         self.learning_rate = o.learning_rate.unwrap_or(self.learning_rate);
         self.train_batch_size = o.train_batch_size.unwrap_or(self.train_batch_size);
@@ -233,7 +261,7 @@ impl HyperparameterSpec {
     }
 }
 
-pub const HYPERPARAMETERS: [HyperparameterSpec; 9] = [
+pub const HYPERPARAMETERS: [HyperparameterSpec; 10] = [
     HyperparameterSpec {
         name: "train_epochs",
         description: "Passes over the training data; small sets need more of them.",
@@ -322,6 +350,17 @@ pub const HYPERPARAMETERS: [HyperparameterSpec; 9] = [
         integer: true,
         value: |h| h.frozen_layers as f64,
     },
+    HyperparameterSpec {
+        name: "micro_batch_size",
+        description: "Queries in memory at once: each step's gradients are accumulated over \
+                      micro-batches of this many, so a large train_batch_size fits in less \
+                      memory at the same result; 0 runs the whole batch at once.",
+        minimum: 0.0,
+        exclusive_minimum: false,
+        maximum: None,
+        integer: true,
+        value: |h| h.micro_batch_size as f64,
+    },
 ];
 
 /// Everything a training run needs besides its data.
@@ -367,6 +406,15 @@ impl FinetuneConfig {
         }
     }
 
+    /// Queries per micro-batch: `micro_batch_size`, or the whole batch of `rows`.
+    pub(crate) fn micro_batch(&self, rows: usize) -> usize {
+        match self.hyper.micro_batch_size {
+            0 => rows,
+            m => m.min(rows),
+        }
+        .max(1)
+    }
+
     pub fn total_steps(&self, train_rows: usize) -> usize {
         let full = self.hyper.train_epochs * train_rows.div_ceil(self.hyper.train_batch_size);
         self.max_steps.map_or(full, |m| m.min(full))
@@ -398,6 +446,7 @@ mod tests {
             "lora_alpha" => (o.lora_rank, o.lora_alpha) = (Some(8), Some(value)),
             "lora_dropout" => (o.lora_rank, o.lora_dropout) = (Some(8), Some(value)),
             "frozen_layers" => o.frozen_layers = Some(value as usize),
+            "micro_batch_size" => o.micro_batch_size = Some(value as usize),
             other => panic!("no hyperparameter {other}"),
         }
         Hyperparameters::defaults(Kind::CrossEncoder, 0)

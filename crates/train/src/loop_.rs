@@ -1,11 +1,12 @@
 //! The training loop itself.
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::time::Instant;
 
 use finerank_data::{ranking_tasks, TestRow, TrainRow};
 use finerank_engine::{assess, fit_calibration, Calibration, Reranker, ScoreOptions};
 use finerank_eval::{summarize, Bootstrap, QueryMetrics};
-use finerank_model::{Kind, Role};
+use finerank_model::{Kind, Recompute, Role};
 use finerank_text::{plan_batches, ChunkPolicy, Encoded};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
@@ -179,12 +180,13 @@ pub(crate) struct Progress {
 /// libtorch's generator (dropout) is seeded afresh at each step from the run's seed and the
 /// step: its state cannot be read out to save, and this way a resumed run draws the same masks.
 /// Each step holds it while it draws (`finerank_model::seeded`), so runs side by side in one
-/// process keep to their own masks.
-fn step_seed(seed: u64, step: usize) -> u64 {
+/// process keep to their own masks. The step's first draw seeds it; the ones after, a
+/// bi-encoder's micro-batches (see [`bi_encoder_step`]).
+fn step_seeds(seed: u64, step: usize) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Stream 0 is the data's.
     rng.set_stream(1 + step as u64);
-    rng.next_u64()
+    rng
 }
 
 /// Trains `reranker` in place and leaves it holding the best checkpoint seen on `valid`.
@@ -278,18 +280,17 @@ pub fn finetune(
                 r.relevant_passages[i].as_str()
             })
             .collect();
-        // The forward pass draws the dropout masks; the backward pass draws nothing.
-        let (loss, batch_pairs) =
-            finerank_model::seeded(step_seed(cfg.seed, progress.step), || match kind {
-                Kind::BiEncoder => bi_encoder_loss(reranker, &rows, &positives, cfg),
-                Kind::CrossEncoder => cross_encoder_loss(reranker, &rows, &positives, cfg),
-            });
-        let lr = cfg.lr_at(progress.step, total);
+        // The forward passes draw the dropout masks, and with gradient checkpointing so do the
+        // recomputes in the backward passes: the whole step holds the generator.
+        let mut seeds = step_seeds(cfg.seed, progress.step);
         opt.zero_grad();
-        loss.backward();
+        let (loss, batch_pairs) = finerank_model::seeded(seeds.next_u64(), || match kind {
+            Kind::BiEncoder => bi_encoder_step(reranker, &rows, &positives, cfg, &mut seeds),
+            Kind::CrossEncoder => cross_encoder_step(reranker, &rows, &positives, cfg),
+        });
+        let lr = cfg.lr_at(progress.step, total);
         opt.clip_grad_norm(cfg.max_grad_norm);
         opt.step(lr);
-        let loss = loss.double_value(&[]);
         progress.step_seconds += step_started.elapsed().as_secs_f64();
         progress.step += 1;
         progress.pairs += batch_pairs;
@@ -380,52 +381,120 @@ fn calibrate_kept(
 }
 
 /// Multiple-negatives ranking loss: each query's softmax runs over every passage in the batch,
-/// so other queries' passages serve as extra negatives for free.
-fn bi_encoder_loss(
+/// so other queries' passages serve as extra negatives for free. Leaves the step's gradients
+/// on the model and returns its loss and the pairs it read.
+///
+/// In micro-batches the loss cannot be split by query, since each query's softmax reads every
+/// passage, so it runs as GradCache does (Gao et al., 2021): every embedding first without a
+/// graph, the loss and its gradients with respect to the embeddings from those, then each
+/// micro-batch embedded again with its graph and the embeddings' gradients backpropagated
+/// through it. That is the whole batch's gradient, with one micro-batch's graph in memory, for
+/// one more forward pass. Each micro-batch reseeds the generator from the step's `seeds` in
+/// both passes, so that its second pass draws the dropout masks of its first.
+fn bi_encoder_step(
     r: &Reranker,
     rows: &[&TrainRow],
     positives: &[&str],
     cfg: &FinetuneConfig,
-) -> (Tensor, usize) {
+    seeds: &mut ChaCha8Rng,
+) -> (f64, usize) {
     // Each text after the model's prompt for its role, as scoring reads it.
     let encode = |role, text: &str| r.encode_for(role, text, cfg.max_len).0;
     let queries: Vec<Encoded> = rows
         .iter()
         .map(|row| encode(Role::Query, &row.query))
         .collect();
-    let mut passages = Vec::new();
+    // Each query's passages: its relevant one first, then its hard negatives.
+    let passages: Vec<Vec<Encoded>> = rows
+        .iter()
+        .zip(positives)
+        .map(|(row, pos)| {
+            let negatives = row.hard_negatives.iter().map(|n| encode(Role::Document, n));
+            std::iter::once(encode(Role::Document, pos))
+                .chain(negatives)
+                .collect()
+        })
+        .collect();
     let mut targets = Vec::new();
-    for (row, pos) in rows.iter().zip(positives) {
-        targets.push(passages.len() as i64);
-        passages.push(encode(Role::Document, pos));
-        passages.extend(row.hard_negatives.iter().map(|n| encode(Role::Document, n)));
+    let mut at = 0;
+    for group in &passages {
+        targets.push(at as i64);
+        at += group.len();
     }
-    let q = forward_sorted(r, &queries);
-    let p = forward_sorted(r, &passages);
-    let logits = q.matmul(&p.tr()) * cfg.scale;
-    let target = Tensor::from_slice(&targets).to_device(logits.device());
     // Pairs the model read: each query once plus every passage.
-    (
-        logits.cross_entropy_for_logits(&target),
-        queries.len() + passages.len(),
-    )
+    let pairs = queries.len() + at;
+    let loss = |q: &Tensor, p: &Tensor| {
+        let logits = q.matmul(&p.tr()) * cfg.scale;
+        logits.cross_entropy_for_logits(&Tensor::from_slice(&targets).to_device(logits.device()))
+    };
+    let checkpointing = cfg.hyper.gradient_checkpointing;
+    let micro = cfg.micro_batch(rows.len());
+    let embed = |from: usize, checkpointing: bool| {
+        let to = (from + micro).min(rows.len());
+        let (q, mut recompute) = forward_sorted(r, &queries[from..to], checkpointing);
+        let group: Vec<&Encoded> = passages[from..to].iter().flatten().collect();
+        let (p, more) = forward_sorted(r, &group, checkpointing);
+        recompute.extend(more);
+        (q, p, recompute)
+    };
+    if micro == rows.len() {
+        let (q, p, recompute) = embed(0, checkpointing);
+        let loss = loss(&q, &p);
+        backward(&loss, recompute);
+        return (loss.double_value(&[]), pairs);
+    }
+    let starts: Vec<(usize, i64)> = (0..rows.len())
+        .step_by(micro)
+        .map(|from| (from, seeds.next_u64() as i64))
+        .collect();
+    let (qs, ps): (Vec<Tensor>, Vec<Tensor>) = tch::no_grad(|| {
+        starts
+            .iter()
+            .map(|&(from, seed)| {
+                tch::manual_seed(seed);
+                let (q, p, _) = embed(from, false);
+                (q, p)
+            })
+            .unzip()
+    });
+    let (q, p) = (
+        Tensor::cat(&qs, 0).set_requires_grad(true),
+        Tensor::cat(&ps, 0).set_requires_grad(true),
+    );
+    let cached = loss(&q, &p);
+    cached.backward();
+    let (q_grad, p_grad) = (q.grad(), p.grad());
+    let mut passages_before = 0;
+    for &(from, seed) in &starts {
+        tch::manual_seed(seed);
+        let (q, p, recompute) = embed(from, checkpointing);
+        let (nq, np) = (q.size()[0], p.size()[0]);
+        let surrogate = (q * q_grad.narrow(0, from as i64, nq)).sum(tch::Kind::Float)
+            + (p * p_grad.narrow(0, passages_before, np)).sum(tch::Kind::Float);
+        backward(&surrogate, recompute);
+        passages_before += np;
+    }
+    (cached.double_value(&[]), pairs)
 }
 
-/// Listwise softmax cross-entropy over each query's group: relevant passage first, then negatives.
-fn cross_encoder_loss(
+/// Listwise softmax cross-entropy over each query's group: relevant passage first, then
+/// negatives, averaged over the batch's groups. Leaves the step's gradients on the model and
+/// returns its loss and the pairs it read. A group's loss reads its own passages alone, so
+/// micro-batches of whole groups, each loss weighted by its share of the groups, give the
+/// batch's loss and gradients exactly.
+fn cross_encoder_step(
     r: &Reranker,
     rows: &[&TrainRow],
     positives: &[&str],
     cfg: &FinetuneConfig,
-) -> (Tensor, usize) {
+) -> (f64, usize) {
     // Each passage's first window, beside as much of the query as fits (at least half the
     // window), as scoring reads it.
     let policy = ChunkPolicy {
         max_chunks: Some(1),
         ..ChunkPolicy::new(cfg.max_len)
     };
-    let mut inputs = Vec::new();
-    let mut sizes = Vec::new();
+    let mut groups = Vec::new();
     for (i, (row, pos)) in rows.iter().zip(positives).enumerate() {
         // A group of one has a softmax of exactly 1 and a loss of exactly 0: a row without hard
         // negatives learns against the other queries' positives in the batch instead.
@@ -445,39 +514,66 @@ fn cross_encoder_loss(
                 .collect()
         };
         let docs: Vec<&str> = std::iter::once(*pos).chain(negatives).collect();
-        sizes.push(docs.len() as i64);
-        inputs.extend(r.pair_inputs(&row.query, &docs, &policy).inputs);
+        groups.push(r.pair_inputs(&row.query, &docs, &policy).inputs);
     }
-    let logits = forward_sorted(r, &inputs);
-    let losses: Vec<Tensor> = logits
-        .split_with_sizes(&sizes, 0)
-        .iter()
-        .map(|group| -group.log_softmax(0, tch::Kind::Float).get(0))
-        .collect();
-    (
-        Tensor::stack(&losses, 0).mean(tch::Kind::Float),
-        inputs.len(),
-    )
+    let (mut total, mut pairs) = (0.0, 0);
+    for chunk in groups.chunks(cfg.micro_batch(groups.len())) {
+        let inputs: Vec<&Encoded> = chunk.iter().flatten().collect();
+        let sizes: Vec<i64> = chunk.iter().map(|g| g.len() as i64).collect();
+        let (logits, recompute) = forward_sorted(r, &inputs, cfg.hyper.gradient_checkpointing);
+        let losses: Vec<Tensor> = logits
+            .split_with_sizes(&sizes, 0)
+            .iter()
+            .map(|group| -group.log_softmax(0, tch::Kind::Float).get(0))
+            .collect();
+        let share = chunk.len() as f64 / groups.len() as f64;
+        let loss = Tensor::stack(&losses, 0).mean(tch::Kind::Float) * share;
+        backward(&loss, recompute);
+        total += loss.double_value(&[]);
+        pairs += inputs.len();
+    }
+    (total, pairs)
+}
+
+/// Backpropagates `loss`, then through the layers gradient checkpointing left to recompute.
+fn backward(loss: &Tensor, recompute: Vec<Recompute>) {
+    loss.backward();
+    for layers in recompute {
+        layers.backward();
+    }
 }
 
 /// Runs the model over `inputs` in length-sorted sub-batches and returns the outputs in input
-/// order. Every input is still scored independently, so the loss is what one padded batch would
-/// give, but the compute spent on padding (a third of a random CaseHOLD batch) is not.
-fn forward_sorted(r: &Reranker, inputs: &[Encoded]) -> Tensor {
+/// order, and with `checkpointing` each sub-batch's layers to recompute after the loss's
+/// backward. Every input is still scored independently, so the loss is what one padded batch
+/// would give, but the compute spent on padding (a third of a random CaseHOLD batch) is not.
+fn forward_sorted<'a, E: Borrow<Encoded>>(
+    r: &'a Reranker,
+    inputs: &[E],
+    checkpointing: bool,
+) -> (Tensor, Vec<Recompute<'a>>) {
     // Small sub-batches keep a CPU's matmuls efficient and its padding low; a GPU wants big ones.
     let budget = if r.model().device().is_cuda() {
         65_536
     } else {
         2_048
     };
-    let lengths: Vec<usize> = inputs.iter().map(Encoded::len).collect();
+    let lengths: Vec<usize> = inputs.iter().map(|e| e.borrow().len()).collect();
     let mut order = Vec::with_capacity(inputs.len());
+    let mut recompute = Vec::new();
     let outputs: Vec<Tensor> = plan_batches(&lengths, budget, usize::MAX)
         .into_iter()
         .map(|batch| {
-            let sub: Vec<&Encoded> = batch.iter().map(|&i| &inputs[i]).collect();
+            let sub: Vec<&Encoded> = batch.iter().map(|&i| inputs[i].borrow()).collect();
             order.extend(batch);
-            r.model().forward_t(&sub, true)
+            match checkpointing {
+                false => r.model().forward_t(&sub, true),
+                true => {
+                    let (out, layers) = r.model().forward_checkpointed(&sub, true);
+                    recompute.push(layers);
+                    out
+                }
+            }
         })
         .collect();
     let mut position = vec![0i64; order.len()];
@@ -485,8 +581,126 @@ fn forward_sorted(r: &Reranker, inputs: &[Encoded]) -> Tensor {
         position[i] = at as i64;
     }
     let stacked = Tensor::cat(&outputs, 0);
-    stacked.index_select(
+    let output = stacked.index_select(
         0,
         &Tensor::from_slice(&position).to_device(stacked.device()),
-    )
+    );
+    (output, recompute)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use finerank_model::{DeviceChoice, LoadOptions};
+
+    use super::*;
+    use crate::{HyperOverrides, Hyperparameters};
+
+    /// The shared tiny BERT cross-encoder, copied under `dir` with its dropout off (a
+    /// micro-batched step draws other masks than a whole one), loaded as `kind`.
+    fn without_dropout(kind: Kind, dir: &Path) -> Reranker {
+        let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/tiny-bert-cross-encoder");
+        for file in std::fs::read_dir(&from).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, dir.join(file.file_name().unwrap())).unwrap();
+        }
+        let config = dir.join("config.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        json["hidden_dropout_prob"] = 0.0.into();
+        json["attention_probs_dropout_prob"] = 0.0.into();
+        std::fs::write(&config, json.to_string()).unwrap();
+        let opts = LoadOptions {
+            device: DeviceChoice::Cpu,
+            kind: Some(kind),
+            ..LoadOptions::default()
+        };
+        finerank_model::seeded(3, || Reranker::load("tiny", dir, &opts)).unwrap()
+    }
+
+    fn rows() -> Vec<TrainRow> {
+        let text = |q: usize, what: &str| format!("query {q} {what} about contracts and courts");
+        (0..5)
+            .map(|q| TrainRow {
+                query: text(q, "asks"),
+                relevant_passages: vec![text(q, "answer")],
+                hard_negatives: (0..q % 3 + 1)
+                    .map(|n| text(q, &format!("miss {n}")))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// One step's loss, and its gradients by name, zeroed on the model after.
+    fn step(r: &Reranker, micro: usize, checkpointing: bool) -> (f64, Vec<(String, Tensor)>) {
+        let overrides = HyperOverrides {
+            train_batch_size: Some(5),
+            micro_batch_size: Some(micro),
+            gradient_checkpointing: Some(checkpointing),
+            ..Default::default()
+        };
+        let hyper = Hyperparameters::defaults(r.kind(), 5)
+            .with(&overrides)
+            .unwrap();
+        let cfg = FinetuneConfig::new(hyper, 5, 32);
+        let rows = rows();
+        let rows: Vec<&TrainRow> = rows.iter().collect();
+        let positives: Vec<&str> = rows
+            .iter()
+            .map(|r| r.relevant_passages[0].as_str())
+            .collect();
+        let mut seeds = step_seeds(0, 0);
+        let (loss, _) = finerank_model::seeded(seeds.next_u64(), || match r.kind() {
+            Kind::BiEncoder => bi_encoder_step(r, &rows, &positives, &cfg, &mut seeds),
+            Kind::CrossEncoder => cross_encoder_step(r, &rows, &positives, &cfg),
+        });
+        let mut grads: Vec<(String, Tensor)> = r
+            .model()
+            .var_store()
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .map(|(n, mut t)| {
+                let g = t.grad().copy();
+                t.zero_grad();
+                (n, g)
+            })
+            .collect();
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        (loss, grads)
+    }
+
+    /// Micro-batches of 2 (2 + 2 + 1 queries: unequal shares), alone and with gradient
+    /// checkpointing, against the whole batch of 5: the same loss, and every gradient within
+    /// 1e-5 of its largest entry.
+    #[test]
+    fn micro_batches_and_checkpointing_make_the_whole_batch_step() {
+        for kind in [Kind::CrossEncoder, Kind::BiEncoder] {
+            let tmp = tempfile::tempdir().unwrap();
+            let r = without_dropout(kind, tmp.path());
+            let (loss, whole) = step(&r, 0, false);
+            assert!(whole
+                .iter()
+                .any(|(_, g)| g.abs().max().double_value(&[]) > 0.0));
+            for (micro, checkpointing) in [(2, false), (0, true), (2, true)] {
+                let what =
+                    format!("{kind:?}, micro-batches of {micro}, checkpointing {checkpointing}");
+                let (again, grads) = step(&r, micro, checkpointing);
+                assert!(
+                    (loss - again).abs() <= 1e-5,
+                    "{what}: loss {loss} vs {again}"
+                );
+                for ((name, w), (_, g)) in whole.iter().zip(&grads) {
+                    let scale = w.abs().max().double_value(&[]).max(1.0);
+                    let diff = (w - g).abs().max().double_value(&[]);
+                    assert!(
+                        diff <= 1e-5 * scale,
+                        "{what}: gradient of {name} off by {diff}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@ use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
 use super::blocks::{AttentionNames, DenseTanhHead, SelfAttentionLayer, TokenTypes};
-use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING};
+use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, Stack, EMBEDDING};
 use crate::config::Config;
 use crate::ModelError;
 
@@ -118,7 +118,13 @@ impl Bert {
 }
 
 impl Network for Bert {
-    fn encode(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    fn stack<'a>(
+        &'a self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Stack<'a> {
         let (_, len) = ids.size2().expect("ids are [batch, len]");
         let positions = match self.roberta {
             false => Tensor::arange(len, (DType::Int64, ids.device())).unsqueeze(0),
@@ -130,14 +136,16 @@ impl Network for Bert {
         };
         let x = self.word.forward(ids) + self.position.forward(&positions);
         let x = self.token_type.add(x, type_ids);
-        let mut x = self.norm.forward(&x).dropout(self.hidden_dropout, train);
         // [batch, 1, 1, len]: every query position may attend to every real key.
         let attend = mask.unsqueeze(1).unsqueeze(1);
-        for layer in &self.layers {
-            let dropout = (self.attention_dropout, self.hidden_dropout);
-            x = layer.forward(&x, &attend, self.heads, dropout, train);
+        let dropout = (self.attention_dropout, self.hidden_dropout);
+        Stack {
+            embedded: self.norm.forward(&x).dropout(self.hidden_dropout, train),
+            layers: self.layers.len(),
+            layer: Box::new(move |i, x| {
+                self.layers[i].forward(x, &attend, self.heads, dropout, train)
+            }),
         }
-        x
     }
 
     fn classify(&self, hidden: &Tensor, _mask: &Tensor, train: bool) -> Tensor {

@@ -7,7 +7,7 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind as DType, Tensor};
 
 use super::blocks::{PostNorm, TokenTypes};
-use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
+use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, Stack, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::lora::Projection;
 use crate::ModelError;
@@ -430,7 +430,13 @@ fn log_buckets(distance: &Tensor, buckets: i64, max_distance: i64) -> Tensor {
 }
 
 impl Network for Deberta {
-    fn encode(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    fn stack<'a>(
+        &'a self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Stack<'a> {
         let (_, len) = ids.size2().expect("ids are [batch, len]");
         let x = self.word.forward(ids);
         let x = match &self.position {
@@ -446,12 +452,13 @@ impl Network for Deberta {
             None => x,
         };
         let x = self.norm.forward(&x);
-        let mut x = (&x * mask.to_kind(x.kind()).unsqueeze(-1)).dropout(self.hidden_dropout, train);
         let ctx = self.context(mask, len);
-        for layer in &self.layers {
-            x = self.layer(layer, &x, &ctx, train);
+        Stack {
+            embedded: (&x * mask.to_kind(x.kind()).unsqueeze(-1))
+                .dropout(self.hidden_dropout, train),
+            layers: self.layers.len(),
+            layer: Box::new(move |i, x| self.layer(&self.layers[i], x, &ctx, train)),
         }
-        x
     }
 
     fn classify(&self, hidden: &Tensor, _mask: &Tensor, train: bool) -> Tensor {

@@ -8,7 +8,7 @@ use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
 use super::blocks::{apply_rotary, attention, rotary_tables, split_heads, TokenTypes};
-use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
+use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, Stack, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::lora::Projection;
 use crate::ModelError;
@@ -256,18 +256,25 @@ impl Gte {
 }
 
 impl Network for Gte {
-    fn encode(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    fn stack<'a>(
+        &'a self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Stack<'a> {
         let (_, len) = ids.size2().expect("ids are [batch, len]");
         let x = self.token_type.add(self.word.forward(ids), type_ids);
-        let mut x = self.norm.forward(&x).dropout(self.hidden_dropout, train);
+        let embedded = self.norm.forward(&x).dropout(self.hidden_dropout, train);
         // Positions count from 0 in every row; padding sits after the real tokens, so it moves none.
         let rope = rotary_tables(&self.inv_freq, len);
         // [batch, 1, 1, len]: every query position may attend to every real key.
         let attend = mask.unsqueeze(1).unsqueeze(1);
-        for layer in &self.layers {
-            x = self.layer(layer, &x, &rope, &attend, train);
+        Stack {
+            embedded,
+            layers: self.layers.len(),
+            layer: Box::new(move |i, x| self.layer(&self.layers[i], x, &rope, &attend, train)),
         }
-        x
     }
 
     fn classify(&self, hidden: &Tensor, _mask: &Tensor, train: bool) -> Tensor {

@@ -22,16 +22,39 @@ use crate::ModelError;
 
 /// An encoder with, for a cross-encoder, its classification head; or a decoder reranker.
 pub(crate) trait Network: Send {
-    /// `ids`, `type_ids`: [batch, len] int64; `mask`: [batch, len] bool, true on real tokens.
-    /// Returns the last hidden states, [batch, len, hidden].
-    fn encode(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor;
+    /// The encoder taken apart for a batch: `ids`, `type_ids`: [batch, len] int64; `mask`:
+    /// [batch, len] bool, true on real tokens. Apart, so that training can keep only each
+    /// layer's input and recompute the layer (`Model::forward_checkpointed`).
+    fn stack<'a>(
+        &'a self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Stack<'a>;
 
-    /// One logit per input, [batch], from `encode`'s output. Only a network built as a
+    /// What follows the last layer, on its output: ModernBERT's final norm; nothing for most.
+    fn finish(&self, last: Tensor) -> Tensor {
+        last
+    }
+
+    /// One logit per input, [batch], from the last hidden states. Only a network built as a
     /// cross-encoder has a head (a decoder's is its output projection's answer rows).
     fn classify(&self, hidden: &Tensor, mask: &Tensor, train: bool) -> Tensor;
 
     /// The longest input the position scheme allows, in tokens.
     fn max_tokens(&self) -> usize;
+}
+
+/// An encoder's layers over one batch: the embeddings' output, and each layer as a function of
+/// its input that holds what every layer reads besides (masks, position tables, relative
+/// position embeddings, built once per batch).
+pub(crate) struct Stack<'a> {
+    /// The first layer's input, [batch, len, hidden].
+    pub embedded: Tensor,
+    pub layers: usize,
+    /// Layer `i` on its input.
+    pub layer: Box<dyn Fn(usize, &Tensor) -> Tensor + 'a>,
 }
 
 /// The model family, from `config.json`'s `model_type`.

@@ -7,7 +7,7 @@ use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
 use super::blocks::{apply_rotary, attention, rotary};
-use super::{defaults, unsupported, LayerNorm, Network, EMBEDDING, ZEROS};
+use super::{defaults, unsupported, LayerNorm, Network, Stack, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::lora::Projection;
 use crate::ModelError;
@@ -394,10 +394,16 @@ impl ModernBert {
 }
 
 impl Network for ModernBert {
-    fn encode(&self, ids: &Tensor, _type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    fn stack<'a>(
+        &'a self,
+        ids: &Tensor,
+        _type_ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Stack<'a> {
         let (_, len) = ids.size2().expect("ids are [batch, len]");
         let device = ids.device();
-        let mut x = self
+        let embedded = self
             .embed_norm
             .forward(&self.tok_embeddings.forward(ids))
             .dropout(self.embedding_dropout, train);
@@ -415,16 +421,24 @@ impl Network for ModernBert {
             .logical_or(&mask.logical_not().unsqueeze(2))
             .unsqueeze(1)
             .logical_and(&global);
-        let d = x.size()[2] / self.heads;
+        let d = embedded.size()[2] / self.heads;
         let global_rope = rotary(self.global_theta, len, d, device);
         let local_rope = rotary(self.local_theta, len, d, device);
-        for l in &self.layers {
-            x = match l.local {
-                false => self.layer(l, &x, &global, &global_rope, train),
-                true => self.layer(l, &x, &local, &local_rope, train),
-            };
+        Stack {
+            embedded,
+            layers: self.layers.len(),
+            layer: Box::new(move |i, x| {
+                let l = &self.layers[i];
+                match l.local {
+                    false => self.layer(l, x, &global, &global_rope, train),
+                    true => self.layer(l, x, &local, &local_rope, train),
+                }
+            }),
         }
-        self.final_norm.forward(&x)
+    }
+
+    fn finish(&self, last: Tensor) -> Tensor {
+        self.final_norm.forward(&last)
     }
 
     fn classify(&self, hidden: &Tensor, mask: &Tensor, train: bool) -> Tensor {

@@ -6,7 +6,7 @@ use tch::nn::{self, Module};
 use tch::{Device, Kind as DType, Tensor};
 
 use super::blocks::{AttentionNames, DenseTanhHead, SelfAttentionLayer};
-use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, EMBEDDING};
+use super::{defaults, exact_gelu, unsupported, LayerNorm, Network, Stack, EMBEDDING};
 use crate::config::Config;
 use crate::ModelError;
 
@@ -134,14 +134,20 @@ fn relative_buckets(len: i64, device: Device) -> Tensor {
 }
 
 impl Network for MpNet {
-    fn encode(&self, ids: &Tensor, _type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    fn stack<'a>(
+        &'a self,
+        ids: &Tensor,
+        _type_ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Stack<'a> {
         let (_, len) = ids.size2().expect("ids are [batch, len]");
         // As transformers numbers them from the ids: a token with the padding id, real or not,
         // takes the padding position and the count skips it.
         let counted = mask.logical_and(&ids.ne(PADDING_IDX)).to_kind(DType::Int64);
         let positions = counted.cumsum(1, DType::Int64) * &counted + PADDING_IDX;
         let x = self.word.forward(ids) + self.position.forward(&positions);
-        let mut x = self.norm.forward(&x).dropout(self.hidden_dropout, train);
+        let embedded = self.norm.forward(&x).dropout(self.hidden_dropout, train);
         // One float mask carries both the relative bias and the padding, which attention adds
         // to the scores: [1, heads, len, len] + [batch, 1, 1, len].
         let bias = self
@@ -156,11 +162,14 @@ impl Network for MpNet {
             .to_kind(DType::Float)
             * f64::from(f32::MIN);
         let attend = bias + padding;
-        for layer in &self.layers {
-            let dropout = (self.attention_dropout, self.hidden_dropout);
-            x = layer.forward(&x, &attend, self.heads, dropout, train);
+        let dropout = (self.attention_dropout, self.hidden_dropout);
+        Stack {
+            embedded,
+            layers: self.layers.len(),
+            layer: Box::new(move |i, x| {
+                self.layers[i].forward(x, &attend, self.heads, dropout, train)
+            }),
         }
-        x
     }
 
     fn classify(&self, hidden: &Tensor, _mask: &Tensor, train: bool) -> Tensor {

@@ -12,7 +12,7 @@ use tch::nn::{self, Module};
 use tch::{Kind as DType, Tensor};
 
 use super::blocks::{apply_rotary, attention, rotary, split_heads};
-use super::{unsupported, Network, EMBEDDING, ZEROS};
+use super::{unsupported, Network, Stack, EMBEDDING, ZEROS};
 use crate::config::Config;
 use crate::lora::Projection;
 use crate::ModelError;
@@ -360,9 +360,15 @@ fn rope_theta(cfg: &Config, keys: &Keys) -> Result<f64, ModelError> {
 }
 
 impl Network for Qwen3 {
-    fn encode(&self, ids: &Tensor, _type_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+    fn stack<'a>(
+        &'a self,
+        ids: &Tensor,
+        _type_ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Stack<'a> {
         let (_, len) = ids.size2().expect("ids are [batch, len]");
-        let mut x = self.embed_tokens.forward(ids);
+
         // Positions count from 0 in every row: padding sits after the real tokens, where causal
         // attention keeps it from every real token.
         let rope = rotary(self.theta, len, self.sizes.head_dim, ids.device());
@@ -373,10 +379,11 @@ impl Network for Qwen3 {
             .unsqueeze(0)
             .unsqueeze(0)
             .logical_and(&mask.unsqueeze(1).unsqueeze(1));
-        for layer in &self.layers {
-            x = self.layer(layer, &x, &rope, &attend, train);
+        Stack {
+            embedded: self.embed_tokens.forward(ids),
+            layers: self.layers.len(),
+            layer: Box::new(move |i, x| self.layer(&self.layers[i], x, &rope, &attend, train)),
         }
-        x
     }
 
     /// The "yes" logit less the "no" logit at each row's last real token. The final norm is per

@@ -127,3 +127,34 @@ pub fn listwise_loss(logits: &Tensor, groups: &[i64]) -> Tensor {
         .collect();
     Tensor::stack(&losses, 0).mean(tch::Kind::Float)
 }
+
+/// A fresh `B` is zero, so a fresh adapter changes nothing and `A` gets no gradient. A step or
+/// two of training gives `B` values; these stand in for them, so that both matrices' gradients
+/// are put to the test.
+pub fn train_b_a_little(model: &Model) {
+    finerank_model::seeded(11, || {
+        tch::no_grad(|| {
+            for (name, mut var) in model.var_store().variables() {
+                if name.ends_with(".lora_B.weight") {
+                    var.copy_(&(var.randn_like() * 0.1));
+                }
+            }
+        })
+    });
+}
+
+/// An LLM reranker fixture's prompted inputs: `expected.json`'s `input_ids`, one row per pair.
+pub fn decoder_inputs(exp: &Value) -> Vec<Encoded> {
+    exp["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ids| {
+            let ids: Vec<i64> = serde_json::from_value(ids.clone()).unwrap();
+            Encoded {
+                type_ids: vec![0; ids.len()],
+                ids,
+            }
+        })
+        .collect()
+}

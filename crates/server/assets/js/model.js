@@ -33,6 +33,8 @@ const HYPERPARAMETERS = [
   "lora_dropout",
   "lora_target_modules",
   "frozen_layers",
+  "micro_batch_size",
+  "gradient_checkpointing",
 ];
 const EXAMPLE_QUERY = "What is the capital of the United States?";
 const EXAMPLE_DOCUMENTS = [

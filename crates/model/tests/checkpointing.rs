@@ -1,0 +1,115 @@
+//! Gradient checkpointing: a step through `forward_checkpointed` and its recompute gives the
+//! loss and the gradients of a plain step, for a fully fine-tuned cross-encoder and for Qwen3
+//! with LoRA, with dropout off and on (each layer draws its masks from the step's seed in both).
+mod common;
+
+use common::{cpu, decoder_inputs, fixture, listwise_loss, pairs, train_b_a_little};
+use finerank_model::{seeded, LoadOptions, Lora, Model};
+use finerank_text::Encoded;
+use serde_json::Value;
+use tch::Tensor;
+
+/// One step's loss and the gradient of every trainable tensor, by name; the gradients are
+/// zeroed again after, for the next step to compare.
+fn step(
+    model: &Model,
+    inputs: &[Encoded],
+    groups: &[i64],
+    train: bool,
+    checkpointed: bool,
+) -> (f64, Vec<(String, Tensor)>) {
+    let loss = seeded(5, || {
+        let loss = match checkpointed {
+            false => {
+                let loss = listwise_loss(&model.forward_t(inputs, train), groups);
+                loss.backward();
+                loss
+            }
+            true => {
+                let (out, recompute) = model.forward_checkpointed(inputs, train);
+                let loss = listwise_loss(&out, groups);
+                loss.backward();
+                recompute.backward();
+                loss
+            }
+        };
+        loss.double_value(&[])
+    });
+    let mut grads: Vec<(String, Tensor)> = model
+        .var_store()
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(n, mut t)| {
+            let g = t.grad().copy();
+            t.zero_grad();
+            (n, g)
+        })
+        .collect();
+    grads.sort_by(|a, b| a.0.cmp(&b.0));
+    (loss, grads)
+}
+
+/// The checkpointed step against the plain one: the loss and every gradient within `tol` of
+/// its largest entry (at least 1), and at least one gradient not zero.
+fn assert_same_step(what: &str, model: &Model, inputs: &[Encoded], groups: &[i64], train: bool) {
+    let (loss, plain) = step(model, inputs, groups, train, false);
+    let (again, checkpointed) = step(model, inputs, groups, train, true);
+    assert!(
+        (loss - again).abs() <= 1e-5,
+        "{what}: loss {loss} vs {again}"
+    );
+    assert_eq!(plain.len(), checkpointed.len());
+    let mut moved = false;
+    for ((name, p), (_, c)) in plain.iter().zip(&checkpointed) {
+        let scale = p.abs().max().double_value(&[]).max(1.0);
+        let diff = (p - c).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-5 * scale,
+            "{what}: gradient of {name} off by {diff}"
+        );
+        moved |= p.abs().max().double_value(&[]) > 0.0;
+    }
+    assert!(moved, "{what}: no gradient at all");
+}
+
+#[test]
+fn a_checkpointed_bert_step_is_the_plain_step() {
+    let dir = fixture("bert-cross-encoder");
+    let (exp, inputs) = pairs(&dir);
+    let groups: Vec<i64> = serde_json::from_value(exp["groups"].clone()).unwrap();
+    let model = Model::load(&dir, &cpu()).unwrap();
+    assert_same_step("bert, dropout off", &model, &inputs, &groups, false);
+    assert_same_step("bert, dropout on", &model, &inputs, &groups, true);
+    // With dropout on, the same seed makes the same step, and the masks are really drawn.
+    let (a, _) = step(&model, &inputs, &groups, true, true);
+    let (b, _) = step(&model, &inputs, &groups, true, true);
+    let (off, _) = step(&model, &inputs, &groups, false, true);
+    assert_eq!(a, b);
+    assert!(
+        (a - off).abs() > 1e-6,
+        "dropout changed nothing: {a} vs {off}"
+    );
+}
+
+#[test]
+fn a_checkpointed_qwen3_lora_step_is_the_plain_step() {
+    let dir = fixture("qwen3-reranker");
+    let exp: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let inputs = decoder_inputs(&exp);
+    let opts = LoadOptions {
+        lora: Some(Lora {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            targets: Vec::new(),
+        }),
+        ..cpu()
+    };
+    let model = seeded(7, || Model::load(&dir, &opts)).unwrap();
+    train_b_a_little(&model);
+    let groups = [inputs.len() as i64];
+    assert_same_step("qwen3 LoRA, dropout off", &model, &inputs, &groups, false);
+    assert_same_step("qwen3 LoRA, dropout on", &model, &inputs, &groups, true);
+}
