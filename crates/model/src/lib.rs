@@ -350,14 +350,18 @@ impl Model {
     ) -> (Tensor, Recompute<'_>) {
         let batch = self.batch_tensors(inputs);
         let seeds = Seeds::draw(train);
-        let mut kept = Vec::new();
+        let (mut layers, mut kept) = (0, Vec::new());
         let last = tch::no_grad(|| {
             self.in_precision(|| {
                 let stack = self.stack(&batch, train, seeds);
+                layers = stack.layers;
                 (0..stack.layers).fold(stack.embedded.shallow_clone(), |x, i| {
                     seeds.enter(i + 1);
                     let out = (stack.layer)(i, &x);
-                    kept.push(x);
+                    // The first layer's input is rebuilt with its graph anyway (see `backward`).
+                    if i > 0 {
+                        kept.push(x);
+                    }
                     out
                 })
             })
@@ -369,6 +373,7 @@ impl Model {
             batch,
             train,
             seeds,
+            layers,
             inputs: kept,
             last,
         };
@@ -502,7 +507,8 @@ pub struct Recompute<'a> {
     batch: Batch,
     train: bool,
     seeds: Seeds,
-    /// Each layer's input, without a graph.
+    layers: usize,
+    /// The input of each layer but the first, without a graph.
     inputs: Vec<Tensor>,
     /// The last layer's output, the leaf the loss's graph reaches back to.
     last: Tensor,
@@ -521,7 +527,7 @@ impl Recompute<'_> {
     pub fn backward(self) {
         let model = self.model;
         let mut upstream = self.last.grad();
-        for (i, kept) in self.inputs.iter().enumerate().rev() {
+        for i in (0..self.layers).rev() {
             // Nothing below needs a gradient: the loss's graph did not reach the layers.
             if !upstream.defined() {
                 return;
@@ -530,7 +536,7 @@ impl Recompute<'_> {
                 let stack = model.stack(&self.batch, self.train, self.seeds);
                 let input = match i {
                     0 => stack.embedded,
-                    _ => kept.detach().set_requires_grad(true),
+                    _ => self.inputs[i - 1].detach().set_requires_grad(true),
                 };
                 self.seeds.enter(i + 1);
                 let out = (stack.layer)(i, &input);

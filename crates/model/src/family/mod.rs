@@ -53,9 +53,11 @@ pub(crate) struct Stack<'a> {
     /// The first layer's input, [batch, len, hidden].
     pub embedded: Tensor,
     pub layers: usize,
-    /// Layer `i` on its input.
-    pub layer: Box<dyn Fn(usize, &Tensor) -> Tensor + 'a>,
+    pub layer: LayerFn<'a>,
 }
+
+/// Layer `i` on its input.
+pub(crate) type LayerFn<'a> = Box<dyn Fn(usize, &Tensor) -> Tensor + 'a>;
 
 /// The model family, from `config.json`'s `model_type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
