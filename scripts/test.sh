@@ -14,5 +14,7 @@ tests/acceptance/run.sh
 # Reliability and security from outside the process: API conformance, SIGKILLs, a full and a
 # read-only disk, overload and slow clients, keys, traversal and logs (RELIABILITY.md).
 tests/reliability/run.sh
+# The wheel: built, installed into a fresh virtual environment, and reranking from there.
+tests/wheel/run.sh
 # The web dashboard in headless Chromium: upload, review, train, API tab, playground (runs/browser/).
 tests/browser/run.sh

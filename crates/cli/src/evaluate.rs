@@ -45,8 +45,8 @@ pub struct Args {
     /// instead of one shared window.
     #[arg(long)]
     own_windows: bool,
-    /// What the LLM rerankers (Qwen3) among the models judge by, in place of their own
-    /// instruction. Refused when no model takes one.
+    /// What the LLM rerankers (Qwen3, mxbai-rerank-v2) among the models judge by, in place of
+    /// their own instruction. Refused when no model takes one.
     #[arg(long)]
     instruction: Option<String>,
     /// Bootstrap resamples for the confidence intervals.
@@ -95,7 +95,8 @@ pub fn load_models(
     if let Some(instruction) = instruction {
         if rerankers.iter().all(|r| r.instruction().is_none()) {
             anyhow::bail!(
-                "--instruction: no model given takes an instruction; only LLM rerankers (Qwen3) do"
+                "--instruction: no model given takes an instruction; only LLM rerankers (Qwen3, \
+                 mxbai-rerank-v2) do"
             );
         }
         for r in rerankers.iter_mut().filter(|r| r.instruction().is_some()) {

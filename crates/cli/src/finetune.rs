@@ -53,8 +53,8 @@ pub struct Args {
     /// other data or settings are refused.
     #[arg(long, value_name = "ID")]
     resume: Option<String>,
-    /// What an LLM reranker (Qwen3) is trained to judge, in place of its model card's
-    /// instruction; the model scores by it from then on. Refused for other models.
+    /// What an LLM reranker (Qwen3, mxbai-rerank-v2) is trained to judge, in place of its model
+    /// card's instruction; the model scores by it from then on. Refused for other models.
     #[arg(long)]
     instruction: Option<String>,
     /// With --lora-rank, what is registered: the adapters merged into the base's weights, or a

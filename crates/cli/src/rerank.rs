@@ -26,8 +26,9 @@ pub struct Args {
     /// Tokens per model input (default: the model's window).
     #[arg(long)]
     max_length: Option<usize>,
-    /// What an LLM reranker (Qwen3) judges the documents by, in place of its own instruction
-    /// (the one it was fine-tuned with, else its model card's). Refused for other models.
+    /// What an LLM reranker (Qwen3, mxbai-rerank-v2) judges the documents by, in place of its
+    /// own instruction (the one it was fine-tuned with, else its model card's). Refused for
+    /// other models.
     #[arg(long)]
     instruction: Option<String>,
 }

@@ -92,6 +92,7 @@ pub struct Reranker {
 /// How a family reads a pair: an LLM reranker through its model card's prompt.
 fn pair_format(family: Family) -> PairFormat {
     match family {
+        Family::Qwen2 => PairFormat::Prompt(PromptTemplate::mxbai_rerank_v2()),
         Family::Qwen3 => PairFormat::Prompt(PromptTemplate::qwen3_reranker()),
         Family::Bert
         | Family::XlmRoberta
@@ -167,7 +168,8 @@ impl Reranker {
     pub fn check_instruction(&self, instruction: Option<&str>) -> Result<(), EngineError> {
         match instruction {
             Some(_) if !self.format.takes_instruction() => Err(EngineError::Instruction(format!(
-                "model {} ({}) takes no instruction; only LLM rerankers (Qwen3) do",
+                "model {} ({}) takes no instruction; only LLM rerankers (Qwen3, mxbai-rerank-v2) \
+                 do",
                 self.name,
                 self.model.family().name()
             ))),

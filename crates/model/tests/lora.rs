@@ -329,13 +329,24 @@ fn adapters_over_one_base_share_its_weights() {
 /// finerank's scores, and its merged export scores the same.
 #[test]
 fn a_qwen3_reranker_takes_adapters_and_peft_reads_them() {
-    let dir = fixture("qwen3-reranker");
+    llm_reranker_takes_adapters("qwen3-reranker");
+}
+
+/// The same on the Qwen2 decoder (biased q, k and v projections, whose biases stay frozen as PEFT
+/// leaves them), scored by its "1" and "0" rows of the tied embeddings.
+#[test]
+fn an_mxbai_reranker_takes_adapters_and_peft_reads_them() {
+    llm_reranker_takes_adapters("mxbai-rerank-v2");
+}
+
+fn llm_reranker_takes_adapters(name: &str) {
+    let dir = fixture(name);
     let exp: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
     let inputs = decoder_inputs(&exp);
     let model = with_lora(&dir, lora(&[]));
     assert_close(
-        "qwen3",
+        name,
         &logits(&model, &inputs),
         &numbers(&exp["logits"]),
         1e-4,
@@ -369,15 +380,15 @@ fn a_qwen3_reranker_takes_adapters_and_peft_reads_them() {
         &padded_batch(&inputs, pad),
     );
     let diff = assert_close(
-        "qwen3 adapter in PEFT",
+        &format!("{name} adapter in PEFT"),
         &numbers(&peft["logits"]),
         &adapted,
         1e-4,
     );
-    eprintln!("parity qwen3 LoRA: PEFT scoring finerank's adapter {diff:.1e}");
+    eprintln!("parity {name} LoRA: PEFT scoring finerank's adapter {diff:.1e}");
     let again = Model::load(&adapter, &cpu()).unwrap();
     assert_close(
-        "qwen3 adapter reloaded",
+        &format!("{name} adapter reloaded"),
         &logits(&again, &inputs),
         &adapted,
         1e-4,
@@ -385,5 +396,10 @@ fn a_qwen3_reranker_takes_adapters_and_peft_reads_them() {
     let merged = tmp.path().join("merged");
     model.save(&merged, None).unwrap();
     let again = Model::load(&merged, &cpu()).unwrap();
-    assert_close("qwen3 merged", &logits(&again, &inputs), &adapted, 1e-4);
+    assert_close(
+        &format!("{name} merged"),
+        &logits(&again, &inputs),
+        &adapted,
+        1e-4,
+    );
 }

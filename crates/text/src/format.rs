@@ -14,18 +14,32 @@ pub enum PairFormat {
     Prompt(PromptTemplate),
 }
 
-/// A decoder reranker's prompt, as its model card builds it: `prefix`, then the body
-/// `<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}` tokenized as one text and
-/// cut from its end to fit, then `suffix`, after which the model answers "yes" or "no".
+/// A decoder reranker's prompt, as its model card builds it: `prefix`, then a body of the
+/// instruction, the query and the document laid out as [`Body`] says, cut from its end to fit,
+/// then `suffix`, after which the model answers. Prefix and suffix are tokenized each alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PromptTemplate {
     pub prefix: String,
     pub suffix: String,
     /// What the model is asked to judge.
     pub instruction: String,
+    pub body: Body,
 }
 
-/// The body's text up to the query, between query and document.
+/// How the body labels the instruction, query and document, and which parts are tokenized
+/// together: as each model's own code does, since a byte-level BPE joins text across a seam
+/// (a query's last `?` with the newline after it) and parts tokenized apart give other ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Qwen3-Reranker's `<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {document}`,
+    /// tokenized as one text.
+    Qwen3,
+    /// mxbai-rerank-v2's `instruction: {instruction}\nquery: {query}` (without an instruction,
+    /// `query: {query}` alone), then `\ndocument: {document}`, the two tokenized apart.
+    Mxbai,
+}
+
+/// Qwen3-Reranker's body text up to the query, between query and document.
 const INSTRUCT: &str = "<Instruct>: ";
 const QUERY: &str = "\n<Query>: ";
 const DOCUMENT: &str = "\n<Document>: ";
@@ -42,18 +56,55 @@ impl PromptTemplate {
             instruction: "Given a web search query, retrieve relevant passages that answer the \
                           query"
                 .into(),
+            body: Body::Qwen3,
+        }
+    }
+
+    /// mixedbread-ai/mxbai-rerank-v2's prompt, as the mxbai-rerank package's `MxbaiRerankV2`
+    /// builds it: Qwen2's default chat around the body, and after it a newline, the task and the
+    /// cue "Relevance:", to be answered "1" or "0". The package tokenizes newline, task and chat
+    /// suffix apart; with Qwen2's pre-tokenizer they split at those seams anyway (a newline
+    /// before a letter, a special token), so one text gives their ids. It has no default
+    /// instruction: an empty one leaves the instruction line out, as the package does.
+    pub fn mxbai_rerank_v2() -> PromptTemplate {
+        PromptTemplate {
+            prefix: "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a \
+                     helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                .into(),
+            suffix: "\nYou are a search relevance expert who evaluates how well documents match \
+                     search queries. For each query-document pair, carefully analyze the \
+                     semantic relationship between them, then provide your binary relevance \
+                     judgment (0 for not relevant, 1 for relevant).\nRelevance:<|im_end|>\n\
+                     <|im_start|>assistant\n"
+                .into(),
+            instruction: String::new(),
+            body: Body::Mxbai,
         }
     }
 
     /// The body's tokens in four parts: up to the query, the query, up to the document, the
     /// document. Together they are exactly the body's tokenization.
     fn body(&self, tok: &TextTokenizer, query: &str, document: &str) -> [Vec<u32>; 4] {
-        let lead = format!("{INSTRUCT}{}{QUERY}", self.instruction);
-        let text = format!("{lead}{query}{DOCUMENT}{document}");
-        let query_end = lead.len() + query.len();
-        let bounds = [lead.len(), query_end, query_end + DOCUMENT.len()];
-        <[Vec<u32>; 4]>::try_from(tok.split_tokens(&text, &bounds))
-            .expect("three split points give four parts")
+        let parts = match self.body {
+            Body::Qwen3 => {
+                let lead = format!("{INSTRUCT}{}{QUERY}", self.instruction);
+                let text = format!("{lead}{query}{DOCUMENT}{document}");
+                let query_end = lead.len() + query.len();
+                let bounds = [lead.len(), query_end, query_end + DOCUMENT.len()];
+                tok.split_tokens(&text, &bounds)
+            }
+            Body::Mxbai => {
+                let lead = match self.instruction.as_str() {
+                    "" => "query: ".to_string(),
+                    instruction => format!("instruction: {instruction}\nquery: "),
+                };
+                let mid = "\ndocument: ";
+                let mut parts = tok.split_tokens(&format!("{lead}{query}"), &[lead.len()]);
+                parts.extend(tok.split_tokens(&format!("{mid}{document}"), &[mid.len()]));
+                parts
+            }
+        };
+        <[Vec<u32>; 4]>::try_from(parts).expect("three split points give four parts")
     }
 }
 

@@ -10,7 +10,7 @@ mod deberta;
 mod gte;
 mod modernbert;
 mod mpnet;
-mod qwen3;
+mod qwen;
 
 use std::path::Path;
 
@@ -68,6 +68,8 @@ pub enum Family {
     DebertaV2,
     MpNet,
     Gte,
+    /// Read as mixedbread-ai/mxbai-rerank-v2 only, as its `config.json` must say (see `qwen`).
+    Qwen2,
     Qwen3,
 }
 
@@ -162,6 +164,18 @@ const FAMILIES: &[(Family, Names)] = &[
             encoder: "NewModel",
             head: &["classifier.", "pooler."],
             decoder: false,
+        },
+    ),
+    (
+        Family::Qwen2,
+        Names {
+            model_types: &["qwen2"],
+            name: "Qwen2",
+            prefix: "model",
+            classifier: "Qwen2ForCausalLM",
+            encoder: "Qwen2Model",
+            head: &[],
+            decoder: true,
         },
     ),
     (
@@ -278,7 +292,8 @@ impl Family {
             Family::DebertaV2 => Box::new(deberta::Deberta::new(root, encoder, cfg, head)?),
             Family::MpNet => Box::new(mpnet::MpNet::new(root, encoder, cfg, head)?),
             Family::Gte => Box::new(gte::Gte::new(root, encoder, cfg, head)?),
-            Family::Qwen3 => Box::new(qwen3::Qwen3::new(root, encoder, cfg, dir)?),
+            Family::Qwen2 => Box::new(qwen::Qwen::new(root, encoder, cfg, dir, &qwen::QWEN2)?),
+            Family::Qwen3 => Box::new(qwen::Qwen::new(root, encoder, cfg, dir, &qwen::QWEN3)?),
         })
     }
 }

@@ -3,7 +3,7 @@
 usage: hf_logits.py MODEL_DIR < ids.json > logits.json
 ids.json: {"input_ids", "token_type_ids", "attention_mask"}, each [[...]] padded; float32,
 eval mode. The type ids go to the families whose models take them. A causal LM is an LLM
-reranker: its logit is that of "yes" less that of "no" at each row's last real token (the rows
+reranker: its logit is its answer tokens' difference at each row's last real token (the rows
 are padded on the right, which a causal model's real tokens never see).
 """
 import inspect
@@ -23,11 +23,11 @@ if config.get("model_type") == "new":
 
     model = gte_hub.load(sys.argv[1])
 elif any(a.endswith("ForCausalLM") for a in config.get("architectures", [])):
-    from llm_reranker import yes_minus_no
+    from llm_reranker import relevant_minus_irrelevant
 
     model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32).eval()
     with torch.no_grad():
-        logits = yes_minus_no(model, sys.argv[1], batch)
+        logits = relevant_minus_irrelevant(model, sys.argv[1], batch)
     json.dump([float(x) for x in logits], sys.stdout)
     sys.exit()
 else:

@@ -4,8 +4,8 @@ usage: peft_lora.py BASE_DIR ADAPTER_DIR [GRADS_OUT] < batch.json > result.json
 batch.json: {"input_ids", "token_type_ids", "attention_mask"}, each [[...]] padded, and with
 GRADS_OUT, "groups": the sizes of the listwise loss's groups (relevant passage first).
 Loads the base with transformers (a causal LM for a CAUSAL_LM adapter, an LLM reranker's, whose
-logit is "yes" less "no") and the adapter with `PeftModel.from_pretrained`, float32, eval
-mode (no dropout, in the base or the adapters), CPU. Prints {"logits": [...]} and, with GRADS_OUT,
+logit is its answer tokens' difference as llm_reranker.py reads it) and the adapter with
+`PeftModel.from_pretrained`, float32, eval mode (no dropout, in the base or the adapters), CPU. Prints {"logits": [...]} and, with GRADS_OUT,
 "loss": the listwise loss finerank trains with, whose gradients of every trainable tensor (the
 adapters and the head's `modules_to_save`) it writes to GRADS_OUT, keyed as PEFT saves those
 tensors in adapter_model.safetensors.
@@ -20,7 +20,7 @@ from peft.utils import get_peft_model_state_dict
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from llm_reranker import yes_minus_no
+from llm_reranker import relevant_minus_irrelevant
 
 base_dir, adapter_dir = sys.argv[1], sys.argv[2]
 grads_out = sys.argv[3] if len(sys.argv) > 3 else None
@@ -31,7 +31,7 @@ auto = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
 base = auto.from_pretrained(base_dir, dtype=torch.float32)
 model = PeftModel.from_pretrained(base, adapter_dir, is_trainable=grads_out is not None).eval()
 if causal:
-    logits = yes_minus_no(model, base_dir, batch)
+    logits = relevant_minus_irrelevant(model, base_dir, batch)
 else:
     inputs = {
         k: torch.tensor(batch[k]) for k in ("input_ids", "token_type_ids", "attention_mask")

@@ -41,9 +41,9 @@ pub struct RerankV1Request {
     return_documents: Option<bool>,
     /// Score at most this many windows of a long document (default 10); it scores as its best.
     max_chunks_per_doc: Option<i64>,
-    /// What an LLM reranker (Qwen3) judges the documents by, in place of its own instruction
-    /// (the one it was fine-tuned with, else its model card's). A model that takes no
-    /// instruction answers 400.
+    /// What an LLM reranker (Qwen3, mxbai-rerank-v2) judges the documents by, in place of its
+    /// own instruction (the one it was fine-tuned with, else its model card's). A model that
+    /// takes no instruction answers 400.
     instruction: Option<String>,
 }
 
@@ -60,9 +60,9 @@ pub struct RerankV2Request {
     /// Score about the first N tokens of each document (default 4096), in whole model windows.
     max_tokens_per_doc: Option<i64>,
     return_documents: Option<bool>,
-    /// What an LLM reranker (Qwen3) judges the documents by, in place of its own instruction
-    /// (the one it was fine-tuned with, else its model card's). A model that takes no
-    /// instruction answers 400.
+    /// What an LLM reranker (Qwen3, mxbai-rerank-v2) judges the documents by, in place of its
+    /// own instruction (the one it was fine-tuned with, else its model card's). A model that
+    /// takes no instruction answers 400.
     instruction: Option<String>,
 }
 

@@ -1,10 +1,12 @@
-//! Qwen3 as an LLM reranker (Qwen/Qwen3-Reranker-*): a decoder whose score for a prompted
-//! (query, document) pair is the logit of the answer "yes" less that of "no" at the last token,
-//! so that its sigmoid is P("yes") over the two, as the model card, vLLM and
+//! The Qwen decoders as LLM rerankers, one implementation for both generations: Qwen3
+//! (Qwen/Qwen3-Reranker-*) and Qwen2 (mixedbread-ai/mxbai-rerank-*-v2). The score of a prompted
+//! (query, document) pair is the logit of the "relevant" answer token less that of the
+//! "irrelevant" one at the last token ("yes"/"no" for Qwen3-Reranker, "1"/"0" for mxbai), so
+//! that its sigmoid is the first's probability over the two, as the model cards, vLLM and
 //! sentence-transformers compute it. Pre-norm layers with RMSNorm, grouped-query causal attention
-//! with RMSNorm over each query and key head and rotary positions, a SwiGLU MLP. Weight names are
-//! `Qwen3ForCausalLM`'s (`model.layers.N.self_attn.q_proj`, `lm_head`), so a saved model is the
-//! checkpoint transformers loads.
+//! with rotary positions, a SwiGLU MLP; the generations differ only as [`Variant`] says. Weight
+//! names are the `*ForCausalLM`'s (`model.layers.N.self_attn.q_proj`, `lm_head`), so a saved
+//! model is the checkpoint transformers loads.
 use std::path::Path;
 
 use serde::Deserialize;
@@ -13,16 +15,18 @@ use tch::{Kind as DType, Tensor};
 
 use super::blocks::{apply_rotary, attention, rotary, split_heads};
 use super::{unsupported, Network, Stack, EMBEDDING, ZEROS};
-use crate::config::Config;
+use crate::config::{Config, Kind};
 use crate::lora::Projection;
 use crate::ModelError;
 
-/// The keys of a `Qwen3Config` beyond the sizes every family has, with its defaults.
+/// The keys of a `Qwen2Config` or `Qwen3Config` beyond the sizes every family has, with their
+/// defaults (the same in both).
 #[derive(Deserialize)]
 struct Keys {
     #[serde(default)]
     num_key_value_heads: Option<i64>,
-    /// Qwen3 sets it apart from hidden_size / heads (0.6B: 128 against 64).
+    /// Qwen3 sets it apart from hidden_size / heads (0.6B: 128 against 64); Qwen2 reads it too
+    /// when given.
     #[serde(default)]
     head_dim: Option<i64>,
     #[serde(default = "silu")]
@@ -43,6 +47,12 @@ struct Keys {
     attention_dropout: f64,
     #[serde(default)]
     use_sliding_window: bool,
+    /// The span a sliding layer attends over, in effect only under `use_sliding_window`.
+    #[serde(default)]
+    sliding_window: Option<i64>,
+    /// Without `layer_types`, layers from this index on slide (when windows are in use).
+    #[serde(default = "window_layers")]
+    max_window_layers: i64,
     #[serde(default)]
     layer_types: Option<Vec<String>>,
     #[serde(default)]
@@ -65,13 +75,52 @@ fn silu() -> String {
 fn eps() -> f64 {
     1e-6
 }
+fn window_layers() -> i64 {
+    28
+}
 
-/// `Qwen3Config`'s rotary base when the config names none.
+/// The rotary base when the config names none, in both configs.
 const THETA: f64 = 10_000.0;
 
-/// The tokens whose logits make the score, as the model card looks them up in the vocabulary.
-const YES: &str = "yes";
-const NO: &str = "no";
+/// The `config.json` key that says which reranker a checkpoint is, where its `architectures`
+/// cannot: an mxbai-rerank-v2 checkpoint is a plain `Qwen2ForCausalLM`, like every Qwen2 language
+/// model, which would load and score nothing meaningful (vLLM, likewise, needs it told).
+/// transformers keeps an unknown key through `save_pretrained`, and finerank's save keeps it.
+const RERANKER_KEY: &str = "reranker";
+
+/// What sets one Qwen generation's reranker apart from the other's.
+pub(super) struct Variant {
+    /// Qwen2's q, k and v projections have a bias; Qwen3's have none.
+    qkv_bias: bool,
+    /// Qwen3 RMS-norms each query and key head before the rotation; Qwen2 does not.
+    qk_norm: bool,
+    /// The tokens whose logits make the score, [relevant, irrelevant], as the model card looks
+    /// them up in the vocabulary.
+    answers: [&'static str; 2],
+    /// The [`RERANKER_KEY`] value a checkpoint must carry, where the family's plain language
+    /// models are not rerankers; and the checkpoint this names, for the error.
+    marker: Option<(&'static str, &'static str)>,
+}
+
+/// Qwen/Qwen3-Reranker-*: any `Qwen3ForCausalLM` is read as one (the model card's scheme).
+pub(super) const QWEN3: Variant = Variant {
+    qkv_bias: false,
+    qk_norm: true,
+    answers: ["yes", "no"],
+    marker: None,
+};
+
+/// mixedbread-ai/mxbai-rerank-{base,large}-v2, scored as the mxbai-rerank package's
+/// `MxbaiRerankV2` does: "1" less "0".
+pub(super) const QWEN2: Variant = Variant {
+    qkv_bias: true,
+    qk_norm: false,
+    answers: ["1", "0"],
+    marker: Some((
+        "mxbai-rerank-v2",
+        "mixedbread-ai/mxbai-rerank-base-v2 or mxbai-rerank-large-v2",
+    )),
+};
 
 /// RMSNorm as transformers computes it: the mean square in fp32, the weight applied after the
 /// cast back to the input's dtype.
@@ -104,8 +153,8 @@ struct Layer {
     k_proj: Projection,
     v_proj: Projection,
     o_proj: Projection,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
+    /// Qwen3's per-head norms, [query, key].
+    qk_norm: Option<[RmsNorm; 2]>,
     post_attention_norm: RmsNorm,
     gate_proj: Projection,
     up_proj: Projection,
@@ -113,23 +162,25 @@ struct Layer {
 }
 
 impl Layer {
-    fn new(p: nn::Path, cfg: &Config, sizes: &Sizes, eps: f64) -> Layer {
+    fn new(p: nn::Path, cfg: &Config, sizes: &Sizes, eps: f64, variant: &Variant) -> Layer {
         let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, sizes.head_dim);
-        let no_bias = nn::LinearConfig {
-            bias: false,
-            ..ZEROS
-        };
-        let linear = |p: nn::Path, from, to| Projection::new(p, from, to, no_bias, cfg);
+        let biased = |bias| nn::LinearConfig { bias, ..ZEROS };
+        let qkv = |p: nn::Path, to| Projection::new(p, h, to, biased(variant.qkv_bias), cfg);
+        let linear = |p: nn::Path, from, to| Projection::new(p, from, to, biased(false), cfg);
         let attn = &p / "self_attn";
         let mlp = &p / "mlp";
         Layer {
             input_norm: RmsNorm::new(&p / "input_layernorm", h, eps),
-            q_proj: linear(&attn / "q_proj", h, sizes.heads * d),
-            k_proj: linear(&attn / "k_proj", h, sizes.kv_heads * d),
-            v_proj: linear(&attn / "v_proj", h, sizes.kv_heads * d),
+            q_proj: qkv(&attn / "q_proj", sizes.heads * d),
+            k_proj: qkv(&attn / "k_proj", sizes.kv_heads * d),
+            v_proj: qkv(&attn / "v_proj", sizes.kv_heads * d),
             o_proj: linear(&attn / "o_proj", sizes.heads * d, h),
-            q_norm: RmsNorm::new(&attn / "q_norm", d, eps),
-            k_norm: RmsNorm::new(&attn / "k_norm", d, eps),
+            qk_norm: variant.qk_norm.then(|| {
+                [
+                    RmsNorm::new(&attn / "q_norm", d, eps),
+                    RmsNorm::new(&attn / "k_norm", d, eps),
+                ]
+            }),
             post_attention_norm: RmsNorm::new(&p / "post_attention_layernorm", h, eps),
             gate_proj: linear(&mlp / "gate_proj", h, i),
             up_proj: linear(&mlp / "up_proj", h, i),
@@ -144,41 +195,44 @@ struct Sizes {
     head_dim: i64,
 }
 
-pub(super) struct Qwen3 {
+pub(super) struct Qwen {
     sizes: Sizes,
     theta: f64,
+    /// The position table's length, or a sliding layer's window when shorter: an input that fits
+    /// in the window attends as with full causal attention, so windows never need applying.
     max_positions: i64,
     attention_dropout: f64,
     embed_tokens: nn::Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    /// `lm_head.weight`, [vocab, hidden]; absent when tied to the embeddings. Only its "yes" and
-    /// "no" rows are ever multiplied, but the whole matrix is the checkpoint's, kept to save back.
+    /// `lm_head.weight`, [vocab, hidden]; absent when tied to the embeddings. Only its answer
+    /// rows are ever multiplied, but the whole matrix is the checkpoint's, kept to save back.
     lm_head: Option<Tensor>,
-    /// The rows of the answer tokens, [yes, no].
+    /// The rows of the answer tokens, [relevant, irrelevant].
     answers: Tensor,
 }
 
-/// The vocabulary ids of "yes" and "no" in the checkpoint's `tokenizer.json`, rows of the
+/// The vocabulary ids of the answer tokens in the checkpoint's `tokenizer.json`, rows of the
 /// output projection.
-fn answer_ids(dir: &Path, vocab_size: i64) -> Result<[i64; 2], ModelError> {
+fn answer_ids(dir: &Path, vocab_size: i64, answers: [&str; 2]) -> Result<[i64; 2], ModelError> {
     let path = crate::tokenizer_path(dir);
     let tok = finerank_text::TextTokenizer::from_file(&path)
         .map_err(|e| ModelError::Invalid(e.to_string()))?;
     let id = |token: &str| match tok.token_id(token).map(i64::from) {
         Some(id) if id < vocab_size => Ok(id),
         found => Err(ModelError::Invalid(format!(
-            "{}: token {token:?} is {}; an LLM reranker scores with the logits of the tokens \
-             \"yes\" and \"no\", which must be rows of the vocab_size {vocab_size} \
-             output projection",
+            "{}: token {token:?} is {}; this LLM reranker scores with the logits of the tokens \
+             {:?} and {:?}, which must be rows of the vocab_size {vocab_size} output projection",
             path.display(),
             found.map_or("missing".into(), |id| format!("id {id}")),
+            answers[0],
+            answers[1],
         ))),
     };
-    Ok([id(YES)?, id(NO)?])
+    Ok([id(answers[0])?, id(answers[1])?])
 }
 
-impl Qwen3 {
+impl Qwen {
     /// `root` holds `lm_head`, `p` the decoder (`model.`); `dir` the tokenizer that names the
     /// answer tokens.
     pub(super) fn new(
@@ -186,18 +240,38 @@ impl Qwen3 {
         p: nn::Path,
         cfg: &Config,
         dir: &Path,
-    ) -> Result<Qwen3, ModelError> {
+        variant: &Variant,
+    ) -> Result<Qwen, ModelError> {
         let keys: Keys = cfg.family_keys()?;
+        let family = cfg.family();
+        if let Some((marker, checkpoints)) = variant.marker {
+            let found = cfg.raw.get(RERANKER_KEY);
+            if found.and_then(serde_json::Value::as_str) != Some(marker) {
+                return Err(ModelError::Invalid(format!(
+                    "{}: finerank reads a {} checkpoint as {checkpoints} only, which config.json \
+                     says with \"{RERANKER_KEY}\": \"{marker}\" (found {}): its architectures \
+                     are those of any {} language model, which has no score finerank could \
+                     read. If this is one of them, add that key to its config.json (in a copy of \
+                     the checkpoint: a Hugging Face cache's files are links to shared blobs)",
+                    cfg.path.display(),
+                    family.name(),
+                    found.map_or("no such key".into(), ToString::to_string),
+                    family.name(),
+                )));
+            }
+        }
         // Other values of these keys change the arithmetic: the model would load and score wrong.
-        if !cfg.architectures.is_empty()
-            && !cfg.architectures.iter().any(|a| a == "Qwen3ForCausalLM")
-        {
+        let architecture = family.architecture(Kind::CrossEncoder);
+        if !cfg.architectures.is_empty() && !cfg.architectures.iter().any(|a| a == architecture) {
             return Err(unsupported(
                 cfg,
                 "architectures",
                 format!("{:?}", cfg.architectures),
-                "Qwen3ForCausalLM (the Qwen3-Reranker layout, scored by its lm_head's \"yes\" \
-                 and \"no\" rows) only",
+                &format!(
+                    "{architecture} (the reranker's causal LM, scored by its lm_head's {:?} and \
+                     {:?} rows) only",
+                    variant.answers[0], variant.answers[1]
+                ),
             ));
         }
         if keys.hidden_act != "silu" {
@@ -213,30 +287,10 @@ impl Qwen3 {
                 cfg,
                 "attention_bias",
                 true,
-                "projections without bias (attention_bias false) only",
+                "the projections' biases as Qwen2 and Qwen3 ship them (attention_bias false) only",
             ));
         }
-        if keys.use_sliding_window {
-            return Err(unsupported(
-                cfg,
-                "use_sliding_window",
-                true,
-                "full causal attention on every layer (use_sliding_window false) only",
-            ));
-        }
-        if let Some(other) = keys
-            .layer_types
-            .iter()
-            .flatten()
-            .find(|t| *t != "full_attention")
-        {
-            return Err(unsupported(
-                cfg,
-                "layer_types",
-                format!("{other:?}"),
-                "\"full_attention\" layers only",
-            ));
-        }
+        let max_positions = max_positions(cfg, &keys)?;
         let theta = rope_theta(cfg, &keys)?;
         let heads = cfg.num_attention_heads;
         let kv_heads = keys.num_key_value_heads.unwrap_or(heads);
@@ -253,7 +307,8 @@ impl Qwen3 {
             kv_heads,
             head_dim: keys.head_dim.unwrap_or(cfg.hidden_size / heads),
         };
-        let answers = Tensor::from_slice(&answer_ids(dir, cfg.vocab_size)?).to_device(p.device());
+        let answers = answer_ids(dir, cfg.vocab_size, variant.answers)?;
+        let answers = Tensor::from_slice(&answers).to_device(p.device());
         let embed_tokens = nn::embedding(
             &p / "embed_tokens",
             cfg.vocab_size,
@@ -272,13 +327,13 @@ impl Qwen3 {
             )
         });
         let eps = keys.rms_norm_eps;
-        Ok(Qwen3 {
+        Ok(Qwen {
             theta,
-            max_positions: cfg.max_position_embeddings,
+            max_positions,
             attention_dropout: keys.attention_dropout,
             embed_tokens,
             layers: (0..cfg.num_hidden_layers)
-                .map(|i| Layer::new(&p / "layers" / i, cfg, &sizes, eps))
+                .map(|i| Layer::new(&p / "layers" / i, cfg, &sizes, eps, variant))
                 .collect(),
             norm: RmsNorm::new(&p / "norm", cfg.hidden_size, eps),
             sizes,
@@ -299,13 +354,13 @@ impl Qwen3 {
             heads, kv_heads, ..
         } = self.sizes;
         let h = l.input_norm.forward(x);
-        // Each head is normed over head_dim before the rotation, as Qwen3 does.
-        let q = l
-            .q_norm
-            .forward(&split_heads(&l.q_proj.forward_t(&h, train), heads));
-        let k = l
-            .k_norm
-            .forward(&split_heads(&l.k_proj.forward_t(&h, train), kv_heads));
+        let q = split_heads(&l.q_proj.forward_t(&h, train), heads);
+        let k = split_heads(&l.k_proj.forward_t(&h, train), kv_heads);
+        // Qwen3 norms each head over head_dim before the rotation.
+        let (q, k) = match &l.qk_norm {
+            Some([q_norm, k_norm]) => (q_norm.forward(&q), k_norm.forward(&k)),
+            None => (q, k),
+        };
         let v = split_heads(&l.v_proj.forward_t(&h, train), kv_heads);
         // In the projections' dtype, as transformers casts them (bf16 under autocast).
         let (cos, sin) = (rope.0.to_kind(q.kind()), rope.1.to_kind(q.kind()));
@@ -323,6 +378,40 @@ impl Qwen3 {
         let h = l.post_attention_norm.forward(&x);
         let gated = l.gate_proj.forward_t(&h, train).silu() * l.up_proj.forward_t(&h, train);
         x + l.down_proj.forward_t(&gated, train)
+    }
+}
+
+/// The longest input: the position table, or a sliding layer's window when shorter. transformers
+/// drops the window unless `use_sliding_window`; a layer then slides when `layer_types` says so,
+/// or without them from `max_window_layers` on.
+fn max_positions(cfg: &Config, keys: &Keys) -> Result<i64, ModelError> {
+    let slides = match &keys.layer_types {
+        Some(types) => {
+            let known = ["full_attention", "sliding_attention"];
+            if let Some(other) = types.iter().find(|t| !known.contains(&t.as_str())) {
+                return Err(unsupported(
+                    cfg,
+                    "layer_types",
+                    format!("{other:?}"),
+                    "\"full_attention\" and \"sliding_attention\" layers only",
+                ));
+            }
+            types.iter().any(|t| t == "sliding_attention")
+        }
+        None => cfg.num_hidden_layers > keys.max_window_layers,
+    };
+    match keys
+        .sliding_window
+        .filter(|_| keys.use_sliding_window && slides)
+    {
+        Some(window) if window < 1 => Err(unsupported(
+            cfg,
+            "sliding_window",
+            window,
+            "a window of at least one token",
+        )),
+        Some(window) => Ok(window.min(cfg.max_position_embeddings)),
+        None => Ok(cfg.max_position_embeddings),
     }
 }
 
@@ -359,7 +448,7 @@ fn rope_theta(cfg: &Config, keys: &Keys) -> Result<f64, ModelError> {
     Ok(params.rope_theta.or(keys.rope_theta).unwrap_or(THETA))
 }
 
-impl Network for Qwen3 {
+impl Network for Qwen {
     fn stack<'a>(
         &'a self,
         ids: &Tensor,
@@ -368,7 +457,6 @@ impl Network for Qwen3 {
         train: bool,
     ) -> Stack<'a> {
         let (_, len) = ids.size2().expect("ids are [batch, len]");
-
         // Positions count from 0 in every row: padding sits after the real tokens, where causal
         // attention keeps it from every real token.
         let rope = rotary(self.theta, len, self.sizes.head_dim, ids.device());
