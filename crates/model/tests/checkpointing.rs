@@ -1,6 +1,7 @@
 //! Gradient checkpointing: a step through `forward_checkpointed` and its recompute gives the
 //! loss and the gradients of a plain step, for a fully fine-tuned cross-encoder and for the Qwen
-//! decoders with LoRA, with dropout off and on (each layer draws its masks from the step's seed in both).
+//! decoders with LoRA, with dropout off and on (each layer draws its masks from the step's seed,
+//! in the first pass and in the recompute).
 mod common;
 
 use common::{cpu, decoder_inputs, fixture, listwise_loss, pairs, train_b_a_little};
