@@ -493,7 +493,7 @@ fn a_resumed_lora_run_exports_an_adapter_that_scores_as_the_merged_model() {
     let (_tmp, registry, mut j) = setup(&tiny_bert());
     j.hyper.lora_rank = Some(4);
     // A rate at which the tiny random model's best validation comes after the resume.
-    j.hyper.learning_rate = Some(5e-2);
+    j.hyper.learning_rate = Some(3e-2);
     j.hyper.train_epochs = Some(2);
     j.hyper.early_stopping_patience = Some(0);
     j.eval_every = Some(4);
