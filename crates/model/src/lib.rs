@@ -321,11 +321,13 @@ impl Model {
     }
 
     /// Cross-encoder: one logit per input, [batch]. Bi-encoder: L2-normalised embeddings,
-    /// [batch, hidden]. With `train`, dropout is on, each layer drawing its masks as
-    /// [`Model::forward_checkpointed`] does: call it inside [`seeded`].
+    /// [batch, hidden]. With `train`, dropout is on, drawing its masks in turn from the
+    /// generator the caller holds: call it inside [`seeded`].
     pub fn forward_t<E: Borrow<Encoded>>(&self, inputs: &[E], train: bool) -> Tensor {
         let batch = self.batch_tensors(inputs);
-        let seeds = Seeds::draw(train);
+        // Nothing runs twice, so one stream of masks will do, and every run before gradient
+        // checkpointing existed draws the masks it drew then.
+        let seeds = Seeds(None);
         let last = self.in_precision(|| {
             let stack = self.stack(&batch, train, seeds);
             (0..stack.layers).fold(stack.embedded.shallow_clone(), |x, i| {
@@ -477,11 +479,12 @@ impl Model {
 /// A batch as the network reads it: ids, type ids and the mask of real tokens, [batch, len].
 type Batch = (Tensor, Tensor, Tensor);
 
-/// Where a training forward pass's dropout masks come from: libtorch's generator is reseeded
+/// Where a checkpointed training pass's dropout masks come from: libtorch's generator is reseeded
 /// before the embeddings and before each layer, from a base drawn from the generator the caller
 /// holds (see [`seeded`]), so that a layer run again by [`Recompute`] draws the masks of its
 /// first run, whatever ran in between. Seeds `base + segment` name distinct generator streams
-/// (libtorch scrambles a seed into its state). Without dropout nothing is drawn or reseeded.
+/// (libtorch scrambles a seed into its state). Without dropout, and in a plain `forward_t`,
+/// nothing is drawn or reseeded.
 #[derive(Clone, Copy)]
 struct Seeds(Option<u64>);
 

@@ -1,14 +1,15 @@
 //! Gradient checkpointing: a step through `forward_checkpointed` and its recompute gives the
-//! loss and the gradients of a plain step, for a fully fine-tuned cross-encoder and for the Qwen
-//! decoders with LoRA, with dropout off and on (each layer draws its masks from the step's seed,
-//! in the first pass and in the recompute).
+//! loss and the gradients of a plain step with dropout off, for a fully fine-tuned cross-encoder
+//! and for the Qwen decoders with LoRA. With dropout on, the two draw their masks differently
+//! (a plain pass keeps one stream, which every earlier run drew from), so there the gradient is
+//! checked against the checkpointed loss itself.
 mod common;
 
 use common::{cpu, decoder_inputs, fixture, listwise_loss, pairs, train_b_a_little};
 use finerank_model::{seeded, LoadOptions, Lora, Model};
 use finerank_text::Encoded;
 use serde_json::Value;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// One step's loss and the gradient of every trainable tensor, by name; the gradients are
 /// zeroed again after, for the next step to compare.
@@ -74,6 +75,41 @@ fn assert_same_step(what: &str, model: &Model, inputs: &[Encoded], groups: &[i64
     assert!(moved, "{what}: no gradient at all");
 }
 
+/// With dropout on, a checkpointed pass draws each layer's masks from the step's seed, in the
+/// first pass and again in the recompute, so for one seed its loss is a smooth function of the
+/// weights, and the gradient it leaves must be that function's: a central difference along the
+/// gradient matches the gradient's norm. A layer recomputed with other masks than it first drew
+/// leaves a gradient off by tens of percent.
+fn assert_gradient_is_the_losses(what: &str, model: &Model, inputs: &[Encoded], groups: &[i64]) {
+    let (_, grads) = step(model, inputs, groups, true, true);
+    let norm = grads
+        .iter()
+        .map(|(_, g)| g.square().sum(Kind::Double).double_value(&[]))
+        .sum::<f64>()
+        .sqrt();
+    assert!(norm > 0.0, "{what}: no gradient at all");
+    let shift = |by: f64| {
+        tch::no_grad(|| {
+            let mut vars = model.var_store().variables();
+            for (name, g) in &grads {
+                let v = vars.get_mut(name).unwrap();
+                let _ = v.f_add_(&(g * (by / norm))).unwrap();
+            }
+        })
+    };
+    let eps = 1e-2;
+    shift(eps);
+    let (up, _) = step(model, inputs, groups, true, true);
+    shift(-2.0 * eps);
+    let (down, _) = step(model, inputs, groups, true, true);
+    shift(eps);
+    let slope = (up - down) / (2.0 * eps);
+    assert!(
+        (slope - norm).abs() <= 0.02 * norm,
+        "{what}: the loss moves at {slope} along the gradient, whose norm is {norm}"
+    );
+}
+
 #[test]
 fn a_checkpointed_bert_step_is_the_plain_step() {
     let dir = fixture("bert-cross-encoder");
@@ -81,7 +117,7 @@ fn a_checkpointed_bert_step_is_the_plain_step() {
     let groups: Vec<i64> = serde_json::from_value(exp["groups"].clone()).unwrap();
     let model = Model::load(&dir, &cpu()).unwrap();
     assert_same_step("bert, dropout off", &model, &inputs, &groups, false);
-    assert_same_step("bert, dropout on", &model, &inputs, &groups, true);
+    assert_gradient_is_the_losses("bert, dropout on", &model, &inputs, &groups);
     // With dropout on, the same seed makes the same step, and the masks are really drawn.
     let (a, _) = step(&model, &inputs, &groups, true, true);
     let (b, _) = step(&model, &inputs, &groups, true, true);
@@ -121,12 +157,11 @@ fn a_checkpointed_llm_lora_step_is_the_plain_step() {
             &groups,
             false,
         );
-        assert_same_step(
+        assert_gradient_is_the_losses(
             &format!("{name} LoRA, dropout on"),
             &model,
             &inputs,
             &groups,
-            true,
         );
     }
 }
