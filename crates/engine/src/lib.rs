@@ -2,12 +2,13 @@
 //!
 //! It resolves model references (the default model, a registered `<uuid>-ft` id, a checkpoint
 //! directory, or a Hugging Face model id, fetched into the Hugging Face cache), keeps the local
-//! model registry, scores queries against documents with length-sorted, token-budget batches and
+//! model registry (on this machine, or in a file store that several processes share), scores queries against documents with length-sorted, token-budget batches and
 //! overlapping chunks, calibrates its raw scores into relevance scores (and fits that
 //! calibration), and evaluates a model on a test set.
 //! Its types are plain data; libtorch stays inside `finerank-model`.
 mod assess;
 mod calibration;
+mod filestore;
 mod hub;
 mod registry;
 mod reranker;
@@ -17,6 +18,7 @@ mod staging;
 use assess::score_rows;
 pub use assess::{assess, groups_of_test_rows, Assessment};
 pub use calibration::{fit_calibration, Calibration, Method, RawScore, CALIBRATION_FILE};
+pub use filestore::{FileStore, FileStoreError};
 pub use finerank_model::{
     module_folders, set_threads_here, threads_here, DeviceChoice, Family, Kind, LoadOptions,
     Precision, Role,

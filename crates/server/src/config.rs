@@ -20,6 +20,12 @@ pub struct Config {
     /// ($FINERANK_HOME, else $XDG_DATA_HOME/finerank, else ~/.local/share/finerank).
     #[arg(long, env = "FINERANK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep fine-tuned models and uploaded datasets in a store that several servers share:
+    /// s3://bucket[/prefix] (credentials, region, and AWS_ENDPOINT for an S3-compatible server
+    /// other than AWS, from the AWS_* variables) or file:///path (a shared volume). The data
+    /// directory then caches them. Default: they live in the data directory alone.
+    #[arg(long = "store", env = "FINERANK_STORE_URL", value_name = "URL")]
+    pub store: Option<String>,
     /// The model answering requests that name none: the embedded default's name, a fine-tuned
     /// <uuid>-ft id, a checkpoint directory or a Hugging Face model id (org/name[@revision], from
     /// the Hugging Face cache or downloaded into it at startup). It is served under its last path

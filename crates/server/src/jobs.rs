@@ -529,7 +529,8 @@ impl Shared {
         let base = self.base(row)?;
         let (train, valid) = self
             .uploads
-            .training_files(dataset)
+            .fetch(&dataset.id)
+            .and_then(|()| self.uploads.training_files(dataset))
             .map_err(|e| e.to_string())?;
         let cfg = &self.config;
         let model = model_of(&row.id);

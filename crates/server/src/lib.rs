@@ -49,7 +49,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{middleware, Router};
-use finerank_engine::Registry;
+use finerank_engine::{FileStore, Registry};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
@@ -104,12 +104,17 @@ impl AppState {
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let lock = DataDirLock::acquire(&data_dir)?;
         check_writable(&data_dir)?;
-        let registry = Registry::open(&data_dir)?;
+        let files = config.store.as_deref().map(FileStore::open).transpose()?;
+        let mut registry = Registry::open(&data_dir)?;
+        if let Some(files) = &files {
+            registry = registry.with_store(files.clone());
+        }
         let store =
             Arc::new(Store::open(&data_dir.join("finerank.db")).context("opening finerank.db")?);
         let uploads = Arc::new(Uploads::open(
             data_dir.join("uploads"),
             &store.dataset_ids()?,
+            files,
         )?);
         let catalog = Arc::new(Catalog::new(&config, registry)?);
         let metrics = Metrics::new();

@@ -8,11 +8,17 @@
 //! a staging directory (never held in memory, cut off at the size limit) and appears under its id
 //! in one rename, so a crash mid-upload leaves no half dataset. At start, staging debris and
 //! directories without a dataset row are removed.
+//!
+//! With a shared file store (`--store`), a dataset's files are also uploaded to
+//! `datasets/<dataset-id>/<file>` before the commit returns (so before its row is written), the
+//! mined rows as soon as they are mined, and a server that trains on a dataset first fetches what
+//! its own directory lacks ([`Uploads::fetch`]): the directory is then a cache of the store.
 use std::collections::HashSet;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use axum::extract::Multipart;
+use finerank_engine::FileStore;
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{unreadable_body, ApiError};
@@ -37,6 +43,7 @@ fn file_name(part: Part) -> &'static str {
 
 pub struct Uploads {
     root: PathBuf,
+    shared: Option<FileStore>,
 }
 
 /// Files received but not yet committed to a dataset id; dropped, they are deleted.
@@ -66,7 +73,11 @@ fn display_name(name: &str) -> String {
 }
 
 impl Uploads {
-    pub fn open(root: PathBuf, known_ids: &[String]) -> io::Result<Uploads> {
+    pub fn open(
+        root: PathBuf,
+        known_ids: &[String],
+        shared: Option<FileStore>,
+    ) -> io::Result<Uploads> {
         std::fs::create_dir_all(&root)?;
         let known: HashSet<&str> = known_ids.iter().map(String::as_str).collect();
         for entry in std::fs::read_dir(&root)? {
@@ -77,7 +88,7 @@ impl Uploads {
                 std::fs::remove_dir_all(entry.path())?;
             }
         }
-        Ok(Uploads { root })
+        Ok(Uploads { root, shared })
     }
 
     fn dir(&self, id: &str) -> io::Result<PathBuf> {
@@ -165,15 +176,86 @@ impl Uploads {
         Ok(staged)
     }
 
-    /// Moves staged files under the dataset's id, in one rename.
+    /// Uploads the staged files to the store, if there is one, then moves them under the
+    /// dataset's id, in one rename. On error the caller removes what got through ([`remove`]).
+    ///
+    /// [`remove`]: Uploads::remove
     pub fn commit(&self, staged: &Staged, id: &str) -> io::Result<()> {
         let dest = self.dir(id)?;
+        if let Some(store) = &self.shared {
+            for entry in std::fs::read_dir(&staged.dir)? {
+                let entry = entry?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let key = format!("datasets/{id}/{name}");
+                store
+                    .upload(&entry.path(), &key)
+                    .map_err(io::Error::other)?;
+            }
+        }
         std::fs::rename(&staged.dir, &dest)?;
         sync_dir(&self.root)
     }
 
+    /// Uploads the mined rows of dataset `id` to the store, if there is one.
+    pub fn share_mined(&self, id: &str) -> io::Result<()> {
+        let Some(store) = &self.shared else {
+            return Ok(());
+        };
+        for name in [MINED_TRAIN_FILE, MINED_EVAL_FILE] {
+            let key = format!("datasets/{id}/{name}");
+            store
+                .upload(&self.dir(id)?.join(name), &key)
+                .map_err(io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// Downloads the files of dataset `id` that the store has and this directory lacks: the
+    /// dataset was uploaded through, or mined by, another server. Each file is downloaded beside
+    /// the datasets and renamed into place, so none is ever read half-written.
+    pub fn fetch(&self, id: &str) -> io::Result<()> {
+        let Some(store) = &self.shared else {
+            return Ok(());
+        };
+        let dir = self.dir(id)?;
+        std::fs::create_dir_all(&dir)?;
+        for (name, size) in store
+            .list(&format!("datasets/{id}"))
+            .map_err(io::Error::other)?
+        {
+            // Only the flat file names this module writes become paths.
+            let path = dir.join(&name);
+            let plain = matches!(
+                Path::new(&name).components().collect::<Vec<_>>()[..],
+                [Component::Normal(_)]
+            );
+            if !plain || std::fs::metadata(&path).is_ok_and(|m| m.len() == size) {
+                continue;
+            }
+            let tmp = self
+                .root
+                .join(format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4()));
+            let fetched = store
+                .download(&format!("datasets/{id}/{name}"), &tmp)
+                .map_err(io::Error::other)
+                .and_then(|_| std::fs::rename(&tmp, &path));
+            if fetched.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            fetched?;
+        }
+        Ok(())
+    }
+
+    /// Removes the dataset's files, here and in the store.
     pub fn remove(&self, id: &str) -> io::Result<()> {
-        match std::fs::remove_dir_all(self.dir(id)?) {
+        let dir = self.dir(id)?;
+        if let Some(store) = &self.shared {
+            store
+                .delete_all(&format!("datasets/{id}"))
+                .map_err(io::Error::other)?;
+        }
+        match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
         }
@@ -198,7 +280,7 @@ mod tests {
     #[tokio::test]
     async fn an_upload_dropped_at_any_await_leaves_nothing() {
         let root = tempfile::tempdir().unwrap();
-        let uploads = Uploads::open(root.path().join("uploads"), &[]).unwrap();
+        let uploads = Uploads::open(root.path().join("uploads"), &[], None).unwrap();
         let waiting = futures_util::stream::pending::<Result<Bytes, io::Error>>();
         let req = Request::builder()
             .header("content-type", "multipart/form-data; boundary=b")

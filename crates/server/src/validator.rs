@@ -296,6 +296,9 @@ impl Check<'_> {
             &self.cache_dir,
             (&train, &eval),
         )?;
+        self.uploads
+            .share_mined(&dataset.id)
+            .map_err(|e| format!("internal error: {e}"))?;
         tracing::info!(
             id = %dataset.id,
             negatives = report.negatives,
