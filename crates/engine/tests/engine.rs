@@ -1,11 +1,14 @@
 //! Scoring behaviour (ranking, chunking, batching) and the registry's guarantees.
+mod shared_store;
+
 use std::path::{Path, PathBuf};
 
 use finerank_engine::{
-    dot, resolve, Calibration, DeviceChoice, Group, Kind, LoadOptions, ModelRecord, Registry,
-    Reranker, Role, ScoreOptions, CALIBRATION_FILE, DEFAULT_MODEL,
+    dot, resolve, Calibration, DeviceChoice, Group, Kind, LoadOptions, Registry, Reranker, Role,
+    ScoreOptions, CALIBRATION_FILE, DEFAULT_MODEL,
 };
 use finerank_text::{chunk_pairs, chunk_singles, ChunkPolicy, Encoded};
+use shared_store::record;
 
 fn shared(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -183,21 +186,6 @@ fn a_long_query_is_reported_not_dropped() {
     assert_eq!(out.results.len(), 4);
     let short = r.rerank("short query", &DOCS, None, &ScoreOptions::default());
     assert!(!short.query_truncated);
-}
-
-fn record(id: &str) -> ModelRecord {
-    ModelRecord {
-        id: id.into(),
-        name: "n".into(),
-        kind: Kind::CrossEncoder,
-        base_model: "b".into(),
-        base_model_dir: "d".into(),
-        created_at: finerank_engine::now_rfc3339(),
-        hyperparameters: serde_json::json!({}),
-        metrics: serde_json::json!({}),
-        train_sha256: "0".into(),
-        valid_sha256: None,
-    }
 }
 
 #[test]

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{message, settings, until, validated, Server, QUICK};
+use common::{message, rerank, settings, until, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
@@ -28,12 +28,6 @@ fn form(train: String, eval: Option<String>) -> Form {
         Some(eval) => form.part("eval_data", Part::text(eval).file_name("eval.jsonl")),
         None => form,
     }
-}
-
-async fn rerank(s: &Server, model: &str) -> (u16, Value) {
-    s.post("/v1/rerank", &json!({"model": model, "query": "what does clause 3 say about rent",
-                                 "documents": ["Clause 3 sets the rent.", "Clause 9 covers pets."]}))
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

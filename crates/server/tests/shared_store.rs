@@ -3,7 +3,7 @@
 //! on it from the store, and the model it publishes answers on the other server too.
 mod common;
 
-use common::{settings, until, validated, Server, QUICK};
+use common::{rerank, settings, until, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
@@ -19,12 +19,6 @@ fn rows(n: usize, offset: usize) -> String {
                 + "\n"
         })
         .collect()
-}
-
-async fn rerank(s: &Server, model: &str) -> (u16, Value) {
-    s.post("/v1/rerank", &json!({"model": model, "query": "what does clause 3 say about rent",
-                                 "documents": ["Clause 3 sets the rent.", "Clause 9 covers pets."]}))
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

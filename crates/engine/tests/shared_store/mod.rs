@@ -1,5 +1,5 @@
 //! The registry over a shared file store, as two processes (two homes, one store) see it; run
-//! against each backend by `filestore.rs` and `s3.rs`.
+//! against each backend by `filestore.rs` and `s3.rs`. `engine.rs` takes its model records.
 #![allow(dead_code)] // Each test binary uses its own part of this.
 
 use std::path::{Path, PathBuf};

@@ -179,3 +179,10 @@ pub fn settings(dataset_id: &str) -> Value {
     json!({"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": dataset_id,
            "hyperparameters": {"train_epochs": 1, "train_batch_size": 4, "learning_rate": 0.001}})
 }
+
+/// Two documents about a lease, reranked by `model`.
+pub async fn rerank(s: &Server, model: &str) -> (u16, Value) {
+    s.post("/v1/rerank", &json!({"model": model, "query": "what does clause 3 say about rent",
+                                 "documents": ["Clause 3 sets the rent.", "Clause 9 covers pets."]}))
+        .await
+}
