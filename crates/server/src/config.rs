@@ -25,7 +25,12 @@ pub struct Config {
     /// Where datasets and jobs are recorded, when not in finerank.db (SQLite) in the data
     /// directory: a postgres://USER:PASSWORD@HOST:PORT/DATABASE URL. Uploads and models stay in
     /// the data directory.
-    #[arg(long, env = "FINERANK_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FINERANK_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub database: Option<String>,
     /// The model answering requests that name none: the embedded default's name, a fine-tuned
     /// <uuid>-ft id, a checkpoint directory or a Hugging Face model id (org/name[@revision], from

@@ -96,7 +96,10 @@ pub enum ErrorKind {
 }
 
 impl StoreError {
-    pub(crate) fn new(kind: ErrorKind, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub(crate) fn new(
+        kind: ErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         StoreError {
             kind,
             source: source.into(),

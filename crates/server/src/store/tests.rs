@@ -16,6 +16,8 @@ const TEST_URL: &str = "FINERANK_TEST_DATABASE_URL";
 struct Fresh {
     name: &'static str,
     store: Arc<dyn Store>,
+    /// Runs SQL on the database behind the store's back, as an operator would.
+    sql: Box<dyn Fn(&str)>,
     _dir: Option<tempfile::TempDir>,
     _database: Option<TestDatabase>,
 }
@@ -49,10 +51,15 @@ fn fresh_postgres(url: &str) -> (TestDatabase, postgres::Config) {
 
 fn stores() -> Vec<Fresh> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = sqlite::Sqlite::open(&dir.path().join("finerank.db")).unwrap();
+    let path = dir.path().join("finerank.db");
+    let sqlite = sqlite::Sqlite::open(&path).unwrap();
     let mut stores = vec![Fresh {
         name: "sqlite",
         store: Arc::new(sqlite),
+        sql: Box::new(move |sql| {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(sql).unwrap();
+        }),
         _dir: Some(dir),
         _database: None,
     }];
@@ -60,7 +67,11 @@ fn stores() -> Vec<Fresh> {
         let (database, config) = fresh_postgres(&url);
         stores.push(Fresh {
             name: "postgres",
-            store: Arc::new(postgresql::Postgres::connect(config).unwrap()),
+            store: Arc::new(postgresql::Postgres::connect(config.clone()).unwrap()),
+            sql: Box::new(move |sql| {
+                let mut client = config.connect(postgres::NoTls).unwrap();
+                client.batch_execute(sql).unwrap();
+            }),
             _dir: None,
             _database: Some(database),
         });
@@ -100,30 +111,38 @@ fn dataset(id: &str, bytes: u64) -> NewDataset {
     }
 }
 
-/// Rows inserted in a burst share milliseconds; lists still come in insertion order.
+/// Rows created in the same millisecond are listed in the order they were inserted.
 #[test]
 fn lists_keep_the_order_of_insertion() {
-    for Fresh { name, store, .. } in stores() {
+    for Fresh {
+        name, store, sql, ..
+    } in stores()
+    {
         let ids: Vec<String> = (0..30).map(|i| format!("job-{i:02}")).collect();
         for id in &ids {
             store.insert_model(id, "m", &settings("d")).unwrap();
             store.insert_dataset(&dataset(id, 1)).unwrap();
         }
+        let at = "'2025-01-01T00:00:00.000Z'";
+        sql(&format!(
+            "UPDATE finetuned_models SET created_at = {at}; UPDATE datasets SET created_at = {at};"
+        ));
         let oldest = store.models(Order::Oldest, 0, 100).unwrap();
         assert_eq!(oldest.total, 30, "{name}");
         let listed: Vec<String> = oldest.items.into_iter().map(|m| m.id).collect();
         assert_eq!(listed, ids, "{name}");
-        let newest: Vec<String> = (store.models(Order::Newest, 5, 3).unwrap().items)
-            .into_iter()
-            .map(|m| m.id)
-            .collect();
-        assert_eq!(newest, ["job-24", "job-23", "job-22"], "{name}");
+        let mut reversed = ids.clone();
+        reversed.reverse();
+        let newest = |offset, limit| -> Vec<String> {
+            let page = store.models(Order::Newest, offset, limit).unwrap();
+            page.items.into_iter().map(|m| m.id).collect()
+        };
+        assert_eq!(newest(0, 100), reversed, "{name}");
+        assert_eq!(newest(5, 3), ["job-24", "job-23", "job-22"], "{name}");
         let datasets: Vec<String> = (store.datasets(&DatasetFilter::default()).unwrap())
             .into_iter()
             .map(|d| d.id)
             .collect();
-        let mut reversed = ids.clone();
-        reversed.reverse();
         assert_eq!(datasets, reversed, "{name}: datasets list newest first");
         // An offset past i64 neither wraps nor errs.
         let far = DatasetFilter {
@@ -145,14 +164,25 @@ fn a_job_moves_only_from_the_statuses_its_caller_expects() {
             ("job", JobStatus::Finetuning),
             "{name}"
         );
-        assert!(store.claim_job().unwrap().is_none(), "{name}: one job, claimed once");
+        assert!(
+            store.claim_job().unwrap().is_none(),
+            "{name}: one job, claimed once"
+        );
         store.training_started("job", Some("from step 2")).unwrap();
         let stale = store
             .transition("job", &[JobStatus::Queued], JobStatus::Failed, Some("no"))
             .unwrap();
-        assert!(!stale, "{name}: a job no longer queued cannot fail from the queue");
+        assert!(
+            !stale,
+            "{name}: a job no longer queued cannot fail from the queue"
+        );
         let failed = store
-            .transition("job", &[JobStatus::Finetuning], JobStatus::Failed, Some("oom"))
+            .transition(
+                "job",
+                &[JobStatus::Finetuning],
+                JobStatus::Failed,
+                Some("oom"),
+            )
             .unwrap();
         assert!(failed, "{name}");
         let row = store.model("job").unwrap().unwrap();
@@ -187,7 +217,9 @@ fn a_job_moves_only_from_the_statuses_its_caller_expects() {
         ));
         store.claim_job().unwrap().unwrap();
         assert!(matches!(
-            store.update_model("job", None, Some(&settings("d"))).unwrap(),
+            store
+                .update_model("job", None, Some(&settings("d")))
+                .unwrap(),
             ModelUpdate::Locked(JobStatus::Finetuning)
         ));
         assert!(matches!(
@@ -356,7 +388,10 @@ fn an_unreachable_postgres_fails_the_start_with_the_cause() {
         Ok(_) => panic!("opened a store on a closed port"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(err.contains("could not connect to the PostgreSQL server"), "{err}");
+    assert!(
+        err.contains("could not connect to the PostgreSQL server"),
+        "{err}"
+    );
     assert!(err.contains("refused"), "{err}");
     let bad = Database::postgres("mysql://root@db/finerank").unwrap_err();
     assert!(bad.contains("expected postgres://"), "{bad}");

@@ -42,7 +42,12 @@ fn lock_status(tx: &mut Transaction, id: &str) -> Result<Option<JobStatus>> {
     .transpose()
 }
 
-fn add_event(tx: &mut Transaction, id: &str, status: JobStatus, message: Option<&str>) -> Result<()> {
+fn add_event(
+    tx: &mut Transaction,
+    id: &str,
+    status: JobStatus,
+    message: Option<&str>,
+) -> Result<()> {
     tx.execute(
         "INSERT INTO events (model_id, status, message, created_at) VALUES ($1, $2, $3, $4)",
         &[&id, &status.as_str(), &message, &now()],
