@@ -95,10 +95,10 @@ impl Postgres {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let mut client = config.connect(NoTls).with_context(|| {
+        let mut client = config.connect(NoTls).context(
             "could not connect to the PostgreSQL server of --database; is it running, and \
-             are the host, port, user, password and database right?"
-        })?;
+             are the host, port, user, password and database right?",
+        )?;
         schema::migrate(&mut client)?;
         let locked: bool = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVER_LOCK])?
