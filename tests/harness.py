@@ -42,7 +42,8 @@ def free_port():
 class Server:
     """`finerank serve` on a free port over `data_dir`, logging to `log`, with `flags` (the
     acceptance suite's by default) and `env` added to a copy of the environment without any
-    FINERANK_* variable."""
+    FINERANK_* variable. Under scripts/postgres.sh (FINERANK_TEST_DATABASE_URL set), the server
+    keeps its metadata in that PostgreSQL database instead of SQLite."""
 
     def __init__(self, binary, data_dir, log, flags=SERVER_FLAGS, env=None):
         self.binary, self.data_dir, self.log_path, self.flags = binary, data_dir, log, list(flags)
@@ -56,6 +57,8 @@ class Server:
         log = open(self.log_path, "a")
         cmd = [self.binary, "--device", "cpu", "serve", "--data-dir", self.data_dir, "--port", str(port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("FINERANK_")}
+        if os.environ.get("FINERANK_TEST_DATABASE_URL"):
+            env["FINERANK_DATABASE_URL"] = os.environ["FINERANK_TEST_DATABASE_URL"]
         env.update(self.env)
         self.proc = subprocess.Popen(cmd + self.flags, stdout=log, stderr=log, env=env)
         _started.append(self.proc)

@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use finerank_engine::{DeviceChoice, Precision, Registry, DEFAULT_MODEL};
 
+use crate::store::Database;
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct Config {
     /// Address to listen on; 0.0.0.0 listens on every interface.
@@ -26,6 +28,16 @@ pub struct Config {
     /// directory then caches them. Default: they live in the data directory alone.
     #[arg(long = "store", env = "FINERANK_STORE_URL", value_name = "URL")]
     pub store: Option<String>,
+    /// Where datasets and jobs are recorded, when not in finerank.db (SQLite) in the data
+    /// directory: a postgres://USER:PASSWORD@HOST:PORT/DATABASE URL. Uploads and models are kept by
+    /// --store.
+    #[arg(
+        long,
+        env = "FINERANK_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database: Option<String>,
     /// The model answering requests that name none: the embedded default's name, a fine-tuned
     /// <uuid>-ft id, a checkpoint directory or a Hugging Face model id (org/name[@revision], from
     /// the Hugging Face cache or downloaded into it at startup). It is served under its last path
@@ -159,6 +171,15 @@ impl Config {
         self.data_dir.clone().unwrap_or_else(Registry::default_home)
     }
 
+    /// The store: `--database`, else finerank.db in the data directory.
+    pub fn database(&self) -> Result<Database, String> {
+        match &self.database {
+            None => Ok(Database::Sqlite(self.data_dir().join("finerank.db"))),
+            Some(url) => Database::postgres(url)
+                .map_err(|e| format!("--database (FINERANK_DATABASE_URL): {e}")),
+        }
+    }
+
     /// libtorch threads of each background thread (`--training-threads`, defaults filled in).
     pub fn background_threads(&self) -> usize {
         match self.training_threads {
@@ -186,6 +207,7 @@ impl Config {
         if self.rate_limit_burst == Some(0) {
             return Err("--rate-limit-burst must be at least 1".into());
         }
+        self.database()?;
         if self.header_read_timeout.is_zero() {
             return Err("--header-read-timeout must be longer than 0s".into());
         }

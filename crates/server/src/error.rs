@@ -8,9 +8,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use finerank_engine::RegistryError;
-use rusqlite::ErrorCode;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::store::{ErrorKind, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -145,15 +146,21 @@ impl From<RegistryError> for ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> ApiError {
-        let kind = match e.sqlite_error_code() {
-            Some(ErrorCode::DiskFull) => io::ErrorKind::StorageFull,
-            Some(ErrorCode::ReadOnly) => io::ErrorKind::ReadOnlyFilesystem,
-            _ => io::ErrorKind::Other,
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        let kind = match e.kind() {
+            ErrorKind::Full => io::ErrorKind::StorageFull,
+            ErrorKind::ReadOnly => io::ErrorKind::ReadOnlyFilesystem,
+            ErrorKind::Unavailable => {
+                tracing::error!("{e}");
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the server's database is unavailable ({e}); nothing was saved, retry shortly"),
+                );
+            }
+            ErrorKind::Other => io::ErrorKind::Other,
         };
-        ApiError::storage(kind, format!("database: {e}"))
-            .unwrap_or_else(|| ApiError::internal(format!("database: {e}")))
+        ApiError::storage(kind, &e).unwrap_or_else(|| ApiError::internal(e))
     }
 }
 
@@ -178,22 +185,19 @@ mod tests {
         assert_eq!(busy.status, StatusCode::CONFLICT, "{busy}");
         assert!(busy.message.contains("pid 42"), "{busy}");
 
-        let sqlite = |code| {
-            ApiError::from(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(code),
-                None,
-            ))
-        };
+        let database = |kind| ApiError::from(StoreError::new(kind, "the cause"));
+        let full = database(ErrorKind::Full);
+        assert_eq!(full.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(full.message.contains("database: the cause"), "{full}");
         assert_eq!(
-            sqlite(rusqlite::ffi::SQLITE_FULL).status,
-            StatusCode::INSUFFICIENT_STORAGE
-        );
-        assert_eq!(
-            sqlite(rusqlite::ffi::SQLITE_READONLY).status,
+            database(ErrorKind::ReadOnly).status,
             StatusCode::SERVICE_UNAVAILABLE
         );
+        let down = database(ErrorKind::Unavailable);
+        assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(down.message.contains("database is unavailable"), "{down}");
         assert_eq!(
-            sqlite(rusqlite::ffi::SQLITE_CORRUPT).status,
+            database(ErrorKind::Other).status,
             StatusCode::INTERNAL_SERVER_ERROR
         );
     }

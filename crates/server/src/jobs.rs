@@ -32,7 +32,7 @@ use crate::batcher::Batcher;
 use crate::catalog::Catalog;
 use crate::collection::{cache_dir, Collection};
 use crate::config::Config;
-use crate::store::{DatasetRow, ModelRow, Store};
+use crate::store::{self, DatasetRow, ModelRow, Store, StoreError};
 use crate::uploads::Uploads;
 use crate::wake::Wake;
 
@@ -271,7 +271,7 @@ pub struct Jobs {
 }
 
 struct Shared {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
     batcher: Batcher,
     uploads: Arc<Uploads>,
@@ -284,13 +284,13 @@ struct Shared {
 impl Jobs {
     /// Settles jobs a previous process left running, then starts the workers.
     pub fn start(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         batcher: Batcher,
         uploads: Arc<Uploads>,
         config: &Config,
     ) -> anyhow::Result<Jobs> {
-        recover(&store, catalog.registry())?;
+        recover(&*store, catalog.registry())?;
         let shared = Arc::new(Shared {
             store,
             catalog,
@@ -392,7 +392,7 @@ impl Jobs {
 /// only ever holds whole models), which makes it ready. A deleted model whose files or training
 /// state are still there (the process died between deleting the row and the files, or a job
 /// deleted while it trained published its model) loses them now.
-fn recover(store: &Store, registry: &Registry) -> anyhow::Result<()> {
+fn recover(store: &dyn Store, registry: &Registry) -> anyhow::Result<()> {
     for id in store.deleted_models()? {
         let model = model_of(&id);
         match registry.delete(&model) {
@@ -458,7 +458,7 @@ impl Shared {
         crate::threads::background(&self.config);
         self.wake.work("job", || {
             let Some((row, cancel)) = self.claim()? else {
-                return Ok::<_, rusqlite::Error>(false);
+                return Ok::<_, StoreError>(false);
             };
             self.run(&row, &cancel);
             self.running.lock().expect("running lock").remove(&row.id);
@@ -476,7 +476,7 @@ impl Shared {
     /// Takes the next queued job unless shutting down. Claiming and registering the job as
     /// running happen under one lock, so shutdown either sees the job (and fails and cancels it)
     /// or the worker sees the shutdown and claims nothing.
-    fn claim(&self) -> rusqlite::Result<Option<(ModelRow, Arc<AtomicBool>)>> {
+    fn claim(&self) -> store::Result<Option<(ModelRow, Arc<AtomicBool>)>> {
         let mut running = self.running.lock().expect("running lock");
         if self.wake.stopped() {
             return Ok(None);
@@ -582,7 +582,7 @@ impl Shared {
         let dataset = self.dataset(row)?;
         let job = self.job(row, &dataset)?;
         let mut recorder = Recorder {
-            store: &self.store,
+            store: &*self.store,
             id: &row.id,
             losses: Vec::new(),
         };
@@ -651,7 +651,7 @@ impl Shared {
 
     /// The model is in the registry: load it for reranking, then open it to requests. If the job
     /// was deleted while it trained, the model goes too.
-    fn deploy(&self, id: &str, metrics: &FinetuneMetrics) -> rusqlite::Result<()> {
+    fn deploy(&self, id: &str, metrics: &FinetuneMetrics) -> store::Result<()> {
         let model = model_of(id);
         self.store.set_metrics(id, metrics)?;
         if !self
@@ -675,7 +675,7 @@ impl Shared {
     }
 
     /// Records a failure, unless the job has moved on (deleted, or failed by a shutdown).
-    fn fail(&self, id: &str, from: JobStatus, reason: &str) -> rusqlite::Result<()> {
+    fn fail(&self, id: &str, from: JobStatus, reason: &str) -> store::Result<()> {
         if self
             .store
             .transition(id, &[from], JobStatus::Failed, Some(reason))?
@@ -685,7 +685,7 @@ impl Shared {
         Ok(())
     }
 
-    fn discard(&self, model: &str) -> rusqlite::Result<()> {
+    fn discard(&self, model: &str) -> store::Result<()> {
         self.batcher.evict(model);
         if let Err(e) = self.catalog.registry().delete(model) {
             tracing::error!(%model, "could not remove the model of a deleted job: {e}");
@@ -704,7 +704,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Writes a run's progress, each step's loss and the evaluations to the store as they come.
 struct Recorder<'a> {
-    store: &'a Store,
+    store: &'a dyn Store,
     id: &'a str,
     /// Training losses since the last evaluation, reported beside it.
     losses: Vec<f64>,
@@ -775,13 +775,13 @@ mod tests {
     use finerank_engine::Kind;
 
     use super::*;
-    use crate::store::Order;
+    use crate::store::{Database, Order};
 
-    fn store(dir: &std::path::Path) -> Store {
-        Store::open(&dir.join("finerank.db")).unwrap()
+    fn store(dir: &std::path::Path) -> Arc<dyn Store> {
+        store::open(&Database::Sqlite(dir.join("finerank.db"))).unwrap()
     }
 
-    fn queue(store: &Store, id: &str) {
+    fn queue(store: &dyn Store, id: &str) {
         let settings = Settings {
             base_model: BaseModel {
                 base_type: "BASE_TYPE_RERANK".into(),
@@ -793,7 +793,7 @@ mod tests {
         store.insert_model(id, "model", &settings).unwrap();
     }
 
-    fn statuses(store: &Store, id: &str) -> Vec<JobStatus> {
+    fn statuses(store: &dyn Store, id: &str) -> Vec<JobStatus> {
         let events = store.events(id, Order::Oldest, 0, 10).unwrap();
         events.items.into_iter().map(|e| e.status).collect()
     }
@@ -804,12 +804,12 @@ mod tests {
     fn finetuning_is_stamped_when_training_starts() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        queue(&store, "job");
+        queue(&*store, "job");
         let claimed = store.claim_job().unwrap().unwrap();
         assert_eq!(claimed.status, JobStatus::Finetuning);
-        assert_eq!(statuses(&store, "job"), [JobStatus::Queued]);
+        assert_eq!(statuses(&*store, "job"), [JobStatus::Queued]);
         let mut recorder = Recorder {
-            store: &store,
+            store: &*store,
             id: "job",
             losses: Vec::new(),
         };
@@ -823,7 +823,7 @@ mod tests {
             resumed_at: None,
         });
         assert_eq!(
-            statuses(&store, "job"),
+            statuses(&*store, "job"),
             [JobStatus::Queued, JobStatus::Finetuning]
         );
     }
@@ -840,8 +840,8 @@ mod tests {
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(state.join("weights-4.safetensors"), b"partly removed").unwrap();
 
-        recover(&store, &registry).unwrap();
-        assert_eq!(statuses(&store, &id).last(), Some(&JobStatus::Ready));
+        recover(&*store, &registry).unwrap();
+        assert_eq!(statuses(&*store, &id).last(), Some(&JobStatus::Ready));
         assert!(
             !state.exists(),
             "the run's state outlived its published model"
@@ -850,12 +850,12 @@ mod tests {
 
     /// A store and a registry in `dir`, with a queued job whose model is already published (an
     /// empty one: recovery looks only at the record). Returns the job's id.
-    fn published_job(dir: &std::path::Path) -> (Store, Registry, String) {
+    fn published_job(dir: &std::path::Path) -> (Arc<dyn Store>, Registry, String) {
         let store = store(dir);
         let registry = Registry::open(dir).unwrap();
         let id = uuid::Uuid::new_v4().to_string();
         let model = model_of(&id);
-        queue(&store, &id);
+        queue(&*store, &id);
         std::fs::create_dir_all(registry.staging_dir(&model).unwrap().join("model")).unwrap();
         let record = ModelRecord {
             id: model,
@@ -887,7 +887,7 @@ mod tests {
         assert_eq!(store.delete_model(&id).unwrap(), Some(JobStatus::Ready));
         // The crash comes here.
         assert!(registry.get(&model).unwrap().is_some());
-        recover(&store, &registry).unwrap();
+        recover(&*store, &registry).unwrap();
         assert!(registry.get(&model).unwrap().is_none());
         assert!(registry.list().unwrap().is_empty());
     }

@@ -6,7 +6,7 @@
 //! Laid out like text-embeddings-inference: the router (`routes`, thin axum handlers) feeds the
 //! core (`batcher`: a bounded queue and one inference thread that batches concurrent requests
 //! together) which calls the backend (`finerank-engine`). Datasets and fine-tuning jobs live in
-//! SQLite (`store`) and run on background workers (`validator`, `jobs`), so that a restart loses
+//! SQLite or PostgreSQL (`store`) and run on background workers (`validator`, `jobs`), so that a restart loses
 //! nothing: every dataset, job, event and model is there again, and a job the restart interrupted
 //! says so. A dataset may bring its document collection (`parts`, `collection`): the validator
 //! mines hard negatives from it (`mining`), and a fine-tune on it is evaluated as search uses a
@@ -74,7 +74,7 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     config: Config,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
     uploads: Arc<Uploads>,
     batcher: Batcher,
@@ -109,8 +109,7 @@ impl AppState {
         if let Some(files) = &files {
             registry = registry.with_store(files.clone());
         }
-        let store =
-            Arc::new(Store::open(&data_dir.join("finerank.db")).context("opening finerank.db")?);
+        let store = store::open(&config.database().map_err(anyhow::Error::msg)?)?;
         let uploads = Arc::new(Uploads::open(
             data_dir.join("uploads"),
             &store.dataset_ids()?,
@@ -155,13 +154,13 @@ impl AppState {
         self.lock.release();
     }
 
-    /// Runs a store call off the async threads: SQLite blocks.
+    /// Runs a store call off the async threads: both backends block.
     async fn db<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Store) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&dyn Store) -> store::Result<T> + Send + 'static,
     ) -> Result<T, ApiError> {
         let store = self.store.clone();
-        blocking(move || f(&store).map_err(ApiError::from)).await
+        blocking(move || f(&*store).map_err(ApiError::from)).await
     }
 }
 
@@ -252,15 +251,17 @@ pub async fn serve_on(
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = SocketAddr::new(config.host, config.port);
     let data_dir = config.data_dir();
+    let database = config.database().map_err(anyhow::Error::msg)?;
     let state = tokio::task::spawn_blocking(move || AppState::start(config)).await??;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening on {addr}"))?;
     eprintln!(
-        "finerank serve: listening on http://{} (model {}, data in {}{})",
+        "finerank serve: listening on http://{} (model {}, data in {}, metadata in {}{})",
         listener.local_addr()?,
         state.catalog.default_name(),
         data_dir.display(),
+        database,
         if state.keys.enabled() {
             ", API keys required"
         } else {

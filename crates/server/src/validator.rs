@@ -29,7 +29,7 @@ use crate::collection::{cache_dir, Collection};
 use crate::config::Config;
 use crate::mining::mine_files;
 use crate::parts::{FilePart, Part};
-use crate::store::{DatasetRow, Store, Validation};
+use crate::store::{DatasetRow, Store, StoreError, Validation};
 use crate::uploads::Uploads;
 use crate::wake::Wake;
 
@@ -96,7 +96,7 @@ pub struct Validator {
 }
 
 struct Worker {
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     catalog: Arc<Catalog>,
     uploads: Arc<Uploads>,
     config: Config,
@@ -110,7 +110,7 @@ struct Worker {
 impl Validator {
     /// Requeues validations a previous process left half done, then starts the worker.
     pub fn start(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         catalog: Arc<Catalog>,
         uploads: Arc<Uploads>,
         config: &Config,
@@ -156,7 +156,7 @@ impl Worker {
         let wake = self.wake.clone();
         wake.work("dataset", || {
             let Some(dataset) = self.store.claim_dataset()? else {
-                return Ok::<_, rusqlite::Error>(false);
+                return Ok::<_, StoreError>(false);
             };
             let result = self.validate(&dataset);
             if let Err(e) = self.store.finish_validation(&dataset.id, &result) {

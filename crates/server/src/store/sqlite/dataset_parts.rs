@@ -3,10 +3,10 @@
 //! queries and qrels, and the mining asked for. A BEIR collection comes without `data`, and only a
 //! rebuilt table lets SQLite drop `data`'s NOT NULL: the migration copies every row, rowids
 //! included, so the order of datasets created in the same millisecond is kept.
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, Result, Row};
 
-use super::Result;
 use crate::parts::{FilePart, Part, Parts};
+use crate::store::codec::{part_column, usage_sum};
 
 pub(super) const MIGRATION: &str = r#"
     CREATE TABLE datasets_v3 (
@@ -44,21 +44,10 @@ pub(super) const MIGRATION: &str = r#"
     CREATE INDEX datasets_by_status ON datasets (validation_status, created_at);
 "#;
 
-/// The prefix of a part's columns.
-fn column(part: Part) -> &'static str {
-    match part {
-        Part::Data => "data",
-        Part::Eval => "eval",
-        Part::Corpus => "corpus",
-        Part::Queries => "queries",
-        Part::Qrels => "qrels",
-    }
-}
-
 pub(super) fn read(row: &Row) -> Result<Parts> {
     let mut parts = Parts::default();
     for part in Part::ALL {
-        let c = column(part);
+        let c = part_column(part);
         if let Some(filename) = row.get::<_, Option<String>>(format!("{c}_filename").as_str())? {
             *parts.slot(part) = Some(FilePart {
                 filename,
@@ -72,7 +61,7 @@ pub(super) fn read(row: &Row) -> Result<Parts> {
 /// Records the files of a dataset just inserted.
 pub(super) fn write(tx: &Connection, id: &str, parts: &Parts) -> Result<()> {
     for (part, file) in parts.iter() {
-        let c = column(part);
+        let c = part_column(part);
         tx.execute(
             &format!("UPDATE datasets SET {c}_filename = ?2, {c}_bytes = ?3 WHERE id = ?1"),
             params![id, file.filename, file.size_bytes],
@@ -83,20 +72,17 @@ pub(super) fn write(tx: &Connection, id: &str, parts: &Parts) -> Result<()> {
 
 /// Bytes of every uploaded file.
 pub(super) fn usage(conn: &Connection) -> Result<u64> {
-    let sum = Part::ALL
-        .map(|p| format!("coalesce({}_bytes, 0)", column(p)))
-        .join(" + ");
-    conn.query_row(
-        &format!("SELECT coalesce(sum({sum}), 0) FROM datasets"),
-        [],
-        |r| r.get(0),
-    )
+    conn.query_row(&format!("SELECT {} FROM datasets", usage_sum()), [], |r| {
+        r.get(0)
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{DatasetFilter, NewDataset, Store, MIGRATIONS};
+    use super::super::schema::MIGRATIONS;
+    use super::super::Sqlite;
     use super::*;
+    use crate::store::{DatasetFilter, DatasetQueue, NewDataset};
 
     /// A database as the release before this schema left it: two datasets with both files,
     /// created in the same millisecond.
@@ -123,7 +109,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("finerank.db");
         schema_2(&path);
-        let store = Store::open(&path).unwrap();
+        let store = Sqlite::open(&path).unwrap();
         let version: usize = store
             .conn()
             .pragma_query_value(None, "user_version", |r| r.get(0))
