@@ -46,8 +46,9 @@ pub enum RegistryError {
         "{path} is being written by another process (pid {owner}); wait for it, or use another id"
     )]
     StagingInUse { path: String, owner: String },
+    /// Boxed: object_store's errors are large, and every registry result would carry their size.
     #[error(transparent)]
-    Store(#[from] FileStoreError),
+    Store(Box<FileStoreError>),
     #[error(
         "model {id}: {file} in the file store does not match its manifest (sha256 {found}, \
          {size} bytes; the manifest says {expected}, {expected_size} bytes), so it was not used: \
@@ -61,6 +62,12 @@ pub enum RegistryError {
         expected: String,
         expected_size: u64,
     },
+}
+
+impl From<FileStoreError> for RegistryError {
+    fn from(e: FileStoreError) -> RegistryError {
+        RegistryError::Store(Box::new(e))
+    }
 }
 
 /// What commits a model to the store: its record, and every file it needs with its digest.

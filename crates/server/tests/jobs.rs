@@ -6,7 +6,7 @@ use std::path::Path;
 
 use common::{message, rerank, settings, until, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn rows(n: usize, offset: usize) -> String {
     (offset..offset + n)

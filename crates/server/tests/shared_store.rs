@@ -5,7 +5,7 @@ mod common;
 
 use common::{rerank, settings, until, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn rows(n: usize, offset: usize) -> String {
     (offset..offset + n)
