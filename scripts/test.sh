@@ -22,5 +22,7 @@ scripts/postgres.sh tests/acceptance/run.sh
 tests/reliability/run.sh
 # The wheel: built, installed into a fresh virtual environment, and reranking from there.
 tests/wheel/run.sh
+# The Kubernetes manifests, checked against the API schemas (deploy/kubernetes).
+tests/deploy/run.sh
 # The web dashboard in headless Chromium: upload, review, train, API tab, playground (runs/browser/).
 tests/browser/run.sh
