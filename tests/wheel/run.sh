@@ -13,7 +13,11 @@ mkdir -p "$out"
 # The environment holds a whole torch (about 5 GB); the wheel and the timings stay.
 trap 'rm -rf "$out/venv"' EXIT
 
-maturin build --release --quiet -o "$out/dist" 2>"$out/build.log" || { cat "$out/build.log"; exit 1; }
+# The dev profile, not --release: `cargo test --workspace` has built every dependency in it
+# already, so only finerank's own crates compile, where a release build would compile all of
+# them again (over ten minutes on CI's two cores). What is tested is the packaging: the rpath to
+# the torch wheel, the default model beside the binary, and the install.
+maturin build --profile dev --quiet -o "$out/dist" 2>"$out/build.log" || { cat "$out/build.log"; exit 1; }
 wheel=$(ls "$out"/dist/finerank-*.whl)
 
 # A fresh environment from the base Python, with nothing of .venv in it.
