@@ -121,17 +121,21 @@ mod tests {
 
     #[test]
     fn the_default_model_is_found_in_the_environment_that_installed_the_binary() {
-        let env = tempfile::tempdir().unwrap();
-        let exe = env.path().join("bin/finerank");
-        assert_eq!(installed_default_model(&exe), None);
-        let model = env
-            .path()
-            .join("lib/python3.12/site-packages")
-            .join(DEFAULT_MODEL_PACKAGE);
-        std::fs::create_dir_all(&model).unwrap();
-        // A package directory without a checkpoint in it is not the model.
-        assert_eq!(installed_default_model(&exe), None);
-        std::fs::write(model.join("config.json"), "{}").unwrap();
-        assert_eq!(installed_default_model(&exe), Some(model));
+        // A venv's site-packages, and Debian's system Python's dist-packages.
+        for packages in ["site-packages", "dist-packages"] {
+            let env = tempfile::tempdir().unwrap();
+            let exe = env.path().join("bin/finerank");
+            assert_eq!(installed_default_model(&exe), None);
+            let model = env
+                .path()
+                .join("lib/python3.12")
+                .join(packages)
+                .join(DEFAULT_MODEL_PACKAGE);
+            std::fs::create_dir_all(&model).unwrap();
+            // A package directory without a checkpoint in it is not the model.
+            assert_eq!(installed_default_model(&exe), None);
+            std::fs::write(model.join("config.json"), "{}").unwrap();
+            assert_eq!(installed_default_model(&exe), Some(model), "{packages}");
+        }
     }
 }
