@@ -243,10 +243,14 @@ try {
     await page.waitForFunction(() => document.querySelector("#hp-train_epochs")?.value === "4");
     await main.getByText("Default 4. Allowed: 1 to 100, whole numbers.").waitFor();
     await main.getByText("Passes over the training data").waitFor();
-    for (const name of ["learning_rate", "train_batch_size", "early_stopping_patience", "early_stopping_threshold", "lora_rank", "lora_alpha", "lora_dropout", "frozen_layers"]) {
+    for (const name of ["learning_rate", "train_batch_size", "early_stopping_patience", "early_stopping_threshold", "lora_rank", "lora_alpha", "lora_dropout", "frozen_layers", "micro_batch_size"]) {
       expect((await page.getByLabel(name).inputValue()) !== "", `${name} shows no default`);
     }
     await page.getByLabel("lora_target_modules").waitFor();
+    // Trained with gradient checkpointing, so that the job runs the recompute end to end.
+    const checkpointing = page.getByLabel("gradient_checkpointing");
+    expect(!(await checkpointing.isChecked()), "gradient_checkpointing is on by default");
+    await checkpointing.check();
     await epochs.fill("0");
     await main.getByText("Allowed: 1 to 100, whole numbers.", { exact: true }).waitFor();
     await main.getByRole("button", { name: "Continue" }).click();
@@ -258,6 +262,8 @@ try {
     await main.getByRole("button", { name: "Continue" }).click();
     await main.getByRole("heading", { name: "Step 4: Start training" }).waitFor();
     await main.getByText("1 (default 4)").waitFor();
+    const summary = main.locator("dl.meta");
+    await summary.getByText("gradient_checkpointing", { exact: true }).waitFor();
     await screenshot("start");
     await main.getByRole("button", { name: "Start training" }).click();
   });
@@ -281,6 +287,8 @@ try {
     for (const system of ["BM25 alone", "Base model (all-MiniLM-L6-v2)", "Fine-tuned"]) await retrieval.getByText(system, { exact: true }).waitFor();
     expect(/p = /.test(await retrieval.locator("tr", { hasText: "Fine-tuned" }).textContent()), "no paired difference from the base");
     await main.getByText("also chose the checkpoint", { exact: false }).waitFor();
+    // The run used what the form asked for.
+    await main.locator("li", { hasText: "gradient_checkpointing" }).getByText("true", { exact: false }).waitFor();
     // Hovering a curve shows the value under the cursor: the charts have data.
     for (const chart of ["Training loss per step", "Validation metrics per evaluation"]) {
       const box = main.getByRole("img", { name: chart });

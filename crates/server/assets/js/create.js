@@ -14,7 +14,7 @@ const bytes = (n) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(
 
 export function createPage(root, ctx) {
   document.title = "Create rerank model · finerank";
-  const state = { files: {}, mine: false, datasetName: "", dataset: null, modelName: "", base: "", hyper: null, values: {}, targets: "" };
+  const state = { files: {}, mine: false, datasetName: "", dataset: null, modelName: "", base: "", hyper: null, values: {}, targets: "", checkpointing: false };
   const stepper = el("ol", { class: "steps", "aria-label": "Steps" }, STEPS.map((s) => el("li", {}, s)));
   const body = el("div");
   root.append(
@@ -308,7 +308,7 @@ export function createPage(root, ctx) {
         "div",
         { class: "actions" },
         el("button", { type: "button", class: "ghost", onclick: () => go(1) }, "Back"),
-        el("button", { type: "button", class: "ghost", onclick: () => { state.values = {}; state.targets = ""; loadDefaults(); } }, "Reset to defaults"),
+        el("button", { type: "button", class: "ghost", onclick: () => { state.values = {}; state.targets = ""; state.checkpointing = false; loadDefaults(); } }, "Reset to defaults"),
         el("button", { type: "submit" }, "Continue"),
       ),
     );
@@ -357,10 +357,12 @@ export function createPage(root, ctx) {
           );
         }),
         targetsField(),
+        checkpointingField(),
       );
     }
 
-    // The one setting that is not a number: which projections get LoRA adapters.
+    // The two settings that are not numbers: which projections get LoRA adapters, and
+    // gradient checkpointing.
     function targetsField() {
       const id = "hp-lora_target_modules";
       const input = el("input", {
@@ -378,6 +380,25 @@ export function createPage(root, ctx) {
         el("label", { for: id }, el("code", {}, "lora_target_modules")),
         input,
         el("p", { class: "help", id: `${id}-help` }, "With lora_rank: the modules that get adapters, comma-separated, as PEFT's target_modules names them (query,value for BERT; Wqkv for ModernBERT). Empty: all of them."),
+      );
+    }
+
+    function checkpointingField() {
+      const id = "hp-gradient_checkpointing";
+      const input = el("input", {
+        type: "checkbox",
+        id,
+        name: "gradient_checkpointing",
+        checked: state.checkpointing,
+        "aria-describedby": `${id}-help`,
+        onchange: () => (state.checkpointing = input.checked),
+      });
+      return el(
+        "div",
+        { class: "field" },
+        el("label", { for: id }, el("code", {}, "gradient_checkpointing")),
+        input,
+        el("p", { class: "help", id: `${id}-help` }, "Keep only each layer's input and compute the layer again for the backward pass: far less memory for about one more forward pass, with the same result. Off by default."),
       );
     }
 
@@ -418,6 +439,7 @@ export function createPage(root, ctx) {
     // defaults depend on other settings (LoRA's learning rate is ten times the one shown).
     const changed = Object.fromEntries(state.hyper.hyperparameters.filter((h) => values[h.name] !== h.default).map((h) => [h.name, values[h.name]]));
     if (state.targets) changed.lora_target_modules = state.targets;
+    if (state.checkpointing) changed.gradient_checkpointing = true;
     const pair = (term, value) => [el("dt", {}, term), el("dd", {}, value)];
     const start = el("button", { type: "button", onclick: submit }, "Start training");
     panel.append(
@@ -432,6 +454,7 @@ export function createPage(root, ctx) {
           pair(h.name, el("span", { class: values[h.name] === h.default ? "" : "changed" }, String(values[h.name]), values[h.name] === h.default ? " (default)" : ` (default ${h.default})`)),
         ),
         state.targets ? pair("lora_target_modules", el("span", { class: "changed" }, state.targets)) : null,
+        state.checkpointing ? pair("gradient_checkpointing", el("span", { class: "changed" }, "on")) : null,
       ),
       el("p", { class: "muted" }, "Training runs on this server, one job at a time. The model page shows its progress live."),
       status,
