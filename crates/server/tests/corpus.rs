@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{message, settings, until, upload, validated, Server, QUICK};
+use common::{finetuned, message, upload, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -315,22 +315,7 @@ async fn a_fine_tune_on_a_corpus_trains_on_the_mined_rows_and_reports_retrieval(
         .await;
     assert_eq!(hyper["train_rows"], QUERIES - HELD_OUT, "{hyper}");
 
-    let (status, created) = s
-        .post(
-            "/v1/finetuning/finetuned-models",
-            &json!({"name": "lease", "settings": settings(dataset_id)}),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["finetuned_model"]["id"].as_str().unwrap();
-    let ready = until(&s, &format!("/v1/finetuning/finetuned-models/{id}"), |b| {
-        matches!(
-            b["finetuned_model"]["status"].as_str(),
-            Some("STATUS_READY" | "STATUS_FAILED")
-        )
-    })
-    .await["finetuned_model"]
-        .clone();
+    let (id, ready) = finetuned(&s, dataset_id).await;
     assert_eq!(ready["status"], "STATUS_READY", "{ready}");
 
     let registry = finerank_engine::Registry::open(dir.path()).unwrap();

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{message, rerank, settings, until, validated, Server, QUICK};
+use common::{finetuned, message, rerank, settings, until, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
 use serde_json::json;
 
@@ -77,26 +77,8 @@ async fn a_fine_tune_goes_from_queued_to_ready_and_answers_as_id_ft() {
     assert_eq!(field("learning_rate")["exclusive_minimum"], true);
     assert!(field("early_stopping_patience")["maximum"].is_null());
 
-    let (status, created) = s
-        .post(
-            "/v1/finetuning/finetuned-models",
-            &json!({"name": "lease", "settings": settings(dataset_id)}),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["finetuned_model"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (id, ready) = finetuned(&s, dataset_id).await;
     let path = format!("/v1/finetuning/finetuned-models/{id}");
-    let ready = until(&s, &path, |b| {
-        matches!(
-            b["finetuned_model"]["status"].as_str(),
-            Some("STATUS_READY" | "STATUS_FAILED")
-        )
-    })
-    .await["finetuned_model"]
-        .clone();
     assert_eq!(ready["status"], "STATUS_READY", "{ready}");
     for metric in ["accuracy_at_1", "accuracy_at_3", "mrr_at_10", "ndcg_at_10"] {
         assert!(ready["metrics"]["base"][metric].is_f64(), "{ready}");

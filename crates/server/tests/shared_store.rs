@@ -3,7 +3,7 @@
 //! on it from the store, and the model it publishes answers on the other server too.
 mod common;
 
-use common::{rerank, settings, until, validated, Server, QUICK};
+use common::{finetuned, rerank, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
 use serde_json::json;
 
@@ -50,26 +50,9 @@ async fn a_model_trained_on_one_server_from_the_store_answers_on_another() {
     // As if the dataset had come through another server: this one has no copy of its own.
     std::fs::remove_dir_all(a_dir.path().join("uploads").join(dataset_id)).unwrap();
 
-    let (status, created) = a
-        .post(
-            "/v1/finetuning/finetuned-models",
-            &json!({"name": "lease", "settings": settings(dataset_id)}),
-        )
-        .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["finetuned_model"]["id"].as_str().unwrap();
+    let (id, ready) = finetuned(&a, dataset_id).await;
+    assert_eq!(ready["status"], "STATUS_READY", "{ready}");
     let path = format!("/v1/finetuning/finetuned-models/{id}");
-    let ready = until(&a, &path, |b| {
-        matches!(
-            b["finetuned_model"]["status"].as_str(),
-            Some("STATUS_READY" | "STATUS_FAILED")
-        )
-    })
-    .await;
-    assert_eq!(
-        ready["finetuned_model"]["status"], "STATUS_READY",
-        "{ready}"
-    );
     let model = format!("{id}-ft");
     let manifest = store
         .path()

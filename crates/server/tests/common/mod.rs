@@ -174,6 +174,31 @@ pub async fn validated(s: &Server, params: &str, form: Form) -> Value {
         .clone()
 }
 
+/// Starts a fine-tune named "lease" on the dataset with [`settings`], and waits for it to end
+/// either way; its id and the model as it then is.
+pub async fn finetuned(s: &Server, dataset_id: &str) -> (String, Value) {
+    let (status, created) = s
+        .post(
+            "/v1/finetuning/finetuned-models",
+            &json!({"name": "lease", "settings": settings(dataset_id)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["finetuned_model"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let model = until(s, &format!("/v1/finetuning/finetuned-models/{id}"), |b| {
+        matches!(
+            b["finetuned_model"]["status"].as_str(),
+            Some("STATUS_READY" | "STATUS_FAILED")
+        )
+    })
+    .await["finetuned_model"]
+        .clone();
+    (id, model)
+}
+
 /// Fine-tuning settings for a dataset: one epoch of batches of four.
 pub fn settings(dataset_id: &str) -> Value {
     json!({"base_model": {"base_type": "BASE_TYPE_RERANK"}, "dataset_id": dataset_id,
