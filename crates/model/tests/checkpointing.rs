@@ -5,10 +5,9 @@
 //! checked against the checkpointed loss itself.
 mod common;
 
-use common::{cpu, decoder_inputs, fixture, listwise_loss, pairs, train_b_a_little};
+use common::{cpu, decoder_inputs, expected, fixture, listwise_loss, pairs, train_b_a_little};
 use finerank_model::{seeded, LoadOptions, Lora, Model};
 use finerank_text::Encoded;
-use serde_json::Value;
 use tch::{Kind, Tensor};
 
 /// One step's loss and the gradient of every trainable tensor, by name; the gradients are
@@ -134,9 +133,7 @@ fn a_checkpointed_bert_step_is_the_plain_step() {
 fn a_checkpointed_llm_lora_step_is_the_plain_step() {
     for name in ["qwen3-reranker", "mxbai-rerank-v2"] {
         let dir = fixture(name);
-        let exp: Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap())
-                .unwrap();
+        let exp = expected(&dir);
         let inputs = decoder_inputs(&exp);
         let opts = LoadOptions {
             lora: Some(Lora {

@@ -7,7 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{assert_close, cpu, fixture, listwise_loss, logits, padded_batch, pairs, python};
+use common::{
+    assert_close, cpu, expected, fixture, listwise_loss, logits, padded_batch, pairs, python,
+};
 use finerank_model::{Kind, Model};
 use finerank_text::{ChunkPolicy, Encoded, PairFormat, PromptTemplate, TextTokenizer};
 use serde_json::Value;
@@ -412,8 +414,7 @@ fn gte_refuses_what_it_does_not_implement() {
 /// our chunking. The ids must be that code's own.
 fn llm_case(name: &str, template: PromptTemplate) -> Case {
     let dir = fixture(name);
-    let exp: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let exp = expected(&dir);
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     assert_eq!(exp["prefix"], template.prefix.as_str());
     assert_eq!(exp["suffix"], template.suffix.as_str());

@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    assert_close, cpu, decoder_inputs, fixture, listwise_loss, logits, padded_batch, pairs, python,
-    train_b_a_little,
+    assert_close, cpu, decoder_inputs, expected, fixture, listwise_loss, logits, padded_batch,
+    pairs, python, train_b_a_little,
 };
 use finerank_model::{seeded, Kind, LoadOptions, Lora, Model, ADAPTER_CONFIG};
 use serde_json::Value;
@@ -341,8 +341,7 @@ fn an_mxbai_reranker_takes_adapters_and_peft_reads_them() {
 
 fn llm_reranker_takes_adapters(name: &str) {
     let dir = fixture(name);
-    let exp: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let exp = expected(&dir);
     let inputs = decoder_inputs(&exp);
     let model = with_lora(&dir, lora(&[]));
     assert_close(

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{cpu, fixture, python};
+use common::{cpu, expected, fixture, python};
 use finerank_model::{Kind, Model, Role};
 use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
@@ -60,8 +60,7 @@ fn sentence_transformers(dir: &Path, prompt_name: Option<&str>, texts: &[String]
 
 fn check_bi_encoder(name: &str) {
     let dir = fixture(name);
-    let exp: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let exp = expected(&dir);
     let model = Model::load(&dir, &cpu()).unwrap();
     assert_eq!(model.kind(), Kind::BiEncoder);
     assert_eq!(model.prompt(Role::Query), exp["prompts"]["query"], "{name}");

@@ -46,12 +46,16 @@ pub fn python(script: &str, args: &[&str], input: &Value) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A fixture's `expected.json`: what transformers computed on it.
+pub fn expected(dir: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap()
+}
+
 /// A cross-encoder fixture's `expected.json` and its pairs as our tokenization reads them,
 /// checked against the ids transformers gave (padded with `pad_token_id`, 0 where the file
 /// does not say, as the shared fixtures do).
 pub fn pairs(dir: &Path) -> (Value, Vec<Encoded>) {
-    let exp: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let exp = expected(dir);
     let tok = TextTokenizer::from_file(&dir.join("tokenizer.json")).unwrap();
     let max_len = exp["max_length"].as_u64().unwrap() as usize;
     let pad = exp["pad_token_id"].as_i64().unwrap_or(0);
