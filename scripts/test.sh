@@ -17,6 +17,9 @@ scripts/fuzz.sh 20
 tests/acceptance/run.sh
 # The same suite with the metadata in PostgreSQL (`--database postgres://...`).
 scripts/postgres.sh tests/acceptance/run.sh
+# Two serving replicas and two `finerank worker`s on PostgreSQL and a file:// store: a worker and
+# a replica SIGKILLed, the job resumed on the other worker, a cancel (tests/cluster).
+tests/cluster/run.sh
 # Reliability and security from outside the process: API conformance, SIGKILLs, a full and a
 # read-only disk, overload and slow clients, keys, traversal and logs (RELIABILITY.md).
 tests/reliability/run.sh
