@@ -24,6 +24,9 @@ step scripts/fuzz.sh 20
 step tests/acceptance/run.sh
 # The same suite with the metadata in PostgreSQL (`--database postgres://...`).
 step scripts/postgres.sh tests/acceptance/run.sh
+# Two serving replicas and two `finerank worker`s on PostgreSQL and a file:// store: a worker and
+# a replica SIGKILLed, the job resumed on the other worker, a cancel (tests/cluster).
+step tests/cluster/run.sh
 # Reliability and security from outside the process: API conformance, SIGKILLs, a full and a
 # read-only disk, overload and slow clients, keys, traversal and logs (RELIABILITY.md).
 step tests/reliability/run.sh

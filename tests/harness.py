@@ -17,8 +17,9 @@ import urllib.request
 API_KEY = "acceptance-key"
 # Four optimizer steps and short inputs make a fine-tune take about a minute on a CPU; a 4 MB body
 # limit leaves room for 10,001 short documents and makes an oversized body cheap to send.
+# A 10 s job lease lets a job that a killed server held on PostgreSQL go back to the queue soon.
 SERVER_FLAGS = ["--max-train-steps", "4", "--train-max-length", "128", "--max-body-bytes", "4000000",
-                "--api-key", API_KEY]
+                "--api-key", API_KEY, "--job-lease", "10s"]
 
 
 # Servers still running when a script ends (a check failed before it stopped them) are killed.

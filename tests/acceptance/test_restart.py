@@ -1,5 +1,6 @@
 """The restart test: SIGKILL `finerank serve` in the middle of a fine-tune, start it again on the
-same data dir, and the job goes back to the queue with a note that says so and trains to
+same data dir, and the job goes back to the queue with a note that says so (at once on SQLite,
+which the server holds alone; on PostgreSQL when the dead server's lease expires) and trains to
 STATUS_READY, while the dataset and the model trained by test_cohere_sdk.py are intact and the
 model answers exactly as before. (crates/server/tests/jobs.rs and tests/reliability/test_crash.py
 check that a run resumes from the step it saved.)
@@ -15,7 +16,8 @@ from cohere.finetuning import BaseModel, FinetunedModel, Hyperparameters, Settin
 
 from harness import API_KEY, Checks, Server, wait_until
 
-RESTART_NOTE = "interrupted by a server restart; "
+# SQLite's note, and PostgreSQL's, which names the claim whose lease expired.
+REQUEUE_NOTES = ("interrupted by a server restart; ", "its worker's lease expired (")
 
 
 def main(binary, work):
@@ -48,7 +50,7 @@ def main(binary, work):
         events = co.finetuning.list_events(finetuned_model_id=killed_id).events
         assert [e.status for e in events] == ["STATUS_READY", "STATUS_DEPLOYING_API", "STATUS_FINETUNING",
                                               "STATUS_QUEUED", "STATUS_FINETUNING", "STATUS_QUEUED"], events
-        assert events[3].message.startswith(RESTART_NOTE), events[3]
+        assert events[3].message.startswith(REQUEUE_NOTES), events[3]
         r = co.rerank(model=killed_id + "-ft", query=state["query"], documents=state["documents"])
         assert len(r.results) == len(state["documents"]), r
 

@@ -14,11 +14,12 @@ mod rerank;
 mod retrieval;
 mod serve;
 mod validate;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use finerank_engine::{
     resolve, DeviceChoice, LoadOptions, Precision, Registry, Reranker, DEFAULT_MODEL,
 };
@@ -33,9 +34,10 @@ struct Cli {
     /// Where fine-tuned models are kept.
     #[arg(long, global = true, env = "FINERANK_HOME")]
     home: Option<PathBuf>,
-    /// Where the model runs; `auto` takes a GPU when libtorch sees one.
-    #[arg(long, global = true, value_enum, default_value = "auto")]
-    device: DeviceArg,
+    /// Where the model runs: auto, cpu, cuda, or cuda:N (the Nth GPU libtorch sees, from 0);
+    /// `auto` takes a GPU when libtorch sees one.
+    #[arg(long, global = true, default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
     /// The arithmetic: `auto` is bf16 autocast on a GPU and fp32 on a CPU.
     #[arg(
         long,
@@ -52,11 +54,17 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Cuda,
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    match s {
+        "auto" => Ok(DeviceChoice::Auto),
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "cuda" => Ok(DeviceChoice::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceChoice::Cuda)
+            .ok_or_else(|| format!("{s:?}: expected auto, cpu, cuda or cuda:N")),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,6 +99,36 @@ enum Command {
     Bench(bench::Args),
     /// The HTTP API: Cohere-compatible rerank, datasets and fine-tuning, and TEI's /rerank.
     Serve(serve::Args),
+    /// Train the fine-tunes that servers queue in a shared --database (one per GPU: --device
+    /// cuda:N); takes serve's data, store, database and training flags.
+    Worker(worker::Args),
+}
+
+/// `serve`'s flags that mean nothing to a worker, which answers no requests: accepted (one
+/// deployment may set their FINERANK_* variables for both), but left out of `worker --help`.
+const SERVING_ONLY: &[&str] = &[
+    "host",
+    "port",
+    "api_keys",
+    "read_only_api_keys",
+    "rate_limit",
+    "rate_limit_burst",
+    "header_read_timeout",
+    "max_body_bytes",
+    "max_upload_bytes",
+    "max_documents",
+    "queue_capacity",
+    "max_batch_requests",
+    "max_batch_tokens",
+    "model_cache",
+    "serving_threads",
+];
+
+fn parse() -> Cli {
+    let command = Cli::command().mut_subcommand("worker", |worker| {
+        (SERVING_ONLY.iter()).fold(worker, |c, id| c.mut_arg(*id, |a| a.hide(true)))
+    });
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 /// What every subcommand may need: the registry and how to load models.
@@ -172,15 +210,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .init();
-    let cli = Cli::parse();
+    let cli = parse();
     finerank_model::set_threads(cli.threads);
     let ctx = Ctx {
         home: cli.home.unwrap_or_else(Registry::default_home),
-        device: match cli.device {
-            DeviceArg::Auto => DeviceChoice::Auto,
-            DeviceArg::Cpu => DeviceChoice::Cpu,
-            DeviceArg::Cuda => DeviceChoice::Cuda,
-        },
+        device: cli.device,
         precision: match cli.precision {
             PrecisionArg::Auto => Precision::Auto,
             PrecisionArg::F32 => Precision::F32,
@@ -199,6 +233,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),
         Command::Serve(a) => serve::run(&ctx, a),
+        Command::Worker(a) => worker::run(&ctx, a),
     };
     match result {
         Ok(code) => code,

@@ -122,6 +122,7 @@ impl TrainProgress {
                     format!("early stop at step {step}: no improvement since step {best_step}");
                 self.println(line);
             }
+            TrainEvent::Saved { .. } => {}
             TrainEvent::NoImprovement {
                 steps,
                 base_mrr_at_10,

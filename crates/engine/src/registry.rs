@@ -159,6 +159,11 @@ impl Registry {
         }
     }
 
+    /// The shared store the models live in, if any.
+    pub fn store(&self) -> Option<&FileStore> {
+        self.shared.as_ref()
+    }
+
     pub fn home(&self) -> &Path {
         &self.root
     }

@@ -51,13 +51,14 @@ impl ModelError {
     }
 }
 
-/// Where the tensors live. `Auto` picks CUDA when libtorch sees a GPU.
+/// Where the tensors live. `Auto` picks CUDA when libtorch sees a GPU; `Cuda(n)` is the nth
+/// GPU libtorch sees (one training worker per GPU: `--device cuda:1`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeviceChoice {
     #[default]
     Auto,
     Cpu,
-    Cuda,
+    Cuda(usize),
 }
 
 impl DeviceChoice {
@@ -65,11 +66,15 @@ impl DeviceChoice {
         let device = match self {
             DeviceChoice::Auto => Device::cuda_if_available(),
             DeviceChoice::Cpu => Device::Cpu,
-            DeviceChoice::Cuda if tch::Cuda::is_available() => Device::Cuda(0),
-            DeviceChoice::Cuda => {
-                return Err(ModelError::Invalid(
-                    "--device cuda: libtorch sees no CUDA device; use --device cpu".into(),
-                ))
+            DeviceChoice::Cuda(n) if n < tch::Cuda::device_count().max(0) as usize => {
+                Device::Cuda(n)
+            }
+            DeviceChoice::Cuda(n) => {
+                return Err(ModelError::Invalid(format!(
+                    "--device cuda:{n}: libtorch sees {} CUDA device(s); use --device cpu, or \
+                     a GPU it sees (cuda:0 is the first)",
+                    tch::Cuda::device_count()
+                )))
             }
         };
         if device.is_cuda() {

@@ -105,9 +105,16 @@ pub struct Config {
     /// Models kept loaded at once, the default model included.
     #[arg(long, env = "FINERANK_MODEL_CACHE", default_value_t = 4)]
     pub model_cache: usize,
-    /// Fine-tuning jobs run at once.
+    /// Fine-tuning jobs this process runs at once; 0 serves without training (a serving
+    /// replica, with `finerank worker` processes training on a shared --database).
     #[arg(long, env = "FINERANK_TRAINING_WORKERS", default_value_t = 1)]
     pub training_workers: usize,
+    /// How long a worker's claim on a job lasts without a heartbeat (it renews it every third
+    /// of this). A job whose worker died goes back to the queue once its lease expires, to
+    /// resume on another worker.
+    #[arg(long, env = "FINERANK_JOB_LEASE", default_value = "30s",
+          value_parser = humantime::parse_duration)]
+    pub job_lease: Duration,
     /// libtorch threads that score requests (0: the global --threads, else one per core).
     #[arg(long, env = "FINERANK_SERVING_THREADS", default_value_t = 0)]
     pub serving_threads: usize,
@@ -195,7 +202,6 @@ impl Config {
             ("--max-batch-requests", self.max_batch_requests),
             ("--max-batch-tokens", self.max_batch_tokens),
             ("--model-cache", self.model_cache),
-            ("--training-workers", self.training_workers),
             ("--max-documents", self.max_documents),
         ];
         if let Some((flag, _)) = at_least_one.iter().find(|(_, v)| *v == 0) {
@@ -208,6 +214,11 @@ impl Config {
             return Err("--rate-limit-burst must be at least 1".into());
         }
         self.database()?;
+        if self.job_lease < Duration::from_millis(300) {
+            return Err(
+                "--job-lease must be at least 300ms: a worker renews it every third".into(),
+            );
+        }
         if self.header_read_timeout.is_zero() {
             return Err("--header-read-timeout must be longer than 0s".into());
         }

@@ -8,22 +8,32 @@
 //! `STATUS_QUEUED -> STATUS_FINETUNING -> STATUS_DEPLOYING_API -> STATUS_READY`, or `STATUS_FAILED`
 //! with a reason.
 //!
-//! A run saves its state at each validation (`finerank_train::resume_dir`). A job that a crash,
-//! a restart or a shutdown interrupted goes back to the queue at the next start (or is ready, if
-//! its model had already been published) and continues from its last validation, to the model
-//! the uninterrupted run would have made. A failed job keeps its state until it is retried
+//! The workers are threads of `finerank serve` (`--training-workers`) or of `finerank worker`
+//! processes, on this machine or others that share the database. A worker claims a job under a
+//! lease and renews it by heartbeat (every third of `--job-lease`); everything it writes about
+//! the job is conditioned on still holding that claim (`store::Mover`). Each process also sweeps
+//! the jobs whose lease expired (their worker died or was cut off) back to the queue. A job
+//! cancelled by a request (`STATUS_PAUSED`), deleted, or taken over after its lease expired is
+//! stopped by its worker at the next heartbeat.
+//!
+//! A run saves its state at each validation (`finerank_train::resume_dir`; with a shared
+//! `--store`, uploaded there too, so that a worker on another machine finds it). A job that a
+//! crash, a restart or a shutdown interrupted goes back to the queue (or is ready, if its model
+//! had already been published) and continues from its last validation, to the model the
+//! uninterrupted run would have made. A failed or paused job keeps its state until it is retried
 //! ([`Jobs::retry`]) or deleted.
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use finerank_engine::{LoadOptions, ModelRecord, Registry, Reranker};
 use finerank_eval::RetrievalReport;
 use finerank_train::{
-    resume_dir, resume_step, run_job, Export, FinetuneJob, HyperOverrides, JobError, Outcome,
-    TrainEvent, ValidMetrics,
+    fetch_state, resume_dir, run_job, saved_step, share_state, Export, FinetuneJob, HyperOverrides,
+    JobError, Outcome, TrainEvent, ValidMetrics,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -32,7 +42,7 @@ use crate::batcher::Batcher;
 use crate::catalog::Catalog;
 use crate::collection::{cache_dir, Collection};
 use crate::config::Config;
-use crate::store::{self, DatasetRow, ModelRow, Store, StoreError};
+use crate::store::{self, DatasetRow, ModelRow, Mover, Store, StoreError};
 use crate::uploads::Uploads;
 use crate::wake::Wake;
 
@@ -41,9 +51,15 @@ pub fn model_of(job: &str) -> String {
     format!("{job}-ft")
 }
 
-/// How the queue event of a job that the last process left training begins.
+/// How the queue event of a job that the last process left training begins, where that process
+/// held the database alone (SQLite).
 pub const RESTART_NOTE: &str = "interrupted by a server restart";
-const SHUTDOWN_NOTE: &str = "the server shut down during training";
+/// How the queue event of a job whose worker stopped renewing its lease begins.
+pub const LEASE_NOTE: &str = "its worker's lease expired";
+/// The event of a job cancelled by a request.
+const CANCEL_NOTE: &str = "cancelled by a request; retry resumes it from its last validation";
+/// How long an idle worker waits before it looks at a queue that other processes also fill.
+const POLL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum JobStatus {
@@ -57,15 +73,19 @@ pub enum JobStatus {
     Ready,
     #[serde(rename = "STATUS_FAILED")]
     Failed,
+    /// Cancelled by a request: it keeps its saved state, and a retry resumes it.
+    #[serde(rename = "STATUS_PAUSED")]
+    Paused,
 }
 
 impl JobStatus {
-    const ALL: [JobStatus; 5] = [
+    const ALL: [JobStatus; 6] = [
         JobStatus::Queued,
         JobStatus::Finetuning,
         JobStatus::DeployingApi,
         JobStatus::Ready,
         JobStatus::Failed,
+        JobStatus::Paused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +95,7 @@ impl JobStatus {
             JobStatus::DeployingApi => "STATUS_DEPLOYING_API",
             JobStatus::Ready => "STATUS_READY",
             JobStatus::Failed => "STATUS_FAILED",
+            JobStatus::Paused => "STATUS_PAUSED",
         }
     }
 
@@ -268,36 +289,79 @@ impl FinetuneMetrics {
 pub struct Jobs {
     shared: Arc<Shared>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The thread that renews this process's leases and sweeps expired ones.
+    leases: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Who runs the jobs, and what they share.
+pub struct Crew {
+    pub store: Arc<dyn Store>,
+    pub catalog: Arc<Catalog>,
+    /// The rerank worker that loads a finished model before it is ready; a process that does not
+    /// serve (`finerank worker`) has none.
+    pub batcher: Option<Batcher>,
+    pub uploads: Arc<Uploads>,
+    /// This process holds the database alone (SQLite, under the data directory's lock): a job
+    /// it finds running at start is a dead process's, with no lease to wait out.
+    pub sole: bool,
+    /// Names this process in its claims and in the log: "serve" or "worker".
+    pub role: &'static str,
 }
 
 struct Shared {
-    store: Arc<dyn Store>,
-    catalog: Arc<Catalog>,
-    batcher: Batcher,
-    uploads: Arc<Uploads>,
+    crew: Crew,
     config: Config,
     wake: Wake,
-    /// Cancellation flags of running jobs, polled by the training loop between steps.
-    running: Mutex<HashMap<String, Arc<AtomicBool>>>,
+    /// Rung to stop the lease thread, once the workers have stopped.
+    beat: Wake,
+    /// This process, as its claims name it: role, host, pid and a random part.
+    name: String,
+    /// Running jobs by id.
+    running: Mutex<HashMap<String, Claim>>,
+}
+
+/// A job this process runs: its claim, and how to stop it.
+struct Claim {
+    owner: String,
+    /// Polled by the training loop between steps.
+    cancel: Arc<AtomicBool>,
+    /// The last heartbeat that renewed the lease.
+    renewed: Instant,
+}
+
+impl std::ops::Deref for Shared {
+    type Target = Crew;
+
+    fn deref(&self) -> &Crew {
+        &self.crew
+    }
+}
+
+/// This process's name in its claims: what an operator needs to find it.
+fn process_name(role: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown-host".into());
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!(
+        "{role} {} pid {} ({})",
+        host.trim(),
+        std::process::id(),
+        &nonce[..8]
+    )
 }
 
 impl Jobs {
-    /// Settles jobs a previous process left running, then starts the workers.
-    pub fn start(
-        store: Arc<dyn Store>,
-        catalog: Arc<Catalog>,
-        batcher: Batcher,
-        uploads: Arc<Uploads>,
-        config: &Config,
-    ) -> anyhow::Result<Jobs> {
-        recover(&*store, catalog.registry())?;
+    /// Settles what a previous process left, then starts `config.training_workers` workers and
+    /// the lease thread.
+    pub fn start(crew: Crew, config: &Config) -> anyhow::Result<Jobs> {
+        recover(&*crew.store, crew.catalog.registry(), crew.sole)?;
         let shared = Arc::new(Shared {
-            store,
-            catalog,
-            batcher,
-            uploads,
+            name: process_name(crew.role),
+            crew,
             config: config.clone(),
             wake: Wake::default(),
+            beat: Wake::default(),
             running: Mutex::default(),
         });
         let workers = (0..config.training_workers)
@@ -308,9 +372,16 @@ impl Jobs {
                     .spawn(move || shared.work())
             })
             .collect::<Result<_, _>>()?;
+        let leases = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("leases".into())
+                .spawn(move || shared.keep_leases())?
+        };
         Ok(Jobs {
             shared,
             workers: Mutex::new(workers),
+            leases: Mutex::new(Some(leases)),
         })
     }
 
@@ -319,16 +390,35 @@ impl Jobs {
         self.shared.wake.ring();
     }
 
-    /// Asks a running job to stop at its next step.
+    /// Asks a job running in this process to stop at its next step. One running elsewhere stops
+    /// at its worker's next heartbeat, which finds the job no longer under its claim.
     pub fn cancel(&self, id: &str) {
-        if let Some(flag) = self.shared.running.lock().expect("running lock").get(id) {
-            flag.store(true, Ordering::Relaxed);
+        if let Some(claim) = self.shared.running.lock().expect("running lock").get(id) {
+            claim.cancel.store(true, Ordering::Relaxed);
         }
     }
 
-    /// Puts a failed job back in the queue; false if it is not failed (any more). It continues
-    /// from its last validation, unless `from_scratch`, which drops the saved state first (a job
-    /// whose settings or server flags changed cannot resume).
+    /// Pauses a queued or training job (a request's cancel); false if it is neither. Its worker
+    /// stops it at its next step here, or at its next heartbeat elsewhere; its saved state stays
+    /// for a retry.
+    pub fn pause(&self, id: &str) -> store::Result<bool> {
+        let from = [JobStatus::Queued, JobStatus::Finetuning];
+        let paused = (self.shared.store).transition(
+            id,
+            &from,
+            JobStatus::Paused,
+            Some(CANCEL_NOTE),
+            Mover::Anyone,
+        )?;
+        if paused {
+            self.cancel(id);
+        }
+        Ok(paused)
+    }
+
+    /// Puts a failed or paused job back in the queue; false if it is neither (any more). It
+    /// continues from its last validation, unless `from_scratch`, which drops the saved state
+    /// first (a job whose settings or server flags changed cannot resume).
     pub fn retry(&self, id: &str, from_scratch: bool) -> anyhow::Result<bool> {
         let registry = self.shared.catalog.registry();
         let model = model_of(id);
@@ -338,7 +428,8 @@ impl Jobs {
         } else {
             format!("retried; {}", resumes_from(registry, &model))
         };
-        let requeued = self.shared.store.requeue(id, &[JobStatus::Failed], &note)?;
+        let from = [JobStatus::Failed, JobStatus::Paused];
+        let requeued = self.shared.store.requeue(id, &from, &note, Mover::Anyone)?;
         if requeued {
             self.wake();
         }
@@ -351,11 +442,13 @@ impl Jobs {
         remove_state(self.shared.catalog.registry(), &model_of(id))
     }
 
-    /// Asks jobs in training to stop, and waits until they have; each goes back to the queue,
-    /// to resume from its last validation at the next start. Training looks for cancellation
-    /// between steps, so this can take as long as an evaluation; the wait is not optional, since
-    /// libtorch tears itself down at exit under any thread still using it. A supervisor that
-    /// loses patience and kills the process loses nothing: the next start requeues the jobs.
+    /// Asks jobs in training to stop, and waits until they have; each goes back to the queue at
+    /// once, to resume from its last validation on the next worker that takes it. Training looks
+    /// for cancellation between steps, so this can take as long as an evaluation; the wait is
+    /// not optional, since libtorch tears itself down at exit under any thread still using it,
+    /// and the leases are renewed until it ends. A supervisor that loses patience and kills the
+    /// process loses nothing: the jobs go back to the queue when their leases expire (at once at
+    /// the next start, on SQLite).
     pub fn shutdown(&self) {
         self.shared.wake.stop();
         let running: Vec<String> = self
@@ -384,15 +477,20 @@ impl Jobs {
         for worker in workers {
             let _ = worker.join();
         }
+        self.shared.beat.stop();
+        let leases = self.leases.lock().expect("leases lock").take();
+        if let Some(leases) = leases {
+            let _ = leases.join();
+        }
     }
 }
 
-/// Settles what a process that died left unfinished. A job left running goes back to the queue
-/// to resume from its last validation, unless its model was already published (the registry
-/// only ever holds whole models), which makes it ready. A deleted model whose files or training
+/// Settles what a process that died left unfinished. A deleted model whose files or training
 /// state are still there (the process died between deleting the row and the files, or a job
-/// deleted while it trained published its model) loses them now.
-fn recover(store: &dyn Store, registry: &Registry) -> anyhow::Result<()> {
+/// deleted while it trained published its model) loses them now. A process that holds the
+/// database alone settles every job left running ([`settle`]); with a shared database, jobs
+/// wait for their lease to expire.
+fn recover(store: &dyn Store, registry: &Registry, sole: bool) -> anyhow::Result<()> {
     for id in store.deleted_models()? {
         let model = model_of(&id);
         match registry.delete(&model) {
@@ -404,116 +502,207 @@ fn recover(store: &dyn Store, registry: &Registry) -> anyhow::Result<()> {
             tracing::error!(%model, "could not remove the training state of a deleted model: {e}");
         }
     }
-    for (id, status) in store.running_jobs()? {
-        let model = model_of(&id);
-        let to = match registry.get(&model).ok().flatten() {
-            Some((record, _)) => {
-                // The process may have died between publishing and storing the metrics; the
-                // registry's record has them.
-                match FinetuneMetrics::from_record(record) {
-                    Ok(metrics) => store.set_metrics(&id, &metrics)?,
-                    Err(e) => tracing::error!(%id, "{e}"),
-                }
-                // It may also have died while removing the run's state, after publishing.
-                if let Err(e) = remove_state(registry, &model) {
-                    tracing::error!(%model, "could not remove a published model's training state: {e}");
-                }
-                store.transition(&id, &[status], JobStatus::Ready, None)?;
-                JobStatus::Ready
-            }
-            None => {
-                let note = format!("{RESTART_NOTE}; {}", resumes_from(registry, &model));
-                store.requeue(&id, &[status], &note)?;
-                JobStatus::Queued
-            }
-        };
-        tracing::warn!(%id, "a job left {} by the last run is now {}", status.as_str(), to.as_str());
+    if sole {
+        for (id, status) in store.running_jobs()? {
+            settle(store, registry, &id, status, Mover::Anyone, RESTART_NOTE)?;
+        }
     }
     Ok(())
 }
 
+/// Settles a job whose worker is gone: back to the queue, to resume from its last validation,
+/// with an event that says `why`; or ready, if its model was already published (the registry
+/// only ever holds whole models). Returns whether it moved (`by` may find it moved on).
+fn settle(
+    store: &dyn Store,
+    registry: &Registry,
+    id: &str,
+    status: JobStatus,
+    by: Mover,
+    why: &str,
+) -> anyhow::Result<bool> {
+    let model = model_of(id);
+    let (moved, to) = match registry.get(&model).ok().flatten() {
+        Some((record, _)) => {
+            // The process may have died between publishing and storing the metrics; the
+            // registry's record has them.
+            match FinetuneMetrics::from_record(record) {
+                Ok(metrics) => store.set_metrics(id, by, &metrics)?,
+                Err(e) => tracing::error!(%id, "{e}"),
+            }
+            // It may also have died while removing the run's state, after publishing.
+            if let Err(e) = remove_state(registry, &model) {
+                tracing::error!(%model, "could not remove a published model's training state: {e}");
+            }
+            let moved = store.transition(id, &[status], JobStatus::Ready, None, by)?;
+            (moved, JobStatus::Ready)
+        }
+        None => {
+            let note = format!("{why}; {}", resumes_from(registry, &model));
+            (store.requeue(id, &[status], &note, by)?, JobStatus::Queued)
+        }
+    };
+    if moved {
+        tracing::warn!(%id, "a job left {} ({why}) is now {}", status.as_str(), to.as_str());
+    }
+    Ok(moved)
+}
+
 /// Where the job training `model` goes on from, by the state it saved, in words.
 fn resumes_from(registry: &Registry, model: &str) -> String {
-    let dir = resume_dir(registry, model).map_err(|e| e.to_string());
-    match dir.and_then(|dir| resume_step(&dir)) {
+    match saved_step(registry, model) {
         Ok(Some(step)) => format!("resumes from step {step}"),
         Ok(None) => "starts from the beginning: no validation had saved its state yet".into(),
         Err(e) => format!("cannot resume ({e})"),
     }
 }
 
-/// Removes the training state the job of `model` saved, if any.
+/// Removes the training state the job of `model` saved, if any (in the shared store too).
 fn remove_state(registry: &Registry, model: &str) -> anyhow::Result<()> {
-    let dir = resume_dir(registry, model)?;
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(anyhow::Error::new(e).context(format!("removing {}", dir.display())))
-        }
-        _ => Ok(()),
-    }
+    finerank_train::remove_state(registry, model).map_err(anyhow::Error::msg)
 }
 
 impl Shared {
     fn work(&self) {
         crate::threads::background(&self.config);
-        self.wake.work("job", || {
-            let Some((row, cancel)) = self.claim()? else {
+        // Other processes queue jobs too (a replica took the request), and do not ring this bell.
+        let poll = (!self.sole).then_some(POLL);
+        self.wake.work("job", poll, || {
+            let Some((row, owner, cancel)) = self.claim()? else {
                 return Ok::<_, StoreError>(false);
             };
-            self.run(&row, &cancel);
+            self.run(&row, &owner, &cancel);
             self.running.lock().expect("running lock").remove(&row.id);
-            if self.store.model(&row.id)?.is_none() {
-                // Deleted while it trained: the state it saved meanwhile goes too.
+            let status = self.store.model(&row.id)?.map(|m| m.status);
+            if matches!(status, None | Some(JobStatus::Ready)) {
+                // Deleted while it trained, or done: the state it saved goes, in the shared
+                // store too (training removed the local one with a published model).
                 let model = model_of(&row.id);
                 if let Err(e) = remove_state(self.catalog.registry(), &model) {
-                    tracing::error!(id = %row.id, "could not remove a deleted job's training state: {e}");
+                    tracing::error!(id = %row.id, "could not remove a job's training state: {e}");
                 }
             }
             Ok(true)
         });
     }
 
-    /// Takes the next queued job unless shutting down. Claiming and registering the job as
-    /// running happen under one lock, so shutdown either sees the job (and fails and cancels it)
-    /// or the worker sees the shutdown and claims nothing.
-    fn claim(&self) -> store::Result<Option<(ModelRow, Arc<AtomicBool>)>> {
+    /// Takes the next queued job unless shutting down, under a claim of its own. Claiming and
+    /// registering the job as running happen under one lock, so shutdown either sees the job
+    /// (and requeues and cancels it) or the worker sees the shutdown and claims nothing.
+    #[allow(clippy::type_complexity)]
+    fn claim(&self) -> store::Result<Option<(ModelRow, String, Arc<AtomicBool>)>> {
         let mut running = self.running.lock().expect("running lock");
         if self.wake.stopped() {
             return Ok(None);
         }
-        let Some(row) = self.store.claim_job()? else {
+        let owner = format!("{} claim {}", self.name, uuid::Uuid::new_v4().simple());
+        let Some(row) = self.store.claim_job(&owner, self.config.job_lease)? else {
             return Ok(None);
         };
+        tracing::info!(id = %row.id, "{owner} took the job");
         let cancel = Arc::new(AtomicBool::new(false));
-        running.insert(row.id.clone(), cancel.clone());
-        Ok(Some((row, cancel)))
+        let claim = Claim {
+            owner: owner.clone(),
+            cancel: cancel.clone(),
+            renewed: Instant::now(),
+        };
+        running.insert(row.id.clone(), claim);
+        Ok(Some((row, owner, cancel)))
     }
 
-    fn run(&self, row: &ModelRow, cancel: &AtomicBool) {
+    fn run(&self, row: &ModelRow, owner: &str, cancel: &AtomicBool) {
         let id = &row.id;
         // A panic in training must not leave the job running forever.
-        let outcome =
-            catch_unwind(AssertUnwindSafe(|| self.train(row, cancel))).unwrap_or_else(|panic| {
+        let outcome = catch_unwind(AssertUnwindSafe(|| self.train(row, owner, cancel)))
+            .unwrap_or_else(|panic| {
                 Err(format!(
                     "internal error: training panicked: {}",
                     panic_message(&panic)
                 ))
             });
         let result = match outcome {
-            Ok(metrics) => self.deploy(id, &metrics),
-            // Stopped by a shutdown: back to the queue, to resume at the next start.
+            Ok(metrics) => self.deploy(id, owner, &metrics),
+            // Stopped by a shutdown: back to the queue, for the next worker to resume.
             Err(_) if self.wake.stopped() && cancel.load(Ordering::Relaxed) => {
                 let resumes = resumes_from(self.catalog.registry(), &model_of(id));
-                let note = format!("{SHUTDOWN_NOTE}; {resumes} at the next start");
-                self.store
-                    .requeue(id, &[JobStatus::Finetuning], &note)
+                let note = match self.sole {
+                    true => {
+                        format!("the server shut down during training; {resumes} at the next start")
+                    }
+                    false => format!("{} shut down during training; {resumes}", self.name),
+                };
+                let from = [JobStatus::Finetuning];
+                (self.store)
+                    .requeue(id, &from, &note, Mover::Holder(owner))
                     .map(drop)
             }
-            Err(reason) => self.fail(id, JobStatus::Finetuning, &reason),
+            // A job no longer this worker's (cancelled, deleted, taken over) refuses the write.
+            Err(reason) => self.fail(id, owner, JobStatus::Finetuning, &reason),
         };
         if let Err(e) = result {
             tracing::error!(%id, "could not record the end of the job: {e}");
         }
+    }
+
+    /// The lease thread: renews the leases of the jobs this process runs, stops those no longer
+    /// its own, and settles jobs whose lease expired, until the workers have stopped.
+    fn keep_leases(&self) {
+        let interval = self.config.job_lease / 3;
+        loop {
+            self.renew_leases();
+            match self.reap() {
+                Ok(true) => self.wake.ring(),
+                Ok(false) => {}
+                Err(e) => tracing::error!("could not sweep the expired leases: {e:#}"),
+            }
+            if !self.beat.sleep(interval) {
+                return;
+            }
+        }
+    }
+
+    fn renew_leases(&self) {
+        let claims: Vec<(String, String)> = (self.running.lock().expect("running lock").iter())
+            .map(|(id, claim)| (id.clone(), claim.owner.clone()))
+            .collect();
+        for (id, owner) in claims {
+            let renewed = self.store.renew_lease(&id, &owner, self.config.job_lease);
+            let mut running = self.running.lock().expect("running lock");
+            let Some(claim) = running.get_mut(&id).filter(|c| c.owner == owner) else {
+                continue;
+            };
+            match renewed {
+                Ok(true) => claim.renewed = Instant::now(),
+                Ok(false) => {
+                    tracing::warn!(%id, "the job is no longer this worker's (cancelled, deleted, or taken over after its lease expired): stopping it");
+                    claim.cancel.store(true, Ordering::Relaxed);
+                }
+                // Past its lease, another worker may have the job: this one stops.
+                Err(e) if claim.renewed.elapsed() >= self.config.job_lease => {
+                    tracing::error!(%id, "could not renew the job's lease for as long as it lasts ({e}): stopping it");
+                    claim.cancel.store(true, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!(%id, "could not renew the job's lease: {e}"),
+            }
+        }
+    }
+
+    /// Settles every job whose lease expired; true if one went back to the queue.
+    fn reap(&self) -> anyhow::Result<bool> {
+        let mut requeued = false;
+        for (id, status, owner) in self.store.expired_leases()? {
+            let why = format!("{LEASE_NOTE} ({owner})");
+            let registry = self.catalog.registry();
+            requeued |= settle(
+                &*self.store,
+                registry,
+                &id,
+                status,
+                Mover::Reaper(&owner),
+                &why,
+            )?;
+        }
+        Ok(requeued)
     }
 
     fn dataset(&self, row: &ModelRow) -> Result<DatasetRow, String> {
@@ -578,12 +767,24 @@ impl Shared {
     }
 
     /// Trains and publishes; the error is the job's failure reason.
-    fn train(&self, row: &ModelRow, cancel: &AtomicBool) -> Result<FinetuneMetrics, String> {
+    fn train(
+        &self,
+        row: &ModelRow,
+        owner: &str,
+        cancel: &AtomicBool,
+    ) -> Result<FinetuneMetrics, String> {
         let dataset = self.dataset(row)?;
         let job = self.job(row, &dataset)?;
+        let registry = self.catalog.registry();
+        // Another worker, on another machine, may have saved a later state than this one has.
+        if let Err(e) = fetch_state(registry, &model_of(&row.id)) {
+            tracing::warn!(id = %row.id, "could not fetch the shared training state; resuming from the local one: {e}");
+        }
         let mut recorder = Recorder {
             store: &*self.store,
+            registry,
             id: &row.id,
+            owner,
             losses: Vec::new(),
         };
         let cancelled = || cancel.load(Ordering::Relaxed);
@@ -651,42 +852,51 @@ impl Shared {
 
     /// The model is in the registry: load it for reranking, then open it to requests. If the job
     /// was deleted while it trained, the model goes too.
-    fn deploy(&self, id: &str, metrics: &FinetuneMetrics) -> store::Result<()> {
+    fn deploy(&self, id: &str, owner: &str, metrics: &FinetuneMetrics) -> store::Result<()> {
         let model = model_of(id);
-        self.store.set_metrics(id, metrics)?;
-        if !self
-            .store
-            .transition(id, &[JobStatus::Finetuning], JobStatus::DeployingApi, None)?
-        {
-            return self.discard(&model);
+        let by = Mover::Holder(owner);
+        self.store.set_metrics(id, by, metrics)?;
+        let (training, deploying) = ([JobStatus::Finetuning], [JobStatus::DeployingApi]);
+        if !(self.store).transition(id, &training, JobStatus::DeployingApi, None, by)? {
+            return self.abandon(id, &model);
         }
-        if let Err(e) = self.batcher.warm_blocking(&model) {
-            let reason = format!("trained, but the model would not load: {}", e.message);
-            self.fail(id, JobStatus::DeployingApi, &reason)?;
-            return self.discard(&model);
+        if let Some(batcher) = &self.batcher {
+            if let Err(e) = batcher.warm_blocking(&model) {
+                let reason = format!("trained, but the model would not load: {}", e.message);
+                self.fail(id, owner, JobStatus::DeployingApi, &reason)?;
+                return self.discard(&model);
+            }
         }
-        if !self
-            .store
-            .transition(id, &[JobStatus::DeployingApi], JobStatus::Ready, None)?
-        {
-            return self.discard(&model);
+        if !(self.store).transition(id, &deploying, JobStatus::Ready, None, by)? {
+            return self.abandon(id, &model);
         }
         Ok(())
     }
 
-    /// Records a failure, unless the job has moved on (deleted, or failed by a shutdown).
-    fn fail(&self, id: &str, from: JobStatus, reason: &str) -> store::Result<()> {
-        if self
-            .store
-            .transition(id, &[from], JobStatus::Failed, Some(reason))?
-        {
+    /// Records a failure, unless the job has moved on (deleted, cancelled, or no longer under
+    /// this worker's claim).
+    fn fail(&self, id: &str, owner: &str, from: JobStatus, reason: &str) -> store::Result<()> {
+        let by = Mover::Holder(owner);
+        if (self.store).transition(id, &[from], JobStatus::Failed, Some(reason), by)? {
             tracing::warn!(%id, "fine-tuning failed: {reason}");
         }
         Ok(())
     }
 
+    /// The job left this worker's hands while its model was published. Deleted or cancelled,
+    /// its model goes; running again under another worker's claim, the model is left for that
+    /// worker, which finds it published.
+    fn abandon(&self, id: &str, model: &str) -> store::Result<()> {
+        match self.store.model(id)?.map(|row| row.status) {
+            Some(JobStatus::Queued | JobStatus::Finetuning | JobStatus::DeployingApi) => Ok(()),
+            _ => self.discard(model),
+        }
+    }
+
     fn discard(&self, model: &str) -> store::Result<()> {
-        self.batcher.evict(model);
+        if let Some(batcher) = &self.batcher {
+            batcher.evict(model);
+        }
         if let Err(e) = self.catalog.registry().delete(model) {
             tracing::error!(%model, "could not remove the model of a deleted job: {e}");
         }
@@ -705,7 +915,11 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 /// Writes a run's progress, each step's loss and the evaluations to the store as they come.
 struct Recorder<'a> {
     store: &'a dyn Store,
+    /// Where the run's saved state is shared from, for workers on other machines.
+    registry: &'a Registry,
     id: &'a str,
+    /// The claim the worker runs the job under.
+    owner: &'a str,
     /// Training losses since the last evaluation, reported beside it.
     losses: Vec<f64>,
 }
@@ -726,8 +940,10 @@ impl Recorder<'_> {
                 };
                 let note = resumed_at.map(|step| format!("resumed from step {step}"));
                 self.store
-                    .set_progress(self.id, &progress)
-                    .and_then(|()| self.store.training_started(self.id, note.as_deref()))
+                    .set_progress(self.id, self.owner, &progress)
+                    .and_then(|()| {
+                        (self.store).training_started(self.id, self.owner, note.as_deref())
+                    })
             }
             TrainEvent::Step {
                 step,
@@ -744,8 +960,8 @@ impl Recorder<'_> {
                     loss: Some(*loss),
                 };
                 self.store
-                    .set_progress(self.id, &progress)
-                    .and_then(|()| self.store.add_step_loss(self.id, *step, *loss))
+                    .set_progress(self.id, self.owner, &progress)
+                    .and_then(|()| self.store.add_step_loss(self.id, self.owner, *step, *loss))
             }
             TrainEvent::Eval { step, metrics, .. } => {
                 let mut values = BTreeMap::from([
@@ -759,7 +975,13 @@ impl Recorder<'_> {
                     values.insert("train_loss".to_string(), mean);
                     self.losses.clear();
                 }
-                self.store.add_step_metrics(self.id, *step, &values)
+                (self.store).add_step_metrics(self.id, self.owner, *step, &values)
+            }
+            TrainEvent::Saved { step } => {
+                if let Err(e) = share_state(self.registry, &model_of(self.id)) {
+                    tracing::error!(id = %self.id, "could not share the training state of step {step}: {e}");
+                }
+                Ok(())
             }
             TrainEvent::EarlyStop { .. } | TrainEvent::NoImprovement { .. } => Ok(()),
         };
@@ -776,6 +998,8 @@ mod tests {
 
     use super::*;
     use crate::store::{Database, Order};
+
+    const LEASE: Duration = Duration::from_secs(30);
 
     fn store(dir: &std::path::Path) -> Arc<dyn Store> {
         store::open(&Database::Sqlite(dir.join("finerank.db"))).unwrap()
@@ -805,12 +1029,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         queue(&*store, "job");
-        let claimed = store.claim_job().unwrap().unwrap();
+        let claimed = store.claim_job("w", LEASE).unwrap().unwrap();
         assert_eq!(claimed.status, JobStatus::Finetuning);
         assert_eq!(statuses(&*store, "job"), [JobStatus::Queued]);
+        let registry = Registry::open(dir.path()).unwrap();
         let mut recorder = Recorder {
             store: &*store,
+            registry: &registry,
             id: "job",
+            owner: "w",
             losses: Vec::new(),
         };
         recorder.on_event(&TrainEvent::Started {
@@ -835,12 +1062,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, registry, id) = published_job(dir.path());
         let model = model_of(&id);
-        store.claim_job().unwrap().unwrap();
+        store.claim_job("w", LEASE).unwrap().unwrap();
         let state = resume_dir(&registry, &model).unwrap();
         std::fs::create_dir_all(&state).unwrap();
         std::fs::write(state.join("weights-4.safetensors"), b"partly removed").unwrap();
 
-        recover(&*store, &registry).unwrap();
+        recover(&*store, &registry, true).unwrap();
         assert_eq!(statuses(&*store, &id).last(), Some(&JobStatus::Ready));
         assert!(
             !state.exists(),
@@ -881,13 +1108,19 @@ mod tests {
         let (store, registry, id) = published_job(dir.path());
         let model = model_of(&id);
         store
-            .transition(&id, &[JobStatus::Queued], JobStatus::Ready, None)
+            .transition(
+                &id,
+                &[JobStatus::Queued],
+                JobStatus::Ready,
+                None,
+                Mover::Anyone,
+            )
             .unwrap();
 
         assert_eq!(store.delete_model(&id).unwrap(), Some(JobStatus::Ready));
         // The crash comes here.
         assert!(registry.get(&model).unwrap().is_some());
-        recover(&*store, &registry).unwrap();
+        recover(&*store, &registry, true).unwrap();
         assert!(registry.get(&model).unwrap().is_none());
         assert!(registry.list().unwrap().is_empty());
     }

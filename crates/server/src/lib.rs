@@ -10,7 +10,9 @@
 //! nothing: every dataset, job, event and model is there again, and a job the restart interrupted
 //! says so. A dataset may bring its document collection (`parts`, `collection`): the validator
 //! mines hard negatives from it (`mining`), and a fine-tune on it is evaluated as search uses a
-//! reranker (`retrieval`). A server holds its data directory alone (`lock`). Requests are
+//! reranker (`retrieval`). Fine-tunes also run in `finerank worker` processes (`worker`) that
+//! share the database, under leases (`jobs`). A server holds its data directory alone (`lock`);
+//! workers on its machine may share it. Requests are
 //! admitted by key, scope and rate limit (`auth`, `limits`), on connections that must send their
 //! headers in time (`connections`).
 mod auth;
@@ -36,6 +38,7 @@ mod threads;
 mod uploads;
 mod validator;
 mod wake;
+mod worker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -55,12 +58,13 @@ use tower_http::trace::TraceLayer;
 
 pub use config::Config;
 pub use error::ApiError;
-pub use jobs::RESTART_NOTE;
+pub use jobs::{LEASE_NOTE, RESTART_NOTE};
 pub use routes::rerank::decode_rerank_request;
+pub use worker::work;
 
 use batcher::Batcher;
 use catalog::Catalog;
-use jobs::Jobs;
+use jobs::{Crew, Jobs};
 use limits::RateLimits;
 use lock::DataDirLock;
 use metrics::Metrics;
@@ -109,7 +113,8 @@ impl AppState {
         if let Some(files) = &files {
             registry = registry.with_store(files.clone());
         }
-        let store = store::open(&config.database().map_err(anyhow::Error::msg)?)?;
+        let database = config.database().map_err(anyhow::Error::msg)?;
+        let store = store::open(&database)?;
         let uploads = Arc::new(Uploads::open(
             data_dir.join("uploads"),
             &store.dataset_ids()?,
@@ -118,13 +123,16 @@ impl AppState {
         let catalog = Arc::new(Catalog::new(&config, registry)?);
         let metrics = Metrics::new();
         let batcher = Batcher::start(catalog.clone(), &config, metrics.clone())?;
-        let jobs = Jobs::start(
-            store.clone(),
-            catalog.clone(),
-            batcher.clone(),
-            uploads.clone(),
-            &config,
-        )?;
+        let crew = Crew {
+            store: store.clone(),
+            catalog: catalog.clone(),
+            batcher: Some(batcher.clone()),
+            uploads: uploads.clone(),
+            // The data directory's lock makes a SQLite database this process's alone.
+            sole: matches!(database, store::Database::Sqlite(_)),
+            role: "serve",
+        };
+        let jobs = Jobs::start(crew, &config)?;
         let validator = Validator::start(store.clone(), catalog.clone(), uploads.clone(), &config)?;
         let keys = auth::Keys::new(&config.api_keys, &config.read_only_api_keys);
         let limits = RateLimits::new(&config);
@@ -144,7 +152,7 @@ impl AppState {
     }
 
     /// Stops the workers, each after the work in hand: a fine-tune in training stops at its next
-    /// step and goes back to the queue (it resumes from its last validation at the next start),
+    /// step and goes back to the queue (it resumes from its last validation on the next worker),
     /// a validation finishes, and rerank requests still queued are answered with an error. Then the data directory is free for another
     /// server.
     pub fn shutdown(&self) {
@@ -273,6 +281,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ctrl-C or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

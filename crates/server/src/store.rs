@@ -29,7 +29,7 @@ pub use codec::now;
 pub use datasets::{
     DatasetDeletion, DatasetFilter, DatasetQueue, DatasetRow, NewDataset, Validation,
 };
-pub use jobs::{JobQueue, ModelRow, ModelUpdate};
+pub use jobs::{JobQueue, ModelRow, ModelUpdate, Mover};
 pub use log::{EventRow, JobLog, StepRow};
 
 /// The whole store: one object of each backend implements all three parts.

@@ -88,7 +88,14 @@ impl Uploads {
                 std::fs::remove_dir_all(entry.path())?;
             }
         }
-        Ok(Uploads { root, shared })
+        Ok(Uploads::attach(root, shared))
+    }
+
+    /// The uploads of a data directory this process shares with the server that holds it
+    /// (`finerank worker`): it reads them and fetches what they lack, and sweeps nothing, since
+    /// a staging directory may be that server's upload in progress.
+    pub fn attach(root: PathBuf, shared: Option<FileStore>) -> Uploads {
+        Uploads { root, shared }
     }
 
     fn dir(&self, id: &str) -> io::Result<PathBuf> {

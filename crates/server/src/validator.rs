@@ -154,7 +154,7 @@ impl Worker {
     fn work(&mut self) {
         crate::threads::background(&self.config);
         let wake = self.wake.clone();
-        wake.work("dataset", || {
+        wake.work("dataset", None, || {
             let Some(dataset) = self.store.claim_dataset()? else {
                 return Ok::<_, StoreError>(false);
             };

@@ -51,17 +51,28 @@ impl Wake {
         !state.stopped
     }
 
+    /// Sleeps until stopped or `timeout` passes (a ring does not wake it); false once stopped.
+    pub fn sleep(&self, timeout: Duration) -> bool {
+        let state = self.state.lock().expect("wake lock");
+        let (state, _) = (self.bell)
+            .wait_timeout_while(state, timeout, |s| !s.stopped)
+            .expect("wake lock");
+        !state.stopped
+    }
+
     /// Runs `take` (which claims and does one piece of work, returning false when there was none)
-    /// until stopped, sleeping while the queue is empty. `what` names the queue in the log.
+    /// until stopped, sleeping while the queue is empty: until rung, or for `poll` where other
+    /// processes fill the queue too. `what` names the queue in the log.
     pub fn work<E: std::fmt::Display>(
         &self,
         what: &str,
+        poll: Option<Duration>,
         mut take: impl FnMut() -> Result<bool, E>,
     ) {
         loop {
             let awake = match take() {
                 Ok(true) => !self.stopped(),
-                Ok(false) => self.wait(None),
+                Ok(false) => self.wait(poll),
                 Err(e) => {
                     tracing::error!("could not read the {what} queue: {e}");
                     self.wait(Some(RETRY))

@@ -15,6 +15,7 @@ mod job;
 mod loop_;
 mod resume;
 mod selection;
+mod shared;
 
 pub use hyper::{
     FinetuneConfig, HyperOverrides, HyperparameterSpec, Hyperparameters, HYPERPARAMETERS,
@@ -22,3 +23,4 @@ pub use hyper::{
 pub use job::{resume_dir, run_job, Export, FinetuneJob, JobError, DEFAULT_MAX_LEN};
 pub use loop_::{finetune, Outcome, TrainEvent, ValidMetrics};
 pub use resume::{resume_step, Resume};
+pub use shared::{fetch_state, remove_state, saved_step, share_state};

@@ -86,6 +86,10 @@ pub enum TrainEvent {
         step: usize,
         best_step: usize,
     },
+    /// The run's state at `step` is saved in its resume directory, whole.
+    Saved {
+        step: usize,
+    },
     /// No checkpoint beat the base model on validation: the run ends holding the base's weights.
     NoImprovement {
         steps: usize,
@@ -337,6 +341,7 @@ pub fn finetune(
                 progress.seconds = elapsed();
                 let vs = reranker.model().var_store();
                 resume::save(r, cfg, &progress, vs, &best_weights, &opt)?;
+                on_event(&TrainEvent::Saved { step });
             }
         }
     }

@@ -20,7 +20,8 @@ use crate::adamw::AdamW;
 use crate::loop_::{restore, Progress, Weights};
 use crate::FinetuneConfig;
 
-const STATE: &str = "state.json";
+/// The file that makes a saved state whole: written last, it names every other file.
+pub(crate) const STATE: &str = "state.json";
 
 /// Where a run keeps its resume state, and what makes a later run the same one.
 #[derive(Clone, Debug)]
@@ -61,6 +62,24 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> String + '_ {
 /// The step the run saved in `dir` continues from, or `None` when there is nothing to resume.
 pub fn resume_step(dir: &Path) -> Result<Option<usize>, String> {
     Ok(read_state(dir)?.map(|s| s.progress.step))
+}
+
+/// The step of a saved `state.json`, read from its bytes (`what` names it in an error).
+pub(crate) fn step_of(text: &[u8], what: &str) -> Result<usize, String> {
+    let state: State = serde_json::from_slice(text)
+        .map_err(|e| format!("{what}: unreadable resume state ({e})"))?;
+    Ok(state.progress.step)
+}
+
+/// The files besides `state.json` that the state saved in `dir` needs, or `None` when nothing is
+/// saved there.
+pub(crate) fn saved_files(dir: &Path) -> Result<Option<Vec<String>>, String> {
+    Ok(read_state(dir)?.map(|state| {
+        let mut files: Vec<String> = state.files().map(str::to_string).into();
+        files.sort();
+        files.dedup();
+        files
+    }))
 }
 
 fn read_state(dir: &Path) -> Result<Option<State>, String> {

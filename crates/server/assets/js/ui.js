@@ -35,6 +35,7 @@ const STATUS = {
   STATUS_DEPLOYING_API: ["Deploying", "running"],
   STATUS_READY: ["Ready", "ready"],
   STATUS_FAILED: ["Failed", "failed"],
+  STATUS_PAUSED: ["Paused", "queued"],
   queued: ["Queued", "queued"],
   processing: ["Validating", "processing"],
   validated: ["Validated", "validated"],

@@ -363,14 +363,14 @@ pub struct RetryParams {
 
 fn not_failed(id: &str, status: JobStatus) -> ApiError {
     ApiError::conflict(format!(
-        "model {id} is {}; only a STATUS_FAILED job can be retried",
+        "model {id} is {}; only a STATUS_FAILED or STATUS_PAUSED job can be retried",
         status.as_str()
     ))
 }
 
-/// Retry a failed fine-tune. It goes back to the queue and resumes from its last validation (the
-/// state a run saves there stays until the job is retried or deleted), or trains from the
-/// beginning with `from_scratch=true`. A finerank extension.
+/// Retry a failed or cancelled (paused) fine-tune. It goes back to the queue and resumes from its
+/// last validation (the state a run saves there stays until the job is retried or deleted), or
+/// trains from the beginning with `from_scratch=true`. A finerank extension.
 #[utoipa::path(post, path = "/v1/finetuning/finetuned-models/{id}/retry", tag = "finetuning",
     params(("id" = String, Path), RetryParams),
     responses((status = 200, body = ModelResponse), (status = 400, body = ErrorBody),
@@ -381,7 +381,7 @@ pub async fn retry(
     ApiQuery(p): ApiQuery<RetryParams>,
 ) -> Result<Json<ModelResponse>, ApiError> {
     let current = row(&state, &id).await?;
-    if current.status != JobStatus::Failed {
+    if !matches!(current.status, JobStatus::Failed | JobStatus::Paused) {
         return Err(not_failed(&id, current.status));
     }
     // The job failed perhaps because its dataset or base model went; it could not train again.
@@ -397,6 +397,32 @@ pub async fn retry(
     let now = row(&state, &id).await?;
     if !requeued {
         return Err(not_failed(&id, now.status));
+    }
+    Ok(Json(ModelResponse {
+        finetuned_model: now.into(),
+    }))
+}
+
+/// Cancel a queued or training fine-tune: it becomes `STATUS_PAUSED` at once, and its worker stops
+/// it at its next step (on another machine, at its next heartbeat). It keeps the state its last
+/// validation saved, so `/retry` resumes it from there. A finerank extension.
+#[utoipa::path(post, path = "/v1/finetuning/finetuned-models/{id}/cancel", tag = "finetuning",
+    params(("id" = String, Path)),
+    responses((status = 200, body = ModelResponse), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ModelResponse>, ApiError> {
+    row(&state, &id).await?;
+    let (jobs, key) = (state.clone(), id.clone());
+    let paused = crate::blocking(move || jobs.jobs.pause(&key).map_err(ApiError::from)).await?;
+    let now = row(&state, &id).await?;
+    if !paused {
+        return Err(ApiError::conflict(format!(
+            "model {id} is {}; only a STATUS_QUEUED or STATUS_FINETUNING job can be cancelled",
+            now.status.as_str()
+        )));
     }
     Ok(Json(ModelResponse {
         finetuned_model: now.into(),

@@ -41,6 +41,7 @@ pub fn router(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(finetune::create, finetune::list))
         .routes(routes!(finetune::get, finetune::update, finetune::delete))
         .routes(routes!(finetune::retry))
+        .routes(routes!(finetune::cancel))
         .routes(routes!(finetune::events))
         .routes(routes!(finetune::step_metrics))
         .routes(routes!(finetune::losses))

@@ -1,5 +1,5 @@
-//! The shared backend: a PostgreSQL database (`--database postgres://...`), for servers (and,
-//! later, workers) on several machines that record their datasets and jobs in one place.
+//! The shared backend: a PostgreSQL database (`--database postgres://...`), for servers and
+//! training workers on several machines that record their datasets and jobs in one place.
 //!
 //! The driver is rust-postgres' blocking client (`postgres`, a thin wrapper that drives
 //! `tokio-postgres` on a runtime of its own) in an r2d2 pool (`r2d2_postgres`, same maintainer).
@@ -11,12 +11,13 @@
 //! Where SQLite serializes writers, here writers from several processes meet, so: the schema is
 //! migrated under an advisory lock (servers starting at once migrate once); every write is one
 //! transaction; a status change locks its row (`FOR UPDATE`) before it compares and sets; and a
-//! queue is claimed with `FOR UPDATE SKIP LOCKED`, so concurrent claimers take different rows.
+//! queue is claimed with `FOR UPDATE SKIP LOCKED`, so concurrent claimers take different rows;
+//! a claimed job is leased, and a job whose worker stopped renewing its lease goes back to the
+//! queue (see `store::jobs`), so no process needs to hold the database alone.
 //! An identity column (`seq`) keeps the order of rows created in the same millisecond, as
 //! SQLite's rowid does.
 //!
 //! [`Store`]: super::Store
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -39,18 +40,8 @@ type Manager = PostgresConnectionManager<NoTls>;
 /// How long a start waits for an unresponsive server, unless the URL says (`connect_timeout`).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The advisory lock key a server holds on its database (advisory locks are per database):
-/// "fr-serve" in ASCII.
-const SERVER_LOCK: i64 = 0x66722d7365727665;
-
 pub struct Postgres {
     pool: Pool<Manager>,
-    /// The session that holds [`SERVER_LOCK`] while this store is open. Until jobs are claimed
-    /// under leases, a server settles at its start what it finds running as its own leftovers,
-    /// so a second server on the same database would requeue the first one's jobs: it is refused
-    /// instead, as SQLite's data directory is held by one server. The lock goes with the
-    /// session, however the process ends.
-    _server_lock: Mutex<Client>,
 }
 
 /// The settings in a `postgres://` URL; an error says what was wrong with it, without the URL
@@ -100,23 +91,11 @@ impl Postgres {
              are the host, port, user, password and database right?",
         )?;
         schema::migrate(&mut client)?;
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SERVER_LOCK])?
-            .get(0);
-        if !locked {
-            anyhow::bail!(
-                "another finerank server is using this --database; stop it, or give this one \
-                 a database of its own"
-            );
-        }
         // Connections are opened as calls need them: the first one just proved the server is there.
         let pool = Pool::builder()
             .min_idle(Some(0))
             .build_unchecked(Manager::new(config, NoTls));
-        Ok(Postgres {
-            pool,
-            _server_lock: Mutex::new(client),
-        })
+        Ok(Postgres { pool })
     }
 
     fn conn(&self) -> super::Result<PooledConnection<Manager>> {

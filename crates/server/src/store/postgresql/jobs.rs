@@ -1,12 +1,15 @@
 //! Fine-tuned models and their jobs' state machine in PostgreSQL: each compare-and-set locks the
 //! job's row (`FOR UPDATE`) before it reads the status, so a concurrent change waits for it.
+//! Leases run on the database's clock (`clock_timestamp()`), the one clock every worker shares.
+use std::time::Duration;
+
 use postgres::{GenericClient, Row, Transaction};
 
-use super::{claim_oldest, count_by, json, json_opt, status, Postgres};
+use super::{count_by, json, json_opt, status, Postgres};
 use crate::jobs::{FinetuneMetrics, JobStatus, Progress, Settings};
 use crate::store::codec::{now, sql_int, to_json, Status};
-use crate::store::jobs::{changed_settings, ended_at};
-use crate::store::{JobQueue, ModelRow, ModelUpdate, Order, Page, Result};
+use crate::store::jobs::{changed_settings, ended_at, failure, lease_ms, leased};
+use crate::store::{JobQueue, ModelRow, ModelUpdate, Mover, Order, Page, Result};
 
 fn model_row(row: &Row) -> Result<ModelRow> {
     Ok(ModelRow {
@@ -40,6 +43,24 @@ fn lock_status(tx: &mut Transaction, id: &str) -> Result<Option<JobStatus>> {
     )?
     .map(|row| status(&row, "status"))
     .transpose()
+}
+
+/// Whether `by` may move job `id`, and its status if so; `None` when there is no such job or
+/// `by` may not. Its row stays locked until the transaction ends.
+fn lock_for(tx: &mut Transaction, id: &str, by: Mover) -> Result<Option<JobStatus>> {
+    let Some(row) = tx.query_opt(
+        "SELECT status, lease_owner, coalesce(lease_expires_at < clock_timestamp(), false)
+         FROM finetuned_models WHERE id = $1 FOR UPDATE",
+        &[&id],
+    )?
+    else {
+        return Ok(None);
+    };
+    let owner: Option<&str> = row.try_get(1)?;
+    Ok(by
+        .allowed(owner, row.try_get(2)?)
+        .then(|| status(&row, "status"))
+        .transpose()?)
 }
 
 fn add_event(
@@ -146,19 +167,60 @@ impl JobQueue for Postgres {
             .collect::<std::result::Result<_, _>>()?)
     }
 
-    fn claim_job(&self) -> Result<Option<ModelRow>> {
+    fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<ModelRow>> {
         self.write(|tx| {
-            let (from, to) = (JobStatus::Queued, JobStatus::Finetuning);
-            claim_oldest(tx, "finetuned_models", "status", from, to)?
-                .as_ref()
-                .map(model_row)
-                .transpose()
+            // Rows other claimers hold locked are skipped, so two never take the same one.
+            let claimed = tx.query_opt(
+                "UPDATE finetuned_models SET status = $2, updated_at = $3, lease_owner = $4,
+                     lease_expires_at = clock_timestamp() + $5::float8 * interval '1 millisecond'
+                 WHERE id = (SELECT id FROM finetuned_models WHERE status = $1
+                             ORDER BY created_at, seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING *",
+                &[
+                    &JobStatus::Queued.as_str(),
+                    &JobStatus::Finetuning.as_str(),
+                    &now(),
+                    &owner,
+                    &(lease_ms(lease) as f64),
+                ],
+            )?;
+            claimed.as_ref().map(model_row).transpose()
         })
     }
 
-    fn training_started(&self, id: &str, note: Option<&str>) -> Result<()> {
+    fn renew_lease(&self, id: &str, owner: &str, lease: Duration) -> Result<bool> {
         self.write(|tx| {
-            if lock_status(tx, id)? == Some(JobStatus::Finetuning) {
+            let renewed = tx.execute(
+                "UPDATE finetuned_models
+                 SET lease_expires_at = clock_timestamp() + $3::float8 * interval '1 millisecond'
+                 WHERE id = $1 AND lease_owner = $2",
+                &[&id, &owner, &(lease_ms(lease) as f64)],
+            )?;
+            Ok(renewed == 1)
+        })
+    }
+
+    fn expired_leases(&self) -> Result<Vec<(String, JobStatus, String)>> {
+        self.conn()?
+            .query(
+                "SELECT id, status, lease_owner FROM finetuned_models
+                 WHERE lease_owner IS NOT NULL AND lease_expires_at < clock_timestamp()",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    status(r, "status")?,
+                    r.try_get("lease_owner")?,
+                ))
+            })
+            .collect()
+    }
+
+    fn training_started(&self, id: &str, owner: &str, note: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            if lock_for(tx, id, Mover::Holder(owner))? == Some(JobStatus::Finetuning) {
                 add_event(tx, id, JobStatus::Finetuning, note)?;
             }
             Ok(())
@@ -171,31 +233,34 @@ impl JobQueue for Postgres {
         from: &[JobStatus],
         to: JobStatus,
         reason: Option<&str>,
+        by: Mover,
     ) -> Result<bool> {
         self.write(|tx| {
-            if !lock_status(tx, id)?.is_some_and(|c| from.contains(&c)) {
+            if !lock_for(tx, id, by)?.is_some_and(|c| from.contains(&c)) {
                 return Ok(false);
             }
             let at = now();
             tx.execute(
                 "UPDATE finetuned_models SET status = $2, updated_at = $3,
-                     failure_reason = coalesce($4, failure_reason), completed_at = coalesce($5, completed_at)
+                     failure_reason = coalesce($4, failure_reason), completed_at = coalesce($5, completed_at),
+                     lease_owner = CASE WHEN $6 THEN lease_owner END,
+                     lease_expires_at = CASE WHEN $6 THEN lease_expires_at END
                  WHERE id = $1",
-                &[&id, &to.as_str(), &at, &reason, &ended_at(to, &at)],
+                &[&id, &to.as_str(), &at, &failure(to, reason), &ended_at(to, &at), &leased(to)],
             )?;
             add_event(tx, id, to, reason)?;
             Ok(true)
         })
     }
 
-    fn requeue(&self, id: &str, from: &[JobStatus], note: &str) -> Result<bool> {
+    fn requeue(&self, id: &str, from: &[JobStatus], note: &str, by: Mover) -> Result<bool> {
         self.write(|tx| {
-            if !lock_status(tx, id)?.is_some_and(|c| from.contains(&c)) {
+            if !lock_for(tx, id, by)?.is_some_and(|c| from.contains(&c)) {
                 return Ok(false);
             }
             tx.execute(
                 "UPDATE finetuned_models SET status = $2, updated_at = $3, failure_reason = NULL,
-                     completed_at = NULL
+                     completed_at = NULL, lease_owner = NULL, lease_expires_at = NULL
                  WHERE id = $1",
                 &[&id, &JobStatus::Queued.as_str(), &now()],
             )?;
@@ -204,22 +269,30 @@ impl JobQueue for Postgres {
         })
     }
 
-    fn set_progress(&self, id: &str, progress: &Progress) -> Result<()> {
+    fn set_progress(&self, id: &str, owner: &str, progress: &Progress) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE finetuned_models SET progress = $2 WHERE id = $1 AND status = $3",
-                &[&id, &to_json(progress), &JobStatus::Finetuning.as_str()],
+                "UPDATE finetuned_models SET progress = $3
+                 WHERE id = $1 AND lease_owner = $2 AND status = $4",
+                &[
+                    &id,
+                    &owner,
+                    &to_json(progress),
+                    &JobStatus::Finetuning.as_str(),
+                ],
             )?;
             Ok(())
         })
     }
 
-    fn set_metrics(&self, id: &str, metrics: &FinetuneMetrics) -> Result<()> {
+    fn set_metrics(&self, id: &str, by: Mover, metrics: &FinetuneMetrics) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
-                "UPDATE finetuned_models SET metrics = $2 WHERE id = $1",
-                &[&id, &to_json(metrics)],
-            )?;
+            if lock_for(tx, id, by)?.is_some() {
+                tx.execute(
+                    "UPDATE finetuned_models SET metrics = $2 WHERE id = $1",
+                    &[&id, &to_json(metrics)],
+                )?;
+            }
             Ok(())
         })
     }

@@ -1,5 +1,5 @@
 //! Job events, step metrics and step losses in PostgreSQL. A step recorded for a job deleted
-//! meanwhile selects no model row, so nothing is written.
+//! meanwhile, or no longer under the writer's claim, selects no model row, so nothing is written.
 use std::collections::BTreeMap;
 
 use super::{json, status, Postgres};
@@ -10,28 +10,31 @@ impl JobLog for Postgres {
     fn add_step_metrics(
         &self,
         id: &str,
+        owner: &str,
         step: usize,
         metrics: &BTreeMap<String, f64>,
     ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO step_metrics (model_id, step_number, created_at, metrics)
-                 SELECT id, $2::bigint, $3::text, $4::text FROM finetuned_models WHERE id = $1
+                 SELECT id, $2::bigint, $3::text, $4::text FROM finetuned_models
+                 WHERE id = $1 AND lease_owner = $5
                  ON CONFLICT (model_id, step_number)
                  DO UPDATE SET created_at = excluded.created_at, metrics = excluded.metrics",
-                &[&id, &sql_int(step), &now(), &to_json(metrics)],
+                &[&id, &sql_int(step), &now(), &to_json(metrics), &owner],
             )?;
             Ok(())
         })
     }
 
-    fn add_step_loss(&self, id: &str, step: usize, loss: f64) -> Result<()> {
+    fn add_step_loss(&self, id: &str, owner: &str, step: usize, loss: f64) -> Result<()> {
         self.write(|tx| {
             tx.execute(
                 "INSERT INTO step_losses (model_id, step_number, loss)
-                 SELECT id, $2::bigint, $3::float8 FROM finetuned_models WHERE id = $1
+                 SELECT id, $2::bigint, $3::float8 FROM finetuned_models
+                 WHERE id = $1 AND lease_owner = $4
                  ON CONFLICT (model_id, step_number) DO UPDATE SET loss = excluded.loss",
-                &[&id, &sql_int(step), &loss],
+                &[&id, &sql_int(step), &loss, &owner],
             )?;
             Ok(())
         })

@@ -9,7 +9,9 @@ const MIGRATION_LOCK: i64 = 0x66696e6572616e6b;
 
 /// Schema changes, in order; entry `i` takes the database from version `i` to `i + 1`. The first
 /// is SQLite's schema as it stood when this backend came, with `seq` in place of SQLite's rowid.
-pub(in crate::store) const MIGRATIONS: &[&str] = &[r#"
+/// The text in them is as it was applied: a migration never changes once released.
+pub(in crate::store) const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE datasets (
         seq BIGINT GENERATED ALWAYS AS IDENTITY,
         id TEXT PRIMARY KEY,
@@ -78,7 +80,19 @@ pub(in crate::store) const MIGRATIONS: &[&str] = &[r#"
         id TEXT PRIMARY KEY,
         deleted_at TEXT NOT NULL
     );
-"#];
+"#,
+    // Leases: the claim holding a running job and when it lapses, by the database's clock (one
+    // clock for every machine). Jobs left running before leases get an expired one.
+    r#"
+    ALTER TABLE finetuned_models ADD COLUMN lease_owner TEXT,
+        ADD COLUMN lease_expires_at TIMESTAMPTZ;
+    UPDATE finetuned_models SET lease_owner = 'a finerank from before leases',
+        lease_expires_at = now()
+    WHERE status IN ('STATUS_FINETUNING', 'STATUS_DEPLOYING_API');
+    CREATE INDEX finetuned_models_by_lease ON finetuned_models (lease_expires_at)
+        WHERE lease_owner IS NOT NULL;
+"#,
+];
 
 pub(in crate::store) fn migrate(client: &mut Client) -> anyhow::Result<()> {
     let mut tx = client.transaction()?;

@@ -1,12 +1,15 @@
 //! Fine-tuned models and their jobs' state machine in SQLite: writes are serialized (the
-//! connection's lock), so each compare-and-set reads the status and then changes it.
+//! connection's lock), so each compare-and-set reads the status and then changes it. Leases
+//! run on this machine's clock, the only one: a SQLite database has one process.
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{claim_oldest, count_by, json, json_opt, Sqlite};
 use crate::jobs::{FinetuneMetrics, JobStatus, Progress, Settings};
 use crate::store::codec::{now, sql_int, to_json};
-use crate::store::jobs::{changed_settings, ended_at};
-use crate::store::{JobQueue, ModelRow, ModelUpdate, Order, Page, Result};
+use crate::store::jobs::{changed_settings, ended_at, failure, lease_ms, leased};
+use crate::store::{JobQueue, ModelRow, ModelUpdate, Mover, Order, Page, Result};
 
 fn model_row(row: &Row) -> rusqlite::Result<ModelRow> {
     Ok(ModelRow {
@@ -40,6 +43,35 @@ fn model_status(tx: &Connection, id: &str) -> rusqlite::Result<Option<JobStatus>
         |r| r.get(0),
     )
     .optional()
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i64 {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    lease_ms(since)
+}
+
+/// Job `id`'s status, if there is such a job and `by` may move it.
+fn status_for(tx: &Connection, id: &str, by: Mover) -> rusqlite::Result<Option<JobStatus>> {
+    let row = tx
+        .query_row(
+            "SELECT status, lease_owner, lease_expires_at FROM finetuned_models WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, JobStatus>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    Ok(row.and_then(|(status, owner, expires)| {
+        let expired = expires.is_some_and(|at| at < now_ms());
+        by.allowed(owner.as_deref(), expired).then_some(status)
+    }))
 }
 
 fn add_event(
@@ -145,19 +177,47 @@ impl JobQueue for Sqlite {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    fn claim_job(&self) -> Result<Option<ModelRow>> {
+    fn claim_job(&self, owner: &str, lease: Duration) -> Result<Option<ModelRow>> {
         self.write(|tx| {
             let running = JobStatus::Finetuning;
             match claim_oldest(tx, "finetuned_models", "status", JobStatus::Queued, running)? {
-                Some(id) => get_model(tx, &id),
+                Some(id) => {
+                    tx.execute(
+                        "UPDATE finetuned_models SET lease_owner = ?2, lease_expires_at = ?3
+                         WHERE id = ?1",
+                        params![id, owner, now_ms().saturating_add(lease_ms(lease))],
+                    )?;
+                    get_model(tx, &id)
+                }
                 None => Ok(None),
             }
         })
     }
 
-    fn training_started(&self, id: &str, note: Option<&str>) -> Result<()> {
+    fn renew_lease(&self, id: &str, owner: &str, lease: Duration) -> Result<bool> {
         self.write(|tx| {
-            if model_status(tx, id)? == Some(JobStatus::Finetuning) {
+            let renewed = tx.execute(
+                "UPDATE finetuned_models SET lease_expires_at = ?3
+                 WHERE id = ?1 AND lease_owner = ?2",
+                params![id, owner, now_ms().saturating_add(lease_ms(lease))],
+            )?;
+            Ok(renewed == 1)
+        })
+    }
+
+    fn expired_leases(&self) -> Result<Vec<(String, JobStatus, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, status, lease_owner FROM finetuned_models
+             WHERE lease_owner IS NOT NULL AND lease_expires_at < ?1",
+        )?;
+        let rows = stmt.query_map([now_ms()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn training_started(&self, id: &str, owner: &str, note: Option<&str>) -> Result<()> {
+        self.write(|tx| {
+            if status_for(tx, id, Mover::Holder(owner))? == Some(JobStatus::Finetuning) {
                 add_event(tx, id, JobStatus::Finetuning, note)?;
             }
             Ok(())
@@ -170,31 +230,34 @@ impl JobQueue for Sqlite {
         from: &[JobStatus],
         to: JobStatus,
         reason: Option<&str>,
+        by: Mover,
     ) -> Result<bool> {
         self.write(|tx| {
-            if !model_status(tx, id)?.is_some_and(|c| from.contains(&c)) {
+            if !status_for(tx, id, by)?.is_some_and(|c| from.contains(&c)) {
                 return Ok(false);
             }
             let at = now();
             tx.execute(
                 "UPDATE finetuned_models SET status = ?2, updated_at = ?3,
-                     failure_reason = coalesce(?4, failure_reason), completed_at = coalesce(?5, completed_at)
+                     failure_reason = coalesce(?4, failure_reason), completed_at = coalesce(?5, completed_at),
+                     lease_owner = CASE WHEN ?6 THEN lease_owner END,
+                     lease_expires_at = CASE WHEN ?6 THEN lease_expires_at END
                  WHERE id = ?1",
-                params![id, to, at, reason, ended_at(to, &at)],
+                params![id, to, at, failure(to, reason), ended_at(to, &at), leased(to)],
             )?;
             add_event(tx, id, to, reason)?;
             Ok(true)
         })
     }
 
-    fn requeue(&self, id: &str, from: &[JobStatus], note: &str) -> Result<bool> {
+    fn requeue(&self, id: &str, from: &[JobStatus], note: &str, by: Mover) -> Result<bool> {
         self.write(|tx| {
-            if !model_status(tx, id)?.is_some_and(|c| from.contains(&c)) {
+            if !status_for(tx, id, by)?.is_some_and(|c| from.contains(&c)) {
                 return Ok(false);
             }
             tx.execute(
                 "UPDATE finetuned_models SET status = ?2, updated_at = ?3, failure_reason = NULL,
-                     completed_at = NULL
+                     completed_at = NULL, lease_owner = NULL, lease_expires_at = NULL
                  WHERE id = ?1",
                 params![id, JobStatus::Queued, now()],
             )?;
@@ -203,22 +266,25 @@ impl JobQueue for Sqlite {
         })
     }
 
-    fn set_progress(&self, id: &str, progress: &Progress) -> Result<()> {
+    fn set_progress(&self, id: &str, owner: &str, progress: &Progress) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "UPDATE finetuned_models SET progress = ?2 WHERE id = ?1 AND status = ?3",
-                params![id, to_json(progress), JobStatus::Finetuning],
+                "UPDATE finetuned_models SET progress = ?3
+                 WHERE id = ?1 AND lease_owner = ?2 AND status = ?4",
+                params![id, owner, to_json(progress), JobStatus::Finetuning],
             )?;
             Ok(())
         })
     }
 
-    fn set_metrics(&self, id: &str, metrics: &FinetuneMetrics) -> Result<()> {
+    fn set_metrics(&self, id: &str, by: Mover, metrics: &FinetuneMetrics) -> Result<()> {
         self.write(|tx| {
-            tx.execute(
-                "UPDATE finetuned_models SET metrics = ?2 WHERE id = ?1",
-                params![id, to_json(metrics)],
-            )?;
+            if status_for(tx, id, by)?.is_some() {
+                tx.execute(
+                    "UPDATE finetuned_models SET metrics = ?2 WHERE id = ?1",
+                    params![id, to_json(metrics)],
+                )?;
+            }
             Ok(())
         })
     }

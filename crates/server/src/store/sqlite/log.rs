@@ -3,7 +3,6 @@ use std::collections::BTreeMap;
 
 use rusqlite::params;
 
-use super::jobs::get_model;
 use super::{json, Sqlite};
 use crate::store::codec::{now, sql_int, to_json};
 use crate::store::{EventRow, JobLog, Order, Page, Result, StepRow};
@@ -12,29 +11,29 @@ impl JobLog for Sqlite {
     fn add_step_metrics(
         &self,
         id: &str,
+        owner: &str,
         step: usize,
         metrics: &BTreeMap<String, f64>,
     ) -> Result<()> {
         self.write(|tx| {
-            // The job may have been deleted while it trained; its metrics go with it.
-            if get_model(tx, id)?.is_some() {
-                tx.execute(
-                    "INSERT OR REPLACE INTO step_metrics (model_id, step_number, created_at, metrics)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    params![id, sql_int(step), now(), to_json(metrics)],
-                )?;
-            }
+            // The job may have been deleted while it trained (its metrics go with it), or be no
+            // longer under the writer's claim.
+            tx.execute(
+                "INSERT OR REPLACE INTO step_metrics (model_id, step_number, created_at, metrics)
+                 SELECT id, ?2, ?3, ?4 FROM finetuned_models WHERE id = ?1 AND lease_owner = ?5",
+                params![id, sql_int(step), now(), to_json(metrics), owner],
+            )?;
             Ok(())
         })
     }
 
-    fn add_step_loss(&self, id: &str, step: usize, loss: f64) -> Result<()> {
+    fn add_step_loss(&self, id: &str, owner: &str, step: usize, loss: f64) -> Result<()> {
         self.write(|tx| {
-            // As with step metrics, a deleted job's losses go with it.
+            // As with step metrics.
             tx.execute(
                 "INSERT OR REPLACE INTO step_losses (model_id, step_number, loss)
-                 SELECT id, ?2, ?3 FROM finetuned_models WHERE id = ?1",
-                params![id, sql_int(step), loss],
+                 SELECT id, ?2, ?3 FROM finetuned_models WHERE id = ?1 AND lease_owner = ?4",
+                params![id, sql_int(step), loss, owner],
             )?;
             Ok(())
         })

@@ -69,6 +69,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         deleted_at TEXT NOT NULL
     );
 "#,
+    // Leases: the claim holding a running job and when it lapses (Unix milliseconds). Jobs left
+    // running before leases get an expired one.
+    r#"
+    ALTER TABLE finetuned_models ADD COLUMN lease_owner TEXT;
+    ALTER TABLE finetuned_models ADD COLUMN lease_expires_at INTEGER;
+    UPDATE finetuned_models SET lease_owner = 'a finerank from before leases', lease_expires_at = 0
+    WHERE status IN ('STATUS_FINETUNING', 'STATUS_DEPLOYING_API');
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
