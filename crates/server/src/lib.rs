@@ -13,6 +13,11 @@
 //! reranker (`retrieval`). A server holds its data directory alone (`lock`). Requests are
 //! admitted by key, scope and rate limit (`auth`, `limits`), on connections that must send their
 //! headers in time (`connections`).
+//!
+//! Any number of servers may share one PostgreSQL database and one file store: a model published
+//! by one is served by all, and one deleted through any stops answering on all within
+//! `--model-sync-interval` (`model_sync`). `/health` says the process answers, `/health/ready`
+//! that it can serve.
 mod auth;
 mod batcher;
 mod catalog;
@@ -27,6 +32,7 @@ mod limits;
 mod lock;
 mod metrics;
 mod mining;
+mod model_sync;
 mod openapi;
 mod parts;
 mod retrieval;
@@ -64,6 +70,7 @@ use jobs::Jobs;
 use limits::RateLimits;
 use lock::DataDirLock;
 use metrics::Metrics;
+use model_sync::ModelSync;
 use store::Store;
 use uploads::Uploads;
 use validator::Validator;
@@ -80,6 +87,7 @@ pub struct Inner {
     batcher: Batcher,
     jobs: Jobs,
     validator: Validator,
+    model_sync: ModelSync,
     metrics: Metrics,
     keys: auth::Keys,
     limits: RateLimits,
@@ -126,6 +134,12 @@ impl AppState {
             &config,
         )?;
         let validator = Validator::start(store.clone(), catalog.clone(), uploads.clone(), &config)?;
+        let model_sync = ModelSync::start(
+            store.clone(),
+            catalog.clone(),
+            batcher.clone(),
+            config.model_sync_interval,
+        )?;
         let keys = auth::Keys::new(&config.api_keys, &config.read_only_api_keys);
         let limits = RateLimits::new(&config);
         Ok(AppState(Arc::new(Inner {
@@ -136,6 +150,7 @@ impl AppState {
             batcher,
             jobs,
             validator,
+            model_sync,
             metrics,
             keys,
             limits,
@@ -148,6 +163,7 @@ impl AppState {
     /// a validation finishes, and rerank requests still queued are answered with an error. Then the data directory is free for another
     /// server.
     pub fn shutdown(&self) {
+        self.model_sync.shutdown();
         self.validator.shutdown();
         self.jobs.shutdown();
         self.batcher.shutdown();
