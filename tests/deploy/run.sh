@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Kubernetes manifests (deploy/kubernetes): every resource checked against the API schemas
-# of Kubernetes 1.30 and 1.37, strictly (an unknown field fails), and every file a
-# kustomization names exists. kubernetes-validate (PyPI) carries the schemas, so this runs
+# of Kubernetes 1.30 and 1.37, strictly (an unknown field fails), every file a kustomization
+# names exists, and the pieces fit each other and the server (check.py: probes on routes the
+# server has, autoscalers on Deployments that exist, GPUs for the workers). kubernetes-validate (PyPI) carries the schemas, so this runs
 # offline; it lives in its own venv under .cache. kubectl itself is not needed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,5 +33,6 @@ for manifest in $(find deploy/kubernetes -name '*.yaml' ! -name kustomization.ya
     check "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" "$manifest"
   done
 done
+check "$venv/bin/python" tests/deploy/check.py
 echo "deploy: $passed passed, $failed failed"
 [ "$failed" = 0 ]

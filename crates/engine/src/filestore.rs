@@ -61,6 +61,8 @@ pub struct FileStore(Arc<Inner>);
 struct Inner {
     url: String,
     store: Arc<dyn ObjectStore>,
+    /// A `file://` store's directory: listing one that is gone finds nothing rather than fail.
+    local_root: Option<PathBuf>,
     /// Taken only on drop, to shut down without waiting (dropping a runtime blocks, which panics
     /// where the last handle goes away on an async thread).
     runtime: Option<tokio::runtime::Runtime>,
@@ -100,6 +102,7 @@ impl FileStore {
         };
         let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
         let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(e.to_string()))?;
+        let mut local_root = None;
         let store: Arc<dyn ObjectStore> = match scheme {
             ObjectStoreScheme::Local => {
                 let dir = parsed
@@ -108,6 +111,7 @@ impl FileStore {
                 std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
                 let local =
                     LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?;
+                local_root = Some(dir);
                 // Deleting a model's or a dataset's files leaves no empty directories behind.
                 Arc::new(local.with_automatic_cleanup(true))
             }
@@ -133,10 +137,21 @@ impl FileStore {
         let files = FileStore(Arc::new(Inner {
             url: url.to_string(),
             store,
+            local_root,
             runtime: Some(runtime),
         }));
-        files.run("", |s| async move { s.list_with_delimiter(None).await })?;
+        files.check()?;
         Ok(files)
+    }
+
+    /// Lists the store's root: an error says the store cannot be reached now (a wrong bucket or
+    /// endpoint, expired credentials, an unmounted volume).
+    pub fn check(&self) -> Result<(), FileStoreError> {
+        if let Some(dir) = &self.0.local_root {
+            std::fs::read_dir(dir).map_err(io_error(dir))?;
+        }
+        self.run("", |s| async move { s.list_with_delimiter(None).await })
+            .map(drop)
     }
 
     pub fn url(&self) -> &str {

@@ -335,6 +335,18 @@ impl Registry {
         Ok(existed)
     }
 
+    /// Whether the registry can be read now: the store's root is listed, or, without a store,
+    /// the models directory.
+    pub fn check(&self) -> Result<(), RegistryError> {
+        match &self.shared {
+            Some(store) => Ok(store.check()?),
+            None => {
+                let dir = self.models_dir();
+                fs::read_dir(&dir).map(drop).map_err(io(&dir))
+            }
+        }
+    }
+
     /// The manifest of a model in the store, parsed and as stored; `None` when it has none.
     fn manifest(
         &self,

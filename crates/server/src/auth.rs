@@ -1,4 +1,4 @@
-//! Who may call what. With bearer keys configured, every endpoint but the open ones (`/health`,
+//! Who may call what. With bearer keys configured, every endpoint but the open ones (`/health`, `/health/ready`,
 //! the API's description at `/docs` and `/openapi.json`, and the dashboard's static files)
 //! answers 401 without `Authorization: Bearer <key>`. A read-only key may read and rerank, and
 //! gets 403 for anything that changes the server's data. Keys are compared as SHA-256 digests in
@@ -16,9 +16,10 @@ use crate::error::ApiError;
 use crate::routes::rerank::RERANK_PATHS;
 use crate::AppState;
 
-/// Reachable without a key: load balancers and orchestrators probe `/health`, and the API's
-/// description holds no data (a browser opening `/docs` cannot send a key either).
-pub const OPEN_PATHS: &[&str] = &["/health", "/docs", "/openapi.json"];
+/// Reachable without a key: load balancers and orchestrators probe `/health` and
+/// `/health/ready`, and the API's description holds no data (a browser opening `/docs` cannot
+/// send a key either).
+pub const OPEN_PATHS: &[&str] = &["/health", "/health/ready", "/docs", "/openapi.json"];
 
 /// What a key may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

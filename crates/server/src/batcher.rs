@@ -115,6 +115,9 @@ struct Shared {
     max_requests: usize,
     max_tokens: usize,
     metrics: Metrics,
+    /// The names of the loaded models, as the worker last left them: for the model sync and
+    /// readiness, which must not wait for the worker.
+    loaded: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -178,6 +181,7 @@ impl Batcher {
             max_requests: config.max_batch_requests,
             max_tokens: config.max_batch_tokens,
             metrics,
+            loaded: Mutex::default(),
         });
         let mut worker = Worker {
             shared: shared.clone(),
@@ -276,6 +280,16 @@ impl Batcher {
         self.shared.control(Control::Evict(model.to_string()));
     }
 
+    /// The models loaded now, the default among them once it has loaded.
+    pub fn loaded(&self) -> Vec<String> {
+        self.shared.loaded.lock().expect("loaded lock").clone()
+    }
+
+    /// Whether requests are still taken: false once shutdown began.
+    pub fn is_open(&self) -> bool {
+        !self.shared.lock().closed
+    }
+
     /// Refuses new work, lets the thread finish the batch in hand, and waits for it.
     pub fn shutdown(&self) {
         self.shared.lock().closed = true;
@@ -325,10 +339,7 @@ impl Worker {
             }
             Next::Control(Control::Evict(model)) => {
                 self.models.retain(|(name, _)| *name != model);
-                self.shared
-                    .metrics
-                    .models_loaded
-                    .set(self.models.len() as i64);
+                self.loaded_changed();
             }
             Next::Batch(batch) => self.score(batch),
         }
@@ -421,12 +432,15 @@ impl Worker {
                 }
             }
             self.models.push((name.to_string(), reranker));
-            self.shared
-                .metrics
-                .models_loaded
-                .set(self.models.len() as i64);
+            self.loaded_changed();
         }
         Ok(&self.models.last().expect("just pushed").1)
+    }
+
+    fn loaded_changed(&self) {
+        let names: Vec<String> = self.models.iter().map(|(n, _)| n.clone()).collect();
+        self.shared.metrics.models_loaded.set(names.len() as i64);
+        *self.shared.loaded.lock().expect("loaded lock") = names;
     }
 
     fn score(&mut self, batch: Vec<Pending>) {

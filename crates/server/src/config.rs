@@ -52,7 +52,8 @@ pub struct Config {
     #[arg(long, env = "FINERANK_NO_COHERE_ALIASES")]
     pub no_cohere_aliases: bool,
     /// Bearer keys with full access (repeatable; comma-separated in the environment). With any
-    /// key set, every endpoint but /health, /docs and /openapi.json answers 401 without one.
+    /// key set, every endpoint but /health, /health/ready, /docs and /openapi.json answers 401
+    /// without one.
     #[arg(
         long = "api-key",
         env = "FINERANK_API_KEYS",
@@ -105,6 +106,11 @@ pub struct Config {
     /// Models kept loaded at once, the default model included.
     #[arg(long, env = "FINERANK_MODEL_CACHE", default_value_t = 4)]
     pub model_cache: usize,
+    /// How often the server looks for models that other servers sharing its database and store
+    /// deleted, and stops serving them: the longest a deleted model may still answer here.
+    #[arg(long, env = "FINERANK_MODEL_SYNC_INTERVAL", default_value = "2s",
+          value_parser = humantime::parse_duration)]
+    pub model_sync_interval: Duration,
     /// Fine-tuning jobs this process runs at once; 0 serves without training (a serving
     /// replica, with `finerank worker` processes training on a shared --database).
     #[arg(long, env = "FINERANK_TRAINING_WORKERS", default_value_t = 1)]
@@ -221,6 +227,9 @@ impl Config {
         }
         if self.header_read_timeout.is_zero() {
             return Err("--header-read-timeout must be longer than 0s".into());
+        }
+        if self.model_sync_interval < Duration::from_millis(100) {
+            return Err("--model-sync-interval must be at least 100ms".into());
         }
         match self
             .read_only_api_keys

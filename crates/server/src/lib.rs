@@ -15,6 +15,11 @@
 //! workers on its machine may share it. Requests are
 //! admitted by key, scope and rate limit (`auth`, `limits`), on connections that must send their
 //! headers in time (`connections`).
+//!
+//! Any number of servers may share one PostgreSQL database and one file store: a model published
+//! by one is served by all, and one deleted through any stops answering on all within
+//! `--model-sync-interval` (`model_sync`). `/health` says the process answers, `/health/ready`
+//! that it can serve.
 mod auth;
 mod batcher;
 mod catalog;
@@ -29,6 +34,7 @@ mod limits;
 mod lock;
 mod metrics;
 mod mining;
+mod model_sync;
 mod openapi;
 mod parts;
 mod retrieval;
@@ -68,6 +74,7 @@ use jobs::{Crew, Jobs};
 use limits::RateLimits;
 use lock::DataDirLock;
 use metrics::Metrics;
+use model_sync::ModelSync;
 use store::Store;
 use uploads::Uploads;
 use validator::Validator;
@@ -84,6 +91,7 @@ pub struct Inner {
     batcher: Batcher,
     jobs: Jobs,
     validator: Validator,
+    model_sync: ModelSync,
     metrics: Metrics,
     keys: auth::Keys,
     limits: RateLimits,
@@ -134,6 +142,12 @@ impl AppState {
         };
         let jobs = Jobs::start(crew, &config)?;
         let validator = Validator::start(store.clone(), catalog.clone(), uploads.clone(), &config)?;
+        let model_sync = ModelSync::start(
+            store.clone(),
+            catalog.clone(),
+            batcher.clone(),
+            config.model_sync_interval,
+        )?;
         let keys = auth::Keys::new(&config.api_keys, &config.read_only_api_keys);
         let limits = RateLimits::new(&config);
         Ok(AppState(Arc::new(Inner {
@@ -144,6 +158,7 @@ impl AppState {
             batcher,
             jobs,
             validator,
+            model_sync,
             metrics,
             keys,
             limits,
@@ -156,6 +171,7 @@ impl AppState {
     /// a validation finishes, and rerank requests still queued are answered with an error. Then the data directory is free for another
     /// server.
     pub fn shutdown(&self) {
+        self.model_sync.shutdown();
         self.validator.shutdown();
         self.jobs.shutdown();
         self.batcher.shutdown();

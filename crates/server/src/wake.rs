@@ -34,6 +34,12 @@ impl Wake {
         self.state.lock().expect("wake lock").stopped
     }
 
+    /// Sleeps for `period`, or until rung or stopped; false once stopped. For a worker that
+    /// looks on a schedule rather than at a queue.
+    pub fn pause(&self, period: Duration) -> bool {
+        self.wait(Some(period))
+    }
+
     /// Sleeps until rung, stopped, or `timeout` passes; false once stopped.
     fn wait(&self, timeout: Option<Duration>) -> bool {
         let state = self.state.lock().expect("wake lock");

@@ -13,7 +13,7 @@ async fn with_keys_every_endpoint_but_health_and_the_docs_needs_one() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &["--api-key", "k1", "--api-key", "second-key"]).await;
     // The API's description holds no data, and a browser opening /docs cannot send a key.
-    for path in ["/health", "/docs", "/openapi.json"] {
+    for path in ["/health", "/health/ready", "/docs", "/openapi.json"] {
         let (status, body) = s.get(path).await;
         assert_eq!(status, 200, "{path}: {body}");
     }
@@ -322,6 +322,7 @@ async fn openapi_docs_metrics_and_fallbacks() {
         "/v1/finetuning/hyperparameters",
         "/v1/models",
         "/health",
+        "/health/ready",
         "/metrics",
     ] {
         assert!(
@@ -377,8 +378,8 @@ async fn openapi_docs_metrics_and_fallbacks() {
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let documented = |status: &str| op["responses"][status].is_object();
-            if path == "/health" {
-                assert_eq!(op["security"], json!([]), "/health needs no key");
+            if path.starts_with("/health") {
+                assert_eq!(op["security"], json!([]), "{path} needs no key");
                 continue;
             }
             assert!(documented("401"), "{method} {path}: 401");

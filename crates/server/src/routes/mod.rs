@@ -49,6 +49,7 @@ pub fn router(upload_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(models::list))
         .routes(routes!(models::get))
         .routes(routes!(ops::health))
+        .routes(routes!(ops::ready))
         .routes(routes!(ops::metrics))
 }
 
