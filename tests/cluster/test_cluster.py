@@ -82,12 +82,13 @@ def main(binary, work):
         status, body = api_a.finetune(state["dataset"], train_batch_size=4, train_epochs=LONG_RUN)
         assert status == 200, (status, body)
         job = body["finetuned_model"]["id"]
-        model = job + "-ft"
+        model = state["model"] = job + "-ft"
         saved = os.path.join(shared, "resume", model, "state.json")
         wait_for(lambda: os.path.isfile(saved), bool, timeout=120, interval=0.01)
         trainer = next(w for w in workers if w.has_state(model))
         trainer.proc.send_signal(signal.SIGKILL)
         trainer.proc.wait()
+        workers.remove(trainer)
         killed_at = api_b.model(job)
         assert killed_at["status"] == "STATUS_FINETUNING", f"trained before the kill; lengthen the run: {killed_at}"
         ready = api_b.settled_model(job, timeout=180)
@@ -100,8 +101,6 @@ def main(binary, work):
         resumed = [e for e in events if e["status"] == "STATUS_FINETUNING"]
         assert resumed[-1].get("message") == f"resumed from step {step}", events
         assert not os.path.exists(os.path.join(shared, "resume", model)), "a ready job left its state in the store"
-        state["model"] = model
-        workers.remove(trainer)
 
     with checks.check("the -ft model reranks through replica B"):
         status, body = api_b.rerank(model=state["model"])

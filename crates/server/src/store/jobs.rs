@@ -68,7 +68,7 @@ pub(super) fn lease_ms(lease: Duration) -> i64 {
 }
 
 /// When a job moves to `to` for `reason`, its failure reason, if it failed.
-pub(super) fn failure<'a>(to: JobStatus, reason: Option<&'a str>) -> Option<&'a str> {
+pub(super) fn failure(to: JobStatus, reason: Option<&str>) -> Option<&str> {
     reason.filter(|_| to == JobStatus::Failed)
 }
 

@@ -57,10 +57,9 @@ fn lock_for(tx: &mut Transaction, id: &str, by: Mover) -> Result<Option<JobStatu
         return Ok(None);
     };
     let owner: Option<&str> = row.try_get(1)?;
-    Ok(by
-        .allowed(owner, row.try_get(2)?)
+    by.allowed(owner, row.try_get(2)?)
         .then(|| status(&row, "status"))
-        .transpose()?)
+        .transpose()
 }
 
 fn add_event(
