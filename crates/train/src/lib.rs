@@ -10,12 +10,14 @@
 //! given a resume directory saves its state at each validation, and a crashed or interrupted run
 //! started again on it continues where it was and ends with the same model.
 mod adamw;
+mod fit;
 mod hyper;
 mod job;
 mod loop_;
 mod resume;
 mod selection;
 
+pub use fit::panic_message;
 pub use hyper::{
     FinetuneConfig, HyperOverrides, HyperparameterSpec, Hyperparameters, HYPERPARAMETERS,
 };
