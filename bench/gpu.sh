@@ -93,10 +93,13 @@ run-llm)
   out=${OUT:-runs/bench}
   mkdir -p "$out"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu-card.txt"
-  for shape in 0.6b 4b; do
-    DEVICE=cuda SHAPE=$shape FINERANK_CASEHOLD=$pack/casehold OUT=$out QUERIES=100 STEPS=8 MAXLEN=512 \
-      BATCH=32 PYTHONUNBUFFERED=1 timeout 270 python3 bench/llm-vs-st.py "$pack/finerank" \
-      | tee "$out/gpu-llm-$shape.md" || true
+  # Each shape with fp32 base weights on both sides, then 4B's with bf16 base weights on both
+  # (finerank's default for LoRA on a GPU), for the memory they save.
+  for run in 0.6b/f32 4b/f32 4b/bf16; do
+    shape=${run%/*} base=${run#*/}
+    DEVICE=cuda SHAPE=$shape BASE_DTYPE=$base FINERANK_CASEHOLD=$pack/casehold OUT=$out QUERIES=100 \
+      STEPS=8 MAXLEN=512 BATCH=32 PYTHONUNBUFFERED=1 timeout 240 python3 bench/llm-vs-st.py "$pack/finerank" \
+      | tee "$out/gpu-llm-$shape-$base.md" || true
   done
   ;;
 *)

@@ -19,12 +19,13 @@ Prints a table and writes runs/bench/llm-vs-st.json.
 
 On a GPU (DEVICE=cuda, as `bench/gpu.sh run` calls it), SHAPE=0.6b or 4b gives Qwen3-Reranker-0.6B's
 or -4B's shape (random weights, the real vocabulary size, tied embeddings); both stacks then run bf16
-autocast over fp32 weights, and each side's peak GPU memory (nvidia-smi's used memory while it runs,
+autocast over fp32 weights (BASE_DTYPE=bf16: the LoRA runs' frozen base in bf16 on both sides), and
+each side's peak GPU memory (nvidia-smi's used memory while it runs,
 less what was used before) is reported beside its pairs/s.
 
 Usage: .venv/bin/python bench/llm-vs-st.py FINERANK_BINARY
-(env: QUERIES=40 STEPS=4 MAXLEN=256 BATCH=16 THREADS=2 REPEATS=3 RANK=16 DEVICE=cpu SHAPE=small
-FINERANK_CASEHOLD=../shared/data/casehold OUT=runs/bench)
+(env: QUERIES=40 STEPS=4 MAXLEN=256 BATCH=16 THREADS=2 REPEATS=3 RANK=16 BASE_DTYPE=f32 DEVICE=cpu
+SHAPE=small FINERANK_CASEHOLD=../shared/data/casehold OUT=runs/bench)
 """
 import json
 import os
@@ -55,6 +56,9 @@ BATCH = int(os.environ.get("BATCH", "16"))
 THREADS = int(os.environ.get("THREADS", "2"))
 REPEATS = int(os.environ.get("REPEATS", "3"))
 RANK = int(os.environ.get("RANK", "16"))
+# The LoRA runs' frozen base weights: f32 on both sides, or bf16 on both (finerank's --base-dtype
+# bf16; the reference loads the base in bf16, PEFT keeping its adapters in fp32).
+BASE_DTYPE = os.environ.get("BASE_DTYPE", "f32")
 DEVICE = os.environ.get("DEVICE", "cpu")
 # Qwen3-Reranker-0.6B's and -4B's config.json shapes (the 0.6B and 4B Qwen3 bases).
 SHAPES = {
@@ -146,7 +150,8 @@ class PeakMemory:
 
 
 def finerank(binary, model, steps, scores_path):
-    lora = ["--lora-rank", str(RANK), "--lora-alpha", str(2 * RANK), "--lora-dropout", "0"] if steps else []
+    lora = ["--lora-rank", str(RANK), "--lora-alpha", str(2 * RANK), "--lora-dropout", "0",
+            "--base-dtype", BASE_DTYPE] if steps else []
     precision = "f32" if DEVICE == "cpu" else "bf16"
     out = subprocess.run(
         [binary, "--device", DEVICE, "--precision", precision, "--threads", str(THREADS), "bench",
@@ -173,7 +178,8 @@ def reference_training(model_dir, rows):
     tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     yes, no = tok.convert_tokens_to_ids("yes"), tok.convert_tokens_to_ids("no")
     torch.manual_seed(0)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(DEVICE)
+    dtype = torch.bfloat16 if BASE_DTYPE == "bf16" else torch.float32
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(DEVICE)
     model = get_peft_model(base, LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
                                             target_modules=TARGETS)).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE,
@@ -234,6 +240,7 @@ def main():
             ref_train = reference_training(model_dir, train)
         report = {
             "shape": SHAPE, "max_length": MAXLEN, "batch_size": BATCH, "threads": THREADS, "lora_rank": RANK,
+            "base_dtype": BASE_DTYPE,
             "pairs": len(pairs), "fit": int(fits.sum()),
             "score_finerank": len(pairs) / ours_secs, "score_reference": len(pairs) / ref_secs,
             "max_abs_score_diff": diff,
@@ -245,7 +252,7 @@ def main():
         }
     r = report
     print(f"{r['pairs']} CaseHOLD pairs ({r['fit']} fit), Qwen3 shape {SHAPE}, max length {MAXLEN}, batch {BATCH}, "
-          f"{DEVICE} ({THREADS} threads), {'fp32' if DEVICE == 'cpu' else 'bf16'}; LoRA rank {RANK}, "
+          f"{DEVICE} ({THREADS} threads), {'fp32' if DEVICE == 'cpu' else 'bf16'}; LoRA rank {RANK}, {BASE_DTYPE} base weights, "
           f"{STEPS} steps of {QUERIES_PER_STEP}x{HOLDINGS} pairs; peak GPU MiB {r['peak_mib']}")
     print("| | finerank pairs/s | reference pairs/s | ratio |")
     print("| --- | --- | --- | --- |")
@@ -255,6 +262,7 @@ def main():
           f"{r['train_finerank'] / r['train_reference']:.2f}x |")
     os.makedirs(OUT, exist_ok=True)
     name = "llm-vs-st" if DEVICE == "cpu" else f"llm-vs-st-{os.environ.get('SHAPE', 'small')}"
+    name += "-bf16-base" if BASE_DTYPE == "bf16" else ""
     json.dump(report, open(os.path.join(OUT, f"{name}.json"), "w"), indent=2)
     if not r["max_abs_score_diff"] <= TOLERANCE:
         sys.exit(f"scores disagree by more than {TOLERANCE}: {r['max_abs_score_diff']}")

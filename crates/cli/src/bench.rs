@@ -11,7 +11,7 @@ use finerank_train::{finetune, FinetuneConfig, HyperOverrides, Hyperparameters};
 
 use crate::demo::casehold_dir;
 use crate::evaluate::read_test_rows;
-use crate::finetune::KindArg;
+use crate::finetune::{BaseDtypeArg, KindArg};
 use crate::{Ctx, ModelArg};
 
 #[derive(clap::Args)]
@@ -42,6 +42,9 @@ pub struct Args {
     /// The timed steps' settings (LoRA among them); the defaults by kind and data size otherwise.
     #[command(flatten)]
     hyper: HyperOverrides,
+    /// With --lora-rank, how the frozen base weights are held (as `finetune --base-dtype`).
+    #[arg(long, value_enum, default_value = "auto")]
+    base_dtype: BaseDtypeArg,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -49,6 +52,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let opts = LoadOptions {
         lora: a.hyper.lora(),
         frozen_layers: a.hyper.frozen_layers.unwrap_or(0),
+        base_dtype: a.base_dtype.into(),
         ..ctx.load_options(a.kind.map(Into::into))
     };
     // Fresh adapters and a fresh head are drawn at load time, from seed 0 as a fine-tune's are.

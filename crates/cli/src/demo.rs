@@ -74,6 +74,7 @@ pub fn default_job(ctx: &Ctx, a: &Args, name: &str, dir: &Path) -> FinetuneJob {
         max_steps: None,
         device: ctx.device,
         precision: ctx.precision,
+        base_dtype: Default::default(),
         min_train_queries: None,
         min_valid_queries: None,
         resume_dir: None,

@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use finerank_engine::{Kind, Registry, DEFAULT_MODEL};
+use finerank_engine::{BaseDtype, Kind, Registry, DEFAULT_MODEL};
 use finerank_train::{
     resume_dir, resume_step, run_job, Export, FinetuneJob, HyperOverrides, Outcome,
 };
@@ -61,6 +61,28 @@ pub struct Args {
     /// PEFT adapter directory over the base.
     #[arg(long, value_enum, default_value_t = Export::Merged)]
     export: Export,
+    /// With --lora-rank, how the frozen base weights of the adapted projections are held: bf16
+    /// halves their memory and, under bf16 arithmetic (--precision bf16, the default on a GPU),
+    /// changes nothing computed. auto: bf16 on a GPU, f32 on a CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    base_dtype: BaseDtypeArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum BaseDtypeArg {
+    Auto,
+    F32,
+    Bf16,
+}
+
+impl From<BaseDtypeArg> for BaseDtype {
+    fn from(d: BaseDtypeArg) -> BaseDtype {
+        match d {
+            BaseDtypeArg::Auto => BaseDtype::Auto,
+            BaseDtypeArg::F32 => BaseDtype::F32,
+            BaseDtypeArg::Bf16 => BaseDtype::Bf16,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -94,6 +116,7 @@ impl Args {
             max_steps: self.max_steps,
             device: ctx.device,
             precision: ctx.precision,
+            base_dtype: self.base_dtype.into(),
             min_train_queries: self.min_train_queries,
             min_valid_queries: self.min_valid_queries,
             resume_dir: None,

@@ -561,3 +561,71 @@ fn finetune_prints_its_calibration() {
         "{all}"
     );
 }
+
+/// The fit check: a fine-tune whose costliest step does not fit in memory (here, under a limit on
+/// the process's data, `prlimit --data`, that loading and the data review fit in) fails before it
+/// trains, with libtorch's report and the fixes, exits as an error does, and leaves no model, no
+/// staging and no saved state. The trial step needs about three times the limit, so the verdict
+/// does not hang on a few megabytes.
+#[test]
+fn a_finetune_that_does_not_fit_fails_at_once_naming_the_fixes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let words = "the court held that the contract was void because the parties never agreed";
+    let words: Vec<&str> = words.split(' ').collect();
+    // Every pair is cut at the window, 128 tokens: each step reads 8 of them per query.
+    let prose = |seed: usize, n: usize| -> String {
+        (0..n)
+            .map(|i| words[(seed + i) % words.len()])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let rows = |n: usize, from: usize| -> String {
+        (from..from + n)
+            .map(|i| {
+                serde_json::json!({
+                    "query": format!("query {i} {}", prose(i, 40)),
+                    "relevant_passages": [format!("answer {i} {}", prose(i + 1, 150))],
+                    "hard_negatives": (0..7).map(|k| format!("miss {i} {k} {}", prose(i + k, 150))).collect::<Vec<_>>(),
+                })
+                .to_string()
+                    + "\n"
+            })
+            .collect()
+    };
+    let train = write(tmp.path(), "train.jsonl", rows(128, 0).as_bytes());
+    let valid = write(tmp.path(), "valid.jsonl", rows(8, 1000).as_bytes());
+    let home = tmp.path().join("home");
+    let finerank = command(&home);
+    let mut limited = std::process::Command::new("timeout");
+    limited
+        .args(["120", "prlimit", "--data=1500000000"])
+        .arg(finerank.get_program())
+        .args(finerank.get_args())
+        .envs(finerank.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .env_remove("FINERANK_MODEL")
+        .args(["finetune", "--train", &train, "--valid", &valid, "--base"])
+        .arg(shared("fixtures/tiny-bert-cross-encoder"))
+        .args(["--min-train-queries", "8", "--min-valid-queries", "8"])
+        .args(["--train-batch-size", "128", "--max-length", "128"]);
+    let out = limited.output().unwrap();
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    for says in [
+        "the fine-tune does not fit in memory on cpu",
+        "costliest batch (128 queries, 1024 inputs of up to 128 tokens)",
+        "DefaultCPUAllocator: can't allocate memory",
+        "--micro-batch-size",
+        "--gradient-checkpointing",
+        "--lora-rank",
+        "--max-length",
+    ] {
+        assert!(all.contains(says), "{says:?} in {all}");
+    }
+    assert!(!all.contains("panicked"), "{all}");
+    for left in ["models", "staging", "resume"] {
+        let entries = std::fs::read_dir(home.join(left))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(entries, 0, "{left} holds something: {all}");
+    }
+}

@@ -20,8 +20,8 @@ pub use assess::{assess, groups_of_test_rows, Assessment};
 pub use calibration::{fit_calibration, Calibration, Method, RawScore, CALIBRATION_FILE};
 pub use filestore::{FileStore, FileStoreError};
 pub use finerank_model::{
-    module_folders, set_threads_here, threads_here, DeviceChoice, Family, Kind, LoadOptions,
-    Precision, Role,
+    module_folders, set_threads_here, threads_here, BaseDtype, DeviceChoice, Family, Kind,
+    LoadOptions, Precision, Role,
 };
 pub use hub::{HubError, HubSettings, NotCached};
 pub use registry::{now_rfc3339, ModelRecord, Registry, RegistryError};

@@ -56,7 +56,6 @@ pub(crate) fn load_weights(
         )));
     }
     let mut file: HashMap<String, Tensor> = Tensor::read_safetensors(&path)?.into_iter().collect();
-    let prefix = format!("{}.", family.prefix());
     let mut fresh = Vec::new();
     let mut dtype = None;
     tch::no_grad(|| -> Result<(), ModelError> {
@@ -66,11 +65,7 @@ pub(crate) fn load_weights(
             if name.starts_with(crate::sentence::DENSE_ROOT) || lora::is_adapter(&name) {
                 continue;
             }
-            let bare = name.strip_prefix(&prefix).unwrap_or(&name).to_string();
-            let found = [name.clone(), bare.clone(), format!("{prefix}{bare}")]
-                .into_iter()
-                .find_map(|k| file.remove(&k));
-            match found {
+            match take(&mut file, family, &name) {
                 Some(src) if src.size() == var.size() => {
                     if src.is_floating_point() {
                         dtype.get_or_insert(src.kind());
@@ -125,6 +120,24 @@ pub(crate) fn load_weights(
         extras,
         dtype: dtype.unwrap_or(DType::Float),
     })
+}
+
+/// Takes the model's tensor `name` out of a checkpoint's tensors, under its own name or with the
+/// family's prefix (`bert.`) added or removed.
+pub(crate) fn take(
+    file: &mut HashMap<String, Tensor>,
+    family: Family,
+    name: &str,
+) -> Option<Tensor> {
+    let prefix = format!("{}.", family.prefix());
+    let bare = name.strip_prefix(&prefix).unwrap_or(name);
+    [
+        name.to_string(),
+        bare.to_string(),
+        format!("{prefix}{bare}"),
+    ]
+    .into_iter()
+    .find_map(|k| file.remove(&k))
 }
 
 /// Whether `model.safetensors` in `dir` holds a tensor `name`, from its header alone (no tensor is
@@ -189,11 +202,12 @@ pub(crate) fn share_weights(
 pub(crate) fn save(model: &Model, dest: &Path, max_len: Option<usize>) -> Result<(), ModelError> {
     write_atomically(dest, |dir| {
         let vars = model.vs.variables();
+        let originals = crate::base_dtype::originals(model, &vars)?;
         let mut tensors: Vec<(String, Tensor)> = vars
             .iter()
             .filter(|(n, _)| !n.starts_with(crate::sentence::DENSE_ROOT) && !lora::is_adapter(n))
             .map(|(n, t)| {
-                let t = merged(model, &vars, n, t);
+                let t = merged(model, &vars, n, originals.get(n).unwrap_or(t));
                 let t = t.to_device(Device::Cpu).to_kind(model.dtype).contiguous();
                 (n.clone(), t)
             })

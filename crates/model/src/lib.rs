@@ -7,6 +7,7 @@
 //! layout so that transformers and sentence-transformers load the result. Nothing above this
 //! crate sees a tensor except the training loop.
 mod attention;
+mod base_dtype;
 mod checkpoint;
 mod config;
 mod family;
@@ -21,6 +22,7 @@ use finerank_text::Encoded;
 use tch::nn;
 use tch::{Device, Kind as DType, Tensor};
 
+pub use base_dtype::BaseDtype;
 use config::Config;
 pub use config::{Family, Kind};
 use family::Network;
@@ -132,6 +134,8 @@ pub struct Model {
     source: PathBuf,
     window: usize,
     bf16: bool,
+    /// The adapted projections' frozen weights are held in bf16 (see [`BaseDtype`]).
+    base_bf16: bool,
     /// Tensors the checkpoint had that this model does not use (a bi-encoder's pooler, buffers);
     /// written back on save so nothing the user had is lost.
     extras: Vec<(String, Tensor)>,
@@ -153,6 +157,8 @@ pub struct LoadOptions {
     /// Freezes the embeddings and the first this many encoder layers; the layers above and the
     /// head train in full. With `lora`, the base is frozen whole anyway.
     pub frozen_layers: usize,
+    /// With LoRA: how the frozen weights of the adapted projections are held.
+    pub base_dtype: BaseDtype,
 }
 
 impl Model {
@@ -218,6 +224,8 @@ impl Model {
             (None, None) => native,
         };
         let device = opts.device.resolve()?;
+        let bf16 = opts.precision.bf16_on(device);
+        let base_bf16 = opts.base_dtype.bf16_on(opts.lora.is_some(), bf16, device)?;
         let vs = nn::VarStore::new(device);
         // Only a head the checkpoint lacks starts at random; one it has is read over zeros,
         // drawing nothing (see `seeded`).
@@ -263,13 +271,15 @@ impl Model {
             None => {}
         }
         freeze(&vs, family, kind, config.lora.is_some(), opts.frozen_layers);
+        if base_bf16 {
+            base_dtype::to_bf16(&vs);
+        }
         let window = match kind {
             Kind::BiEncoder => sentence::max_len(&base),
             Kind::CrossEncoder => None,
         }
         .unwrap_or(usize::MAX)
         .min(network.max_tokens());
-        let bf16 = opts.precision.bf16_on(device);
         Ok(Model {
             vs,
             network,
@@ -279,6 +289,7 @@ impl Model {
             source: base,
             window,
             bf16,
+            base_bf16,
             extras: loaded.extras,
             dtype: loaded.dtype,
         })
@@ -302,9 +313,10 @@ impl Model {
             Device::Cuda(i) => format!("cuda:{i} (cudnn: {})", tch::Cuda::cudnn_is_available()),
             _ => format!("cpu ({} threads)", tch::get_num_threads()),
         };
-        match self.bf16 {
-            true => format!("{device}, bf16 autocast"),
-            false => device,
+        match (self.bf16, self.base_bf16) {
+            (true, true) => format!("{device}, bf16 autocast, bf16 base weights"),
+            (true, false) => format!("{device}, bf16 autocast"),
+            (false, _) => device,
         }
     }
 

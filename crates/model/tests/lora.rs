@@ -11,7 +11,9 @@ use common::{
     assert_close, cpu, decoder_inputs, expected, fixture, listwise_loss, logits, padded_batch,
     pairs, python, train_b_a_little,
 };
-use finerank_model::{seeded, Kind, LoadOptions, Lora, Model, ADAPTER_CONFIG};
+use finerank_model::{
+    seeded, BaseDtype, Kind, LoadOptions, Lora, Model, Precision, ADAPTER_CONFIG,
+};
 use serde_json::Value;
 use tch::Tensor;
 
@@ -156,6 +158,129 @@ fn bert_lora_matches_peft() {
         "lora parity bert: loss {loss_diff:.1e}, gradients {grad_diff:.1e}, PEFT reading the \
          adapter {adapter_diff:.1e}, transformers reading the merged model {merged_diff:.1e}"
     );
+}
+
+/// bf16 base weights: the adapted projections' frozen weights take half their bytes and nothing
+/// else changes size or dtype. Under bf16 autocast, which rounds an fp32 weight to bf16 for each
+/// product anyway, a step's loss and gradients are those of fp32 base weights to 1e-6; against
+/// plain fp32 they are bf16's usual distance off (within 1e-2). The adapter export is fp32, and
+/// the merged export folds the adapters into the checkpoint's fp32 weights (to 1e-6), not into
+/// their bf16 copies.
+#[test]
+fn bf16_base_weights_halve_the_base_and_change_nothing_computed() {
+    let dir = fixture("bert-cross-encoder");
+    let (exp, inputs) = pairs(&dir);
+    let groups: Vec<i64> = serde_json::from_value(exp["groups"].clone()).unwrap();
+    let load = |precision, base_dtype| {
+        let opts = LoadOptions {
+            lora: Some(lora(&[])),
+            precision,
+            base_dtype,
+            ..cpu()
+        };
+        seeded(7, || Model::load(&dir, &opts)).unwrap()
+    };
+    let plain = load(Precision::F32, BaseDtype::F32);
+    let mixed = load(Precision::Bf16, BaseDtype::F32);
+    let halved = load(Precision::Bf16, BaseDtype::Bf16);
+    // The same adapters in all three (`train_b_a_little` draws in the store's hash order).
+    train_b_a_little(&plain);
+    let adapters = plain.var_store().variables();
+    for m in [&mixed, &halved] {
+        tch::no_grad(|| {
+            for (name, mut var) in m.var_store().variables() {
+                if name.contains(".lora_") {
+                    var.copy_(&adapters[&name]);
+                }
+            }
+        });
+    }
+    assert!(halved.describe_device().ends_with("bf16 base weights"));
+
+    let bytes = |m: &Model| -> usize {
+        let vars = m.var_store().variables();
+        vars.values()
+            .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+            .sum()
+    };
+    let vars = halved.var_store().variables();
+    let adapted: Vec<String> = vars
+        .keys()
+        .filter_map(|n| n.strip_suffix(".lora_A.weight"))
+        .map(|m| format!("{m}.weight"))
+        .collect();
+    assert!(!adapted.is_empty());
+    let projections: usize = adapted.iter().map(|n| vars[n].numel() * 4).sum();
+    assert_eq!(bytes(&halved), bytes(&mixed) - projections / 2);
+    for (name, t) in &vars {
+        let want = match adapted.contains(name) {
+            true => tch::Kind::BFloat16,
+            false => tch::Kind::Float,
+        };
+        assert_eq!(t.kind(), want, "{name}");
+    }
+
+    let step = |m: &Model| {
+        let loss = listwise_loss(&m.forward_t(&inputs, false), &groups);
+        loss.backward();
+        loss.double_value(&[])
+    };
+    let (plain_loss, mixed_loss, halved_loss) = (step(&plain), step(&mixed), step(&halved));
+    eprintln!("bf16 base weights: loss {halved_loss} against {mixed_loss} with fp32 base weights, {plain_loss} in plain fp32");
+    assert!(
+        (mixed_loss - halved_loss).abs() <= 1e-6,
+        "{mixed_loss} vs {halved_loss}"
+    );
+    assert!(
+        (plain_loss - halved_loss).abs() <= 1e-2,
+        "{plain_loss} vs {halved_loss}"
+    );
+    let mixed_vars = mixed.var_store().variables();
+    for (name, t) in &vars {
+        if t.requires_grad() {
+            let want = mixed_vars[name].grad();
+            let scale = want.abs().max().double_value(&[]).max(1.0);
+            let diff = (t.grad() - &want).abs().max().double_value(&[]);
+            assert!(diff <= 1e-6 * scale, "gradient of {name} off by {diff}");
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (adapter, _) = export_adapter(&halved, tmp.path());
+    for (name, t) in Tensor::read_safetensors(adapter.join("adapter_model.safetensors")).unwrap() {
+        assert_eq!(t.kind(), tch::Kind::Float, "{name}");
+    }
+    let read = |m: &Model, name: &str| {
+        let to = tmp.path().join(name);
+        m.save(&to, None).unwrap();
+        Tensor::read_safetensors(to.join("model.safetensors")).unwrap()
+    };
+    let want: std::collections::HashMap<String, Tensor> =
+        read(&mixed, "mixed").into_iter().collect();
+    for (name, t) in read(&halved, "halved") {
+        assert_eq!(t.kind(), want[&name].kind(), "{name}");
+        let diff = (&t - &want[&name]).abs().max().double_value(&[]);
+        assert!(diff <= 1e-6, "merged {name} off by {diff}");
+    }
+}
+
+/// bf16 base weights are refused where they would meet fp32 arithmetic, and without adapters.
+#[test]
+fn bf16_base_weights_need_lora_and_bf16_arithmetic() {
+    let dir = fixture("bert-cross-encoder");
+    for (lora, precision, says) in [
+        (Some(lora(&[])), Precision::F32, "--precision bf16"),
+        (None, Precision::Bf16, "--lora-rank"),
+    ] {
+        let opts = LoadOptions {
+            lora,
+            precision,
+            base_dtype: BaseDtype::Bf16,
+            ..cpu()
+        };
+        let err = Model::load(&dir, &opts).err().expect("refused").to_string();
+        assert!(err.contains(says), "{err}");
+    }
 }
 
 /// Every cross-encoder family: a fresh adapter on each projection scores as the base, only the

@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use finerank_engine::{LoadOptions, ModelRecord, Registry, Reranker};
 use finerank_eval::RetrievalReport;
 use finerank_train::{
-    fetch_state, resume_dir, run_job, saved_step, share_state, Export, FinetuneJob, HyperOverrides,
-    JobError, Outcome, TrainEvent, ValidMetrics,
+    fetch_state, panic_message, resume_dir, run_job, saved_step, share_state, Export, FinetuneJob,
+    HyperOverrides, JobError, Outcome, TrainEvent, ValidMetrics,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -144,7 +144,7 @@ pub struct Hyperparameters {
     pub seed: Option<u64>,
     /// Train LoRA adapters of this rank on the encoder's projections (and a cross-encoder's
     /// head) instead of every weight; 0 or absent trains every weight. The model is saved with
-    /// the adapters merged into its weights.
+    /// the adapters merged into its weights, unless `export` says `adapter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_rank: Option<usize>,
     /// LoRA's update is scaled by `lora_alpha / lora_rank` (default 16).
@@ -171,6 +171,12 @@ pub struct Hyperparameters {
     /// gradients: less memory for about a third more compute. A finerank extension.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradient_checkpointing: Option<bool>,
+    /// With `lora_rank`: what the job registers, `merged` (the default: the adapters folded into
+    /// the base's weights, a plain checkpoint) or `adapter` (a PEFT adapter directory over the
+    /// base, a small fraction of its size, served over the base). A finerank extension.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "adapter")]
+    pub export: Option<Export>,
 }
 
 impl Hyperparameters {
@@ -617,7 +623,7 @@ impl Shared {
             .unwrap_or_else(|panic| {
                 Err(format!(
                     "internal error: training panicked: {}",
-                    panic_message(&panic)
+                    panic_message(&*panic)
                 ))
             });
         let result = match outcome {
@@ -750,11 +756,16 @@ impl Shared {
             max_steps: cfg.max_train_steps,
             device: cfg.device,
             precision: cfg.precision,
+            base_dtype: Default::default(),
             min_train_queries: minimum(cfg.min_train_queries),
             min_valid_queries: minimum(cfg.min_eval_queries),
             resume_dir: Some(resume),
             instruction: None,
-            export: Export::Merged,
+            export: settings
+                .hyperparameters
+                .as_ref()
+                .and_then(|h| h.export)
+                .unwrap_or_default(),
         })
     }
 
@@ -902,14 +913,6 @@ impl Shared {
         }
         Ok(())
     }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// Writes a run's progress, each step's loss and the evaluations to the store as they come.

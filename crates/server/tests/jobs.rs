@@ -205,6 +205,40 @@ async fn a_fine_tune_goes_from_queued_to_ready_and_answers_as_id_ft() {
     s.stop().await;
 }
 
+/// `"export": "adapter"` with LoRA registers a PEFT adapter directory, which the server then
+/// serves over its base; the model's recorded settings say what was exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lora_job_can_register_its_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path(), QUICK).await;
+    let dataset = validated(&s, "", form(rows(20, 0), Some(rows(8, 100)))).await;
+    let mut settings = settings(dataset["id"].as_str().unwrap());
+    settings["hyperparameters"]["lora_rank"] = 4.into();
+    settings["hyperparameters"]["export"] = "adapter".into();
+    let body = json!({"name": "adapter", "settings": settings});
+    let (status, created) = s.post("/v1/finetuning/finetuned-models", &body).await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["finetuned_model"]["id"].as_str().unwrap();
+    let path = format!("/v1/finetuning/finetuned-models/{id}");
+    let ready = until(&s, &path, |b| {
+        matches!(
+            b["finetuned_model"]["status"].as_str(),
+            Some("STATUS_READY" | "STATUS_FAILED")
+        )
+    })
+    .await["finetuned_model"]
+        .clone();
+    assert_eq!(ready["status"], "STATUS_READY", "{ready}");
+    assert_eq!(ready["metrics"]["hyperparameters"]["export"], "adapter");
+    assert_eq!(ready["settings"]["hyperparameters"]["export"], "adapter");
+    let saved = dir.path().join("models").join(format!("{id}-ft"));
+    assert!(saved.join("adapter_config.json").is_file());
+    assert!(!saved.join("model.safetensors").exists(), "not merged");
+    let (status, ranked) = rerank(&s, &format!("{id}-ft")).await;
+    assert_eq!(status, 200, "{ranked}");
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_datasets_and_settings_are_refused_with_reasons() {
     let dir = tempfile::tempdir().unwrap();
@@ -283,6 +317,10 @@ async fn bad_datasets_and_settings_are_refused_with_reasons() {
         (
             hyper(json!({"lora_rank": 8, "frozen_layers": 2})),
             "frozen_layers is for full fine-tuning",
+        ),
+        (
+            hyper(json!({"export": "adapter"})),
+            "an adapter export needs LoRA adapters to export: set lora_rank",
         ),
     ]);
     for (body, text) in cases {

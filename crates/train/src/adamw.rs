@@ -112,6 +112,16 @@ impl AdamW {
         })
     }
 
+    /// Zero tensors as large as the moments the next step creates (those of the parameters that
+    /// have none yet): for the fit check to hold that memory through its trial step.
+    pub fn first_step_moments(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .filter(|(name, _)| !self.moments.contains_key(name))
+            .flat_map(|(_, p)| [p.zeros_like(), p.zeros_like()])
+            .collect()
+    }
+
     /// The moments as named tensors, and each parameter's step count, for a resume state.
     pub fn state(&self) -> (Vec<(String, Tensor)>, BTreeMap<String, u64>) {
         let mut tensors = Vec::new();

@@ -3,8 +3,8 @@ use std::path::{Path, PathBuf};
 
 use finerank_data::{validate, Problem, Review, TrainRow, ValidateOptions};
 use finerank_engine::{
-    now_rfc3339, resolve, DeviceChoice, EngineError, Kind, LoadOptions, ModelRecord, Precision,
-    Registry, RegistryError, Reranker,
+    now_rfc3339, resolve, BaseDtype, DeviceChoice, EngineError, Kind, LoadOptions, ModelRecord,
+    Precision, Registry, RegistryError, Reranker,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -37,6 +37,9 @@ pub struct FinetuneJob {
     pub device: DeviceChoice,
     #[serde(skip)]
     pub precision: Precision,
+    /// With LoRA: how the frozen base weights are held (bf16 by default on a GPU).
+    #[serde(skip)]
+    pub base_dtype: BaseDtype,
     /// Cohere's minimums (256 training and 64 validation queries) unless overridden.
     pub min_train_queries: Option<usize>,
     pub min_valid_queries: Option<usize>,
@@ -69,6 +72,16 @@ pub enum Export {
     /// adapters and a cross-encoder's head, a small fraction of the model, loaded over the base
     /// it names by finerank and by PEFT.
     Adapter,
+}
+
+impl Export {
+    /// Refuses an adapter export of a run that trains no adapters.
+    pub fn check(self, hyper: &HyperOverrides) -> Result<(), String> {
+        match self == Export::Adapter && hyper.lora().is_none() {
+            true => Err("an adapter export needs LoRA adapters to export: set lora_rank".into()),
+            false => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -155,11 +168,7 @@ pub fn run_job(
     Hyperparameters::defaults(Kind::CrossEncoder, 0)
         .with(&job.hyper)
         .map_err(JobError::Config)?;
-    if job.export == Export::Adapter && job.hyper.lora().is_none() {
-        return Err(JobError::Config(
-            "an adapter export needs LoRA adapters to export: set lora_rank".into(),
-        ));
-    }
+    job.export.check(&job.hyper).map_err(JobError::Config)?;
     // A fresh classification head and fresh adapters are drawn at load time, from the job's
     // seed alone.
     let opts = LoadOptions {
@@ -168,6 +177,7 @@ pub fn run_job(
         precision: job.precision,
         lora: job.hyper.lora(),
         frozen_layers: job.hyper.frozen_layers.unwrap_or(0),
+        base_dtype: job.base_dtype,
     };
     let mut reranker =
         finerank_model::seeded(job.seed, || Reranker::load(&base_name, &base_dir, &opts))?;

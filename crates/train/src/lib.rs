@@ -10,6 +10,7 @@
 //! given a resume directory saves its state at each validation, and a crashed or interrupted run
 //! started again on it continues where it was and ends with the same model.
 mod adamw;
+mod fit;
 mod hyper;
 mod job;
 mod loop_;
@@ -17,6 +18,7 @@ mod resume;
 mod selection;
 mod shared;
 
+pub use fit::panic_message;
 pub use hyper::{
     FinetuneConfig, HyperOverrides, HyperparameterSpec, Hyperparameters, HYPERPARAMETERS,
 };

@@ -186,7 +186,7 @@ pub(crate) struct Progress {
 /// Each step holds it while it draws (`finerank_model::seeded`), so runs side by side in one
 /// process keep to their own masks. The step's first draw seeds it; the ones after, a
 /// bi-encoder's micro-batches (see [`bi_encoder_step`]).
-fn step_seeds(seed: u64, step: usize) -> ChaCha8Rng {
+pub(crate) fn step_seeds(seed: u64, step: usize) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     // Stream 0 is the data's.
     rng.set_stream(1 + step as u64);
@@ -222,6 +222,13 @@ pub fn finetune(
         Some(r) => resume::load(r, cfg, reranker.model().var_store(), &mut opt)?,
         None => None,
     };
+    // A fresh run keeps the base's weights until a validation beats them. Their copy is taken
+    // before the fit check, which then counts the memory it holds.
+    let (resumed, mut best_weights) = match resumed {
+        Some((progress, best)) => (Some(progress), best),
+        None => (None, snapshot(reranker.model().var_store())),
+    };
+    crate::fit::check(reranker, train, cfg, &mut opt)?;
     on_event(&TrainEvent::Started {
         kind,
         total_steps: total,
@@ -229,10 +236,10 @@ pub fn finetune(
         train_rows: train.len(),
         valid_rows: valid.len(),
         device: reranker.model().describe_device(),
-        resumed_at: resumed.as_ref().map(|(p, _)| p.step),
+        resumed_at: resumed.as_ref().map(|p| p.step),
     });
-    let (mut progress, mut best_weights) = match resumed {
-        Some(resumed) => resumed,
+    let mut progress = match resumed {
+        Some(progress) => progress,
         None => {
             let base = evaluate(reranker);
             on_event(&TrainEvent::Eval {
@@ -241,7 +248,7 @@ pub fn finetune(
                 metrics: base.clone(),
                 best: true,
             });
-            let progress = Progress {
+            Progress {
                 step: 0,
                 order: Vec::new(),
                 rng: ChaCha8Rng::seed_from_u64(cfg.seed),
@@ -255,8 +262,7 @@ pub fn finetune(
                 pairs: 0,
                 step_seconds: 0.0,
                 seconds: 0.0,
-            };
-            (progress, snapshot(reranker.model().var_store()))
+            }
         }
     };
     let (before, started) = (progress.seconds, Instant::now());
@@ -288,10 +294,7 @@ pub fn finetune(
         // recomputes in the backward passes: the whole step holds the generator.
         let mut seeds = step_seeds(cfg.seed, progress.step);
         opt.zero_grad();
-        let (loss, batch_pairs) = finerank_model::seeded(seeds.next_u64(), || match kind {
-            Kind::BiEncoder => bi_encoder_step(reranker, &rows, &positives, cfg, &mut seeds),
-            Kind::CrossEncoder => cross_encoder_step(reranker, &rows, &positives, cfg),
-        });
+        let (loss, batch_pairs) = gradients(reranker, &rows, &positives, cfg, &mut seeds);
         let lr = cfg.lr_at(progress.step, total);
         opt.clip_grad_norm(cfg.max_grad_norm);
         opt.step(lr);
@@ -365,6 +368,21 @@ pub fn finetune(
         train_pairs_per_second: progress.pairs as f64 / progress.step_seconds.max(1e-9),
         calibration_skipped: calibration.as_ref().err().cloned(),
         calibration: calibration.ok(),
+    })
+}
+
+/// One step's loss and gradients, left on the model, over `rows` and their relevant passages
+/// `positives`, holding libtorch's generator seeded from `seeds`; also the pairs it read.
+pub(crate) fn gradients(
+    r: &Reranker,
+    rows: &[&TrainRow],
+    positives: &[&str],
+    cfg: &FinetuneConfig,
+    seeds: &mut ChaCha8Rng,
+) -> (f64, usize) {
+    finerank_model::seeded(seeds.next_u64(), || match r.kind() {
+        Kind::BiEncoder => bi_encoder_step(r, rows, positives, cfg, seeds),
+        Kind::CrossEncoder => cross_encoder_step(r, rows, positives, cfg),
     })
 }
 
@@ -656,11 +674,7 @@ mod tests {
             .iter()
             .map(|r| r.relevant_passages[0].as_str())
             .collect();
-        let mut seeds = step_seeds(0, 0);
-        let (loss, _) = finerank_model::seeded(seeds.next_u64(), || match r.kind() {
-            Kind::BiEncoder => bi_encoder_step(r, &rows, &positives, &cfg, &mut seeds),
-            Kind::CrossEncoder => cross_encoder_step(r, &rows, &positives, &cfg),
-        });
+        let (loss, _) = gradients(r, &rows, &positives, &cfg, &mut step_seeds(0, 0));
         let mut grads: Vec<(String, Tensor)> = r
             .model()
             .var_store()

@@ -63,6 +63,7 @@ fn job(base: &str, train: &Path, valid: &Path) -> FinetuneJob {
         max_steps: None,
         device: DeviceChoice::Cpu,
         precision: Precision::F32,
+        base_dtype: Default::default(),
         min_train_queries: Some(8),
         min_valid_queries: Some(8),
         resume_dir: None,

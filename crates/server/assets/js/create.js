@@ -14,7 +14,7 @@ const bytes = (n) => (n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(
 
 export function createPage(root, ctx) {
   document.title = "Create rerank model · finerank";
-  const state = { files: {}, mine: false, datasetName: "", dataset: null, modelName: "", base: "", hyper: null, values: {}, targets: "", checkpointing: false };
+  const state = { files: {}, mine: false, datasetName: "", dataset: null, modelName: "", base: "", hyper: null, values: {}, targets: "", checkpointing: false, export: "merged" };
   const stepper = el("ol", { class: "steps", "aria-label": "Steps" }, STEPS.map((s) => el("li", {}, s)));
   const body = el("div");
   root.append(
@@ -308,7 +308,7 @@ export function createPage(root, ctx) {
         "div",
         { class: "actions" },
         el("button", { type: "button", class: "ghost", onclick: () => go(1) }, "Back"),
-        el("button", { type: "button", class: "ghost", onclick: () => { state.values = {}; state.targets = ""; state.checkpointing = false; loadDefaults(); } }, "Reset to defaults"),
+        el("button", { type: "button", class: "ghost", onclick: () => { state.values = {}; state.targets = ""; state.checkpointing = false; state.export = "merged"; loadDefaults(); } }, "Reset to defaults"),
         el("button", { type: "submit" }, "Continue"),
       ),
     );
@@ -358,11 +358,12 @@ export function createPage(root, ctx) {
         }),
         targetsField(),
         checkpointingField(),
+        exportField(),
       );
     }
 
-    // The two settings that are not numbers: which projections get LoRA adapters, and
-    // gradient checkpointing.
+    // The settings that are not numbers: which projections get LoRA adapters, gradient
+    // checkpointing, and what a LoRA run registers.
     function targetsField() {
       const id = "hp-lora_target_modules";
       const input = el("input", {
@@ -399,6 +400,22 @@ export function createPage(root, ctx) {
         el("label", { for: id }, el("code", {}, "gradient_checkpointing")),
         input,
         el("p", { class: "help", id: `${id}-help` }, "Keep only each layer's input and compute the layer again for the backward pass: far less memory for about one more forward pass, with the same result. Off by default."),
+      );
+    }
+
+    function exportField() {
+      const id = "hp-export";
+      const select = el(
+        "select",
+        { id, name: "export", "aria-describedby": `${id}-help`, onchange: () => (state.export = select.value) },
+        ["merged", "adapter"].map((v) => el("option", { value: v, selected: v === state.export }, v)),
+      );
+      return el(
+        "div",
+        { class: "field" },
+        el("label", { for: id }, el("code", {}, "export")),
+        select,
+        el("p", { class: "help", id: `${id}-help` }, "With lora_rank: merged registers a plain checkpoint with the adapters folded into the base's weights; adapter registers a PEFT adapter directory, a small fraction of the size, served over the base. Default merged."),
       );
     }
 
@@ -440,6 +457,7 @@ export function createPage(root, ctx) {
     const changed = Object.fromEntries(state.hyper.hyperparameters.filter((h) => values[h.name] !== h.default).map((h) => [h.name, values[h.name]]));
     if (state.targets) changed.lora_target_modules = state.targets;
     if (state.checkpointing) changed.gradient_checkpointing = true;
+    if (state.export !== "merged") changed.export = state.export;
     const pair = (term, value) => [el("dt", {}, term), el("dd", {}, value)];
     const start = el("button", { type: "button", onclick: submit }, "Start training");
     panel.append(
@@ -455,6 +473,7 @@ export function createPage(root, ctx) {
         ),
         state.targets ? pair("lora_target_modules", el("span", { class: "changed" }, state.targets)) : null,
         state.checkpointing ? pair("gradient_checkpointing", el("span", { class: "changed" }, "on")) : null,
+        state.export !== "merged" ? pair("export", el("span", { class: "changed" }, state.export)) : null,
       ),
       el("p", { class: "muted" }, "Training runs on this server, one job at a time. The model page shows its progress live."),
       status,

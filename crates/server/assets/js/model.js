@@ -35,6 +35,7 @@ const HYPERPARAMETERS = [
   "frozen_layers",
   "micro_batch_size",
   "gradient_checkpointing",
+  "export",
 ];
 const EXAMPLE_QUERY = "What is the capital of the United States?";
 const EXAMPLE_DOCUMENTS = [

@@ -174,9 +174,12 @@ async fn check_settings(state: &AppState, settings: &Settings) -> Result<(), Api
     if let Some(h) = &settings.hyperparameters {
         let refused = |e: String| ApiError::bad_request(format!("hyperparameters: {e}"));
         // The ranges do not depend on the defaults they override, so any kind will do here.
+        let overrides = h.overrides().map_err(refused)?;
         Hyper::defaults(Kind::CrossEncoder, 0)
-            .with(&h.overrides().map_err(refused)?)
+            .with(&overrides)
             .map_err(refused)?;
+        let export = h.export.unwrap_or_default();
+        export.check(&overrides).map_err(refused)?;
     }
     validated_dataset(state, &settings.dataset_id, "settings.dataset_id").await?;
     Ok(())
