@@ -61,7 +61,7 @@ balance() {
   local upstreams=""
   port=$(free_port)
   for p in "$@"; do upstreams+="server 127.0.0.1:$p;"; done
-  mkdir -p "$work/nginx"
+  mkdir -p "$work/nginx/logs"
   cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
 pid $work/nginx/nginx.pid;
@@ -69,8 +69,13 @@ error_log $work/nginx/error.log;
 events { worker_connections 1024; }
 http {
   access_log off;
+  # The request bodies (about 20 kB) stay in memory, where nginx's worker may not write to $work.
+  client_body_buffer_size 1m;
   client_body_temp_path $work/nginx/body;
   proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fastcgi;
+  uwsgi_temp_path $work/nginx/uwsgi;
+  scgi_temp_path $work/nginx/scgi;
   upstream finerank { $upstreams keepalive 64; }
   server {
     listen 127.0.0.1:$port;
