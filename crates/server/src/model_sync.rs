@@ -221,7 +221,13 @@ mod tests {
         };
         store.insert_model(&id, "model", &settings).unwrap();
         store
-            .transition(&id, &[JobStatus::Queued], JobStatus::Ready, None, Mover::Anyone)
+            .transition(
+                &id,
+                &[JobStatus::Queued],
+                JobStatus::Ready,
+                None,
+                Mover::Anyone,
+            )
             .unwrap();
         publish(&registry, &model);
         batcher.warm_blocking(&model).unwrap();
