@@ -17,9 +17,9 @@ step scripts/fetch-mpnet.sh
 step scripts/moto.sh
 # The store's tests run against SQLite and, beside it, a throwaway PostgreSQL.
 step scripts/postgres.sh cargo test --workspace --no-fail-fast
-# The cargo-fuzz targets under fuzz/ (dataset readers, data review, chunking), 20 s each from
-# their committed seed corpora.
-step scripts/fuzz.sh 20
+# The cargo-fuzz targets under fuzz/ (dataset readers, data review, chunking), from
+# their committed seed corpora, 10 s each (CI time is tight).
+step scripts/fuzz.sh 10
 # `finerank serve` driven by the cohere SDK: the fine-tuning tutorial, bad requests, a SIGKILL restart.
 step tests/acceptance/run.sh
 # The same suite with the metadata in PostgreSQL (`--database postgres://...`).

@@ -6,25 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{finetuned, message, metric, rerank, validated, Server, QUICK};
+use common::{clause_rows, finetuned, message, metric, rerank, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
 use serde_json::json;
 
 const SYNC: Duration = Duration::from_millis(500);
-
-fn rows(n: usize, offset: usize) -> String {
-    (offset..offset + n)
-        .map(|i| {
-            json!({
-                "query": format!("what does clause {i} of the lease say about rent"),
-                "relevant_passages": [format!("Clause {i} sets the rent and when it is due.")],
-                "hard_negatives": [format!("Clause {} covers pets.", i + 1000)],
-            })
-            .to_string()
-                + "\n"
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_serves_what_another_made_ready_and_drops_what_it_deleted() {
@@ -48,10 +34,13 @@ async fn a_replica_serves_what_another_made_ready_and_drops_what_it_deleted() {
     );
 
     let form = Form::new()
-        .part("data", Part::text(rows(20, 0)).file_name("train.jsonl"))
+        .part(
+            "data",
+            Part::text(clause_rows(20, 0)).file_name("train.jsonl"),
+        )
         .part(
             "eval_data",
-            Part::text(rows(8, 100)).file_name("eval.jsonl"),
+            Part::text(clause_rows(8, 100)).file_name("eval.jsonl"),
         );
     let dataset = validated(&a, "", form).await;
     let (id, ready) = finetuned(&a, dataset["id"].as_str().unwrap()).await;

@@ -3,23 +3,8 @@
 //! on it from the store, and the model it publishes answers on the other server too.
 mod common;
 
-use common::{finetuned, rerank, validated, Server, QUICK};
+use common::{clause_rows, finetuned, rerank, validated, Server, QUICK};
 use reqwest::multipart::{Form, Part};
-use serde_json::json;
-
-fn rows(n: usize, offset: usize) -> String {
-    (offset..offset + n)
-        .map(|i| {
-            json!({
-                "query": format!("what does clause {i} of the lease say about rent"),
-                "relevant_passages": [format!("Clause {i} sets the rent and when it is due.")],
-                "hard_negatives": [format!("Clause {} covers pets.", i + 1000)],
-            })
-            .to_string()
-                + "\n"
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_trained_on_one_server_from_the_store_answers_on_another() {
@@ -32,12 +17,12 @@ async fn a_model_trained_on_one_server_from_the_store_answers_on_another() {
     let flags: Vec<&str> = QUICK.iter().copied().chain(["--store", &url]).collect();
     let a = Server::start(a_dir.path(), &flags).await;
 
-    let train = rows(20, 0);
+    let train = clause_rows(20, 0);
     let form = Form::new()
         .part("data", Part::text(train.clone()).file_name("train.jsonl"))
         .part(
             "eval_data",
-            Part::text(rows(8, 100)).file_name("eval.jsonl"),
+            Part::text(clause_rows(8, 100)).file_name("eval.jsonl"),
         );
     let dataset = validated(&a, "", form).await;
     assert_eq!(dataset["validation_status"], "validated", "{dataset}");

@@ -8,6 +8,21 @@ use finerank_server::{serve_on, AppState, Config};
 use reqwest::multipart::Form;
 use serde_json::{json, Value};
 
+/// `n` training rows about a lease's clauses, from clause `offset` on, each with one negative.
+pub fn clause_rows(n: usize, offset: usize) -> String {
+    (offset..offset + n)
+        .map(|i| {
+            json!({
+                "query": format!("what does clause {i} of the lease say about rent"),
+                "relevant_passages": [format!("Clause {i} sets the rent and when it is due.")],
+                "hard_negatives": [format!("Clause {} covers pets.", i + 1000)],
+            })
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
 /// Small minimums and two steps: a job takes seconds.
 pub const QUICK: &[&str] = &[
     "--min-train-queries",
