@@ -7,11 +7,14 @@
 # with fewer cores than replicas the total cannot grow; what it shows is that nothing
 # serializes across replicas (the total holds) and what the proxy costs (alone vs 1 replica).
 # The load comes from wrk, the proxy is Debian's nginx (unpacked into .cache/nginx), and the
-# database is scripts/postgres.sh's throwaway PostgreSQL.
+# database is scripts/postgres.sh's throwaway PostgreSQL. Each of n replicas scores on
+# cores/n libtorch threads (at least one), as pods given their share of a node's CPUs would; a
+# replica on all the cores beside others oversubscribes them, which measures the oversubscription.
 # Usage: bench/replicas.sh [seconds per run, default 30] [concurrency, default 8]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-30}
+cores=$(nproc)
 conc=${2:-8}
 if [ -z "${FINERANK_TEST_DATABASE_URL:-}" ]; then
   exec scripts/postgres.sh "$0" "$@"
@@ -45,9 +48,9 @@ free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("12
 # Starts `finerank serve` on a free port, in $port once it is ready. (Not a $(...) subshell: the
 # pids must reach stop_all.)
 serve() {
-  local name=$1; shift
+  local name=$1 threads=$2; shift 2
   port=$(free_port)
-  "$bin" --device cpu serve --data-dir "$work/$name" --port "$port" --store "file://$work/store" "$@" \
+  "$bin" --device cpu --threads "$threads" serve --data-dir "$work/$name" --port "$port" --store "file://$work/store" "$@" \
     >"$work/$name.log" 2>&1 &
   pids+=($!)
   until curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null; do
@@ -107,16 +110,17 @@ measure() {
 
 printf '| servers | concurrency | requests/s | p50 ms | p99 ms | non-2xx or errors |\n| --- | --- | --- | --- | --- | --- |\n'
 # One process on its own: SQLite in its data directory, no proxy.
-serve alone
-measure "1 process, direct" "$port"
+serve alone "$cores"
+measure "1 process, direct, $cores threads" "$port"
 stop_all
 for n in 1 2 4; do
   ports=()
+  threads=$(( cores / n > 0 ? cores / n : 1 ))
   for i in $(seq "$n"); do
-    serve "replica-$n-$i" --database "$FINERANK_TEST_DATABASE_URL" --training-workers 0
+    serve "replica-$n-$i" "$threads" --database "$FINERANK_TEST_DATABASE_URL" --training-workers 0
     ports+=("$port")
   done
   balance "${ports[@]}"
-  measure "$n replica(s) behind nginx" "$port"
+  measure "$n replica(s) behind nginx, $threads thread(s) each" "$port"
   stop_all
 done
