@@ -996,7 +996,7 @@ impl Recorder<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use finerank_engine::Kind;
 
     use super::*;
@@ -1008,7 +1008,8 @@ mod tests {
         store::open(&Database::Sqlite(dir.join("finerank.db"))).unwrap()
     }
 
-    fn queue(store: &dyn Store, id: &str) {
+    /// Queues job `id` with default settings.
+    pub(crate) fn queue(store: &dyn Store, id: &str) {
         let settings = Settings {
             base_model: BaseModel {
                 base_type: "BASE_TYPE_RERANK".into(),
@@ -1087,8 +1088,14 @@ mod tests {
         let model = model_of(&id);
         queue(&*store, &id);
         std::fs::create_dir_all(registry.staging_dir(&model).unwrap().join("model")).unwrap();
+        publish_staged(&registry, &model);
+        (store, registry, id)
+    }
+
+    /// Publishes what is staged for `model` as a cross-encoder, under a record of placeholders.
+    pub(crate) fn publish_staged(registry: &Registry, model: &str) {
         let record = ModelRecord {
-            id: model,
+            id: model.to_string(),
             name: "model".into(),
             kind: Kind::CrossEncoder,
             base_model: "base".into(),
@@ -1100,7 +1107,6 @@ mod tests {
             valid_sha256: None,
         };
         registry.publish(&record).unwrap();
-        (store, registry, id)
     }
 
     /// The process dies after a model's row was deleted and before its files were: the next

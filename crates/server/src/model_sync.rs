@@ -157,11 +157,10 @@ impl SyncState {
 mod tests {
     use std::path::Path;
 
-    use finerank_engine::{Kind, ModelRecord};
-
     use super::*;
     use crate::config::Config;
-    use crate::jobs::{BaseModel, JobStatus, Settings};
+    use crate::jobs::tests::{publish_staged, queue};
+    use crate::jobs::JobStatus;
     use crate::metrics::Metrics;
     use crate::store::{self, Database, Mover};
 
@@ -175,20 +174,7 @@ mod tests {
             let entry = entry.unwrap();
             std::fs::copy(entry.path(), staged.join(entry.file_name())).unwrap();
         }
-        registry
-            .publish(&ModelRecord {
-                id: model.to_string(),
-                name: "model".into(),
-                kind: Kind::CrossEncoder,
-                base_model: "base".into(),
-                base_model_dir: "base".into(),
-                created_at: finerank_engine::now_rfc3339(),
-                hyperparameters: serde_json::Value::Null,
-                metrics: serde_json::Value::Null,
-                train_sha256: String::new(),
-                valid_sha256: None,
-            })
-            .unwrap();
+        publish_staged(registry, model);
     }
 
     /// Another server deleted a model's row, and died before its files went: the tombstone alone
@@ -211,15 +197,7 @@ mod tests {
         let batcher = Batcher::start(catalog.clone(), &config, Metrics::new()).unwrap();
         let id = uuid::Uuid::new_v4().to_string();
         let model = model_of(&id);
-        let settings = Settings {
-            base_model: BaseModel {
-                base_type: "BASE_TYPE_RERANK".into(),
-                name: None,
-            },
-            dataset_id: "dataset".into(),
-            hyperparameters: None,
-        };
-        store.insert_model(&id, "model", &settings).unwrap();
+        queue(&*store, &id);
         store
             .transition(
                 &id,
