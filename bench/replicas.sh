@@ -43,7 +43,6 @@ stop_all() {
 trap 'stop_all; rm -rf "$work"' EXIT
 . bench/rerank-request.sh
 
-free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Starts `finerank serve` on a free port, in $port once it is ready. (Not a $(...) subshell: the
 # pids must reach stop_all.)
@@ -98,14 +97,9 @@ CONF
 }
 
 measure() {
-  local label=$1 url="http://127.0.0.1:$2/v1/rerank" out
+  local url="http://127.0.0.1:$2/v1/rerank"
   wrk -t1 -c"$conc" -d5s --timeout 120s -s "$work/post.lua" "$url" >/dev/null # warm-up: every replica loads
-  out=$(wrk -t1 -c"$conc" -d"${secs}s" --timeout 120s --latency -s "$work/post.lua" "$url")
-  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  bad=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {n+=1} END {print n+0}' <<<"$out")
-  printf '| %s | %d | %s | %s | %s | %s |\n' "$label" "$conc" "$rps" "$(ms "$p50")" "$(ms "$p99")" "$bad"
+  wrk_row "$1" "$conc" "$url"
 }
 
 printf '| servers | concurrency | requests/s | p50 ms | p99 ms | non-2xx or errors |\n| --- | --- | --- | --- | --- | --- |\n'

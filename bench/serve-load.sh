@@ -17,7 +17,7 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 printf '| batching | concurrency | requests/s | p50 ms | p99 ms | non-2xx or errors |\n| --- | --- | --- | --- | --- | --- |\n'
 for mode in on off; do
   extra=(); [ "$mode" = off ] && extra=(--max-batch-requests 1)
-  port=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   "$bin" --device cpu serve --data-dir "$work/data-$mode" --port "$port" --queue-capacity 256 "${extra[@]}" \
     > "$work/server-$mode.log" 2>&1 &
   server=$!
@@ -25,12 +25,7 @@ for mode in on off; do
   url="http://127.0.0.1:$port/v1/rerank"
   wrk -t1 -c1 -d3s -s "$work/post.lua" "$url" >/dev/null   # warm-up
   for c in 1 8 32; do
-    out=$(wrk -t1 -c"$c" -d"${secs}s" --timeout 120s --latency -s "$work/post.lua" "$url")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p50=$(awk '$1=="50%" {print $2}' <<<"$out")
-    p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    bad=$(awk '/Non-2xx/ {n+=$NF} /Socket errors/ {n+=1} END {print n+0}' <<<"$out")
-    printf '| %s | %d | %s | %s | %s | %s |\n' "$mode" "$c" "$rps" "$(ms "$p50")" "$(ms "$p99")" "$bad"
+    wrk_row "$mode" "$c" "$url"
   done
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
 done

@@ -33,7 +33,7 @@ trap '[ -n "$server" ] && kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 start() {
   local name=$1; shift
   local port
-  port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   "$bin" --device cpu serve --data-dir "$work/$name" --port "$port" "$@" >"$out/$name.log" 2>&1 &
   server=$!
   api="http://127.0.0.1:$port"
