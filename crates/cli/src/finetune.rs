@@ -93,7 +93,7 @@ impl Args {
             eval_every: self.eval_every,
             max_steps: self.max_steps,
             device: ctx.device,
-            precision: ctx.precision,
+            precision: ctx.precision.training()?,
             min_train_queries: self.min_train_queries,
             min_valid_queries: self.min_valid_queries,
             resume_dir: None,
