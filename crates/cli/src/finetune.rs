@@ -93,7 +93,7 @@ impl Args {
             eval_every: self.eval_every,
             max_steps: self.max_steps,
             device: ctx.device,
-            precision: ctx.precision.training()?,
+            precision: ctx.precision,
             min_train_queries: self.min_train_queries,
             min_valid_queries: self.min_valid_queries,
             resume_dir: None,
@@ -135,6 +135,7 @@ pub fn train(ctx: &Ctx, job: &FinetuneJob) -> anyhow::Result<finerank_engine::Mo
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    ctx.precision.training()?;
     let resume = a.resume.clone();
     let mut job = a.job(ctx);
     let id = resume.clone().unwrap_or_else(Registry::new_id);
