@@ -77,7 +77,7 @@ run)
   DEVICE=cuda FINERANK_PRECISION=f32 WORK=$work/no-negatives OUT=$out/no-negatives \
     FINERANK_CASEHOLD=$pack/casehold timeout 300 bench/no-negatives.sh "$pack/finerank" "$model" || true
   # Benchmark 1: rerank pairs/s against sentence-transformers (fp32) on the card.
-  DEVICE=cuda MODEL=$model FINERANK_CASEHOLD=$pack/casehold OUT=$out PYTHONUNBUFFERED=1 \
+  DEVICE=cuda PRECISIONS=f32,bf16 PEERS= MODEL=$model FINERANK_CASEHOLD=$pack/casehold OUT=$out PYTHONUNBUFFERED=1 \
     timeout 120 python3 bench/rerank-vs-st.py "$pack/finerank" || true
   # The profile behind keeping attention off cuDNN's kernel (crates/model/src/attention.rs).
   timeout 60 python3 bench/sdpa-shapes.py || true

@@ -49,6 +49,9 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     let data = casehold_dir(a.data)?;
+    if a.steps > 0 {
+        ctx.precision.training()?;
+    }
     let opts = LoadOptions {
         lora: a.hyper.lora(),
         frozen_layers: a.hyper.frozen_layers.unwrap_or(0),

@@ -102,6 +102,8 @@ fn step(n: usize, what: &str) {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    // The demo fine-tunes; int8 only scores.
+    ctx.precision.training()?;
     if a.retrieval {
         return crate::demo_retrieval::run(ctx, a);
     }

@@ -158,6 +158,7 @@ pub fn train(ctx: &Ctx, job: &FinetuneJob) -> anyhow::Result<finerank_engine::Mo
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
+    ctx.precision.training()?;
     let resume = a.resume.clone();
     let mut job = a.job(ctx);
     let id = resume.clone().unwrap_or_else(Registry::new_id);

@@ -38,7 +38,8 @@ struct Cli {
     /// `auto` takes a GPU when libtorch sees one.
     #[arg(long, global = true, default_value = "auto", value_parser = parse_device)]
     device: DeviceChoice,
-    /// The arithmetic: `auto` is bf16 autocast on a GPU and fp32 on a CPU.
+    /// The arithmetic: `auto` is bf16 autocast on a GPU and fp32 on a CPU; `int8` runs the
+    /// encoder's projections in int8 on a CPU, for serving and evaluation only.
     #[arg(
         long,
         global = true,
@@ -72,6 +73,7 @@ enum PrecisionArg {
     Auto,
     F32,
     Bf16,
+    Int8,
 }
 
 #[derive(Subcommand)]
@@ -219,6 +221,7 @@ fn main() -> ExitCode {
             PrecisionArg::Auto => Precision::Auto,
             PrecisionArg::F32 => Precision::F32,
             PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::Int8 => Precision::Int8,
         },
     };
     let result = match cli.command {

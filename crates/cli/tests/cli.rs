@@ -227,6 +227,42 @@ fn rerank_prints_ranked_json_and_refuses_bad_documents() {
     );
 }
 
+/// `--precision int8` scores (the default model ranks as in fp32 here) and is refused, before
+/// anything loads, by the commands that train.
+#[test]
+fn int8_reranks_and_is_refused_for_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = write(
+        tmp.path(),
+        "docs.json",
+        br#"["The cell's powerhouse.", "Paris is the capital of France.", "Bananas."]"#,
+    );
+    let args = [
+        "--precision",
+        "int8",
+        "rerank",
+        "--query",
+        "capital of france",
+    ];
+    let out = finerank(tmp.path(), &[&args[..], &["--documents", &docs]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["results"][0]["index"], 1);
+
+    let train = write(tmp.path(), "train.jsonl", b"{}\n");
+    for args in [
+        &["--precision", "int8", "finetune", "--train", &train][..],
+        &["--precision", "int8", "bench", "--steps", "1"][..],
+    ] {
+        let out = finerank(tmp.path(), args);
+        assert!(
+            !out.status.success() && text(&out).contains("int8 serves and evaluates only"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
 /// The README's form, `--ratios 0.8,0.1,0.1`, splits by shares; a wrong count is refused.
 #[test]
 fn prepare_splits_by_comma_separated_ratios() {

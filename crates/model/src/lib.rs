@@ -11,6 +11,7 @@ mod base_dtype;
 mod checkpoint;
 mod config;
 mod family;
+mod int8;
 mod lora;
 mod precision;
 mod sentence;
@@ -136,6 +137,8 @@ pub struct Model {
     bf16: bool,
     /// The adapted projections' frozen weights are held in bf16 (see [`BaseDtype`]).
     base_bf16: bool,
+    /// Under `Precision::Int8`, the projections packed in int8, made once and kept with the model.
+    int8: Option<int8::Weights>,
     /// Tensors the checkpoint had that this model does not use (a bi-encoder's pooler, buffers);
     /// written back on save so nothing the user had is lost.
     extras: Vec<(String, Tensor)>,
@@ -226,6 +229,9 @@ impl Model {
         let device = opts.device.resolve()?;
         let bf16 = opts.precision.bf16_on(device);
         let base_bf16 = opts.base_dtype.bf16_on(opts.lora.is_some(), bf16, device)?;
+        if opts.precision == Precision::Int8 {
+            int8_allowed(dir, opts, device)?;
+        }
         let vs = nn::VarStore::new(device);
         // Only a head the checkpoint lacks starts at random; one it has is read over zeros,
         // drawing nothing (see `seeded`).
@@ -280,6 +286,7 @@ impl Model {
         }
         .unwrap_or(usize::MAX)
         .min(network.max_tokens());
+        let int8 = (opts.precision == Precision::Int8).then(int8::Weights::default);
         Ok(Model {
             vs,
             network,
@@ -290,6 +297,7 @@ impl Model {
             window,
             bf16,
             base_bf16,
+            int8,
             extras: loaded.extras,
             dtype: loaded.dtype,
         })
@@ -313,10 +321,11 @@ impl Model {
             Device::Cuda(i) => format!("cuda:{i} (cudnn: {})", tch::Cuda::cudnn_is_available()),
             _ => format!("cpu ({} threads)", tch::get_num_threads()),
         };
-        match (self.bf16, self.base_bf16) {
-            (true, true) => format!("{device}, bf16 autocast, bf16 base weights"),
-            (true, false) => format!("{device}, bf16 autocast"),
-            (false, _) => device,
+        match (self.bf16, self.base_bf16, &self.int8) {
+            (true, true, _) => format!("{device}, bf16 autocast, bf16 base weights"),
+            (true, false, _) => format!("{device}, bf16 autocast"),
+            (false, _, Some(_)) => format!("{device}, int8 projections"),
+            (false, _, None) => device,
         }
     }
 
@@ -401,16 +410,28 @@ impl Model {
 
     /// The network's layers over `batch`, its embeddings drawing their dropout from `seeds`.
     fn stack(&self, (ids, type_ids, mask): &Batch, train: bool, seeds: Seeds) -> family::Stack<'_> {
+        // Loading refuses int8 for training, and fine-tunes refuse it (`Precision::training`).
+        assert!(
+            !(train && self.int8.is_some()),
+            "an int8 model cannot train: its projections have no gradients"
+        );
         seeds.enter(0);
         self.network.stack(ids, type_ids, mask, train)
     }
 
-    /// Runs `f` in the model's arithmetic: under bf16 autocast when it has one.
+    /// Runs `f` in the model's arithmetic: under bf16 autocast, or with int8 projections.
     fn in_precision<T>(&self, f: impl FnOnce() -> T) -> T {
-        match self.bf16 {
-            true => precision::bf16_autocast(self.device(), f),
-            false => f(),
+        match (self.bf16, &self.int8) {
+            (true, _) => precision::bf16_autocast(self.device(), f),
+            (false, Some(weights)) => int8::region(weights, f),
+            (false, None) => f(),
         }
+    }
+
+    /// How many projections hold packed int8 weights (0 unless the model runs in int8): each is
+    /// packed on its first use and kept.
+    pub fn int8_projections(&self) -> usize {
+        self.int8.as_ref().map_or(0, |w| w.len())
     }
 
     /// The output from the last layer's: the family's finish (a final norm), then a
@@ -570,6 +591,26 @@ impl Recompute<'_> {
             }
         }
     }
+}
+
+/// Refuses int8 where it cannot run: off a CPU with AVX2, and for training (adapters or frozen
+/// layers are asked for only to train).
+fn int8_allowed(dir: &Path, opts: &LoadOptions, device: Device) -> Result<(), ModelError> {
+    if opts.lora.is_some() || opts.frozen_layers > 0 {
+        Precision::Int8.training()?;
+    }
+    if device.is_cuda() {
+        return Err(ModelError::Invalid(format!(
+            "{}: --precision int8 runs on a CPU; use --device cpu, or bf16 on the GPU",
+            dir.display()
+        )));
+    }
+    if !int8::supported() {
+        return Err(ModelError::Invalid(
+            "--precision int8 needs a CPU with AVX2 (fbgemm's kernels); use f32 or bf16".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

@@ -7,7 +7,7 @@
 //! export is a filter of the store and a PEFT adapter loads by the same names.
 use std::path::{Path, PathBuf};
 
-use tch::nn::{self, Module};
+use tch::nn;
 use tch::Tensor;
 
 use crate::config::{Config, Kind};
@@ -106,7 +106,7 @@ impl Projection {
 impl Projection {
     /// `train` turns the adapter's dropout on.
     pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = self.base.forward(x);
+        let y = crate::int8::linear(&self.base, x);
         match &self.adapter {
             None => y,
             Some(ad) => {

@@ -1,5 +1,7 @@
-//! Mixed precision: libtorch's autocast at bf16.
+//! The arithmetic a model runs in: fp32, bf16 under libtorch's autocast, or int8 projections
+//! (the `int8` module).
 //!
+//! bf16 is mixed precision through libtorch's autocast.
 //! tch 0.24's C API can switch autocast on for CUDA only, and only at libtorch's default dtype
 //! there, fp16, which needs loss scaling that tch lacks. bf16 keeps fp32's range and needs none.
 //! So this module calls ATen's own C++ autocast functions, which libtorch_cpu exports. They take
@@ -7,6 +9,8 @@
 //! `i8`. Each of them only reads or writes thread-local state, and none throws for the values
 //! passed here (CPU or CUDA, bf16).
 use tch::Device;
+
+use crate::ModelError;
 
 /// The arithmetic a model runs in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,6 +24,9 @@ pub enum Precision {
     /// Matrix products and attention in bf16 under autocast; weights, optimizer state, norms,
     /// softmaxes, pooling and losses stay in fp32.
     Bf16,
+    /// The encoder's linear projections in int8 on a CPU (weights per row, activations per
+    /// tensor); everything else in fp32. For serving and evaluation only: it has no gradients.
+    Int8,
 }
 
 impl Precision {
@@ -27,8 +34,20 @@ impl Precision {
     pub fn bf16_on(self, device: Device) -> bool {
         match self {
             Precision::Auto => device.is_cuda(),
-            Precision::F32 => false,
+            Precision::F32 | Precision::Int8 => false,
             Precision::Bf16 => true,
+        }
+    }
+
+    /// The precision a fine-tune runs in: this one, or an error for int8, which only scores.
+    pub fn training(self) -> Result<Precision, ModelError> {
+        match self {
+            Precision::Int8 => Err(ModelError::Invalid(
+                "--precision int8 serves and evaluates only: its projections have no gradients; \
+                 fine-tune with --precision auto, f32 or bf16 and serve the result in int8"
+                    .into(),
+            )),
+            p => Ok(p),
         }
     }
 }
