@@ -2,8 +2,10 @@
 pick instead, in one run, on the same rows, at the same max length, batch and thread count.
 
 Two models:
-  - a cross-encoder of MiniLM-L6's shape (the default model's encoder under a seeded fresh
-    one-logit head, saved once with transformers), scored by `CrossEncoder.predict`;
+  - a cross-encoder of MiniLM-L6's shape, scored by `CrossEncoder.predict`: CROSS_ENCODER, a
+    trained one (bench/trained-cross-encoder.sh makes one from the default model on CaseHOLD's
+    training rows), or by default the default model's encoder under a seeded fresh one-logit
+    head, saved once with transformers, whose rows measure speed and score drift, not quality;
   - the default MiniLM as a bi-encoder, by `SentenceTransformer.encode` of the queries and the
     holdings followed by the cosine, mapped to a relevance score by the calibration finerank
     reports (sigmoid(scale x cosine + bias)), as finerank maps it.
@@ -17,13 +19,12 @@ time kept:
     .cache/bench-cpu-peers (bench/cpu-peers.sh installs it; see its requirements file).
 A backend that fails to export or load is reported as such, with its error, not left out silently.
 For each: pairs/s, the largest score difference against PyTorch fp32, and accuracy@1 and nDCG@10
-on the test rows (one right holding of five). The cross-encoder's head is fresh, so its
-accuracy is that of a random head: its rows measure speed and score drift, not quality.
+on the test rows (one right holding of five).
 Prints a table and writes runs/bench/rerank-vs-st.json, with the load average before and after.
 
 Usage: .venv/bin/python bench/rerank-vs-st.py FINERANK_BINARY   (env: QUERIES=200 MAXLEN=384
 BATCH=32 THREADS=2 REPEATS=3 PRECISIONS=f32,bf16,int8 PEERS=onnx,onnx-O3,onnx-qint8,openvino,
-openvino-qint8 DEVICE=cpu MODEL=.venv/default-model OUT=runs/bench
+openvino-qint8 DEVICE=cpu MODEL=.venv/default-model CROSS_ENCODER= OUT=runs/bench
 FINERANK_CASEHOLD=../shared/data/casehold; bench/gpu.sh sets DEVICE=cuda, PRECISIONS=f32,bf16
 and PEERS= (none), where the reference stays fp32)
 """
@@ -47,6 +48,7 @@ from transformers import AutoModelForSequenceClassification  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.environ.get("FINERANK_CASEHOLD", os.path.join(ROOT, "..", "shared", "data", "casehold"))
 BASE = os.environ.get("MODEL", os.path.join(ROOT, ".venv", "default-model"))
+CROSS_ENCODER = os.environ.get("CROSS_ENCODER")
 DEVICE = os.environ.get("DEVICE", "cpu")
 OUT = os.environ.get("OUT", os.path.join(ROOT, "runs", "bench"))
 QUERIES = int(os.environ.get("QUERIES", "200"))
@@ -228,7 +230,8 @@ def main():
                               capture_output=True, text=True).stdout.strip()
     report = {}
     with tempfile.TemporaryDirectory() as work:
-        ce_dir = cross_encoder_dir(work)
+        ce_dir = CROSS_ENCODER or cross_encoder_dir(work)
+        ce_name = "cross-encoder (MiniLM-L6, " + ("trained on CaseHOLD)" if CROSS_ENCODER else "fresh head)")
         # A pair that fits the window is read whole by every stack. Past the window, transformers
         # cuts the longer text first, while finerank keeps half the window for the query and
         # splits the document into windows, so those pairs (if any) are left out of the score
@@ -236,7 +239,7 @@ def main():
         tok = CrossEncoder(ce_dir, max_length=MAXLEN, device=DEVICE).tokenizer
         pair_len = tok([q for q, _ in pairs], [h for _, h in pairs])["input_ids"]
         fits = np.array([len(ids) <= MAXLEN for ids in pair_len])
-        report["cross-encoder (MiniLM-L6 shape, fresh head)"] = run_kind(
+        report[ce_name] = run_kind(
             "cross-encoder", ce_dir, binary, pairs, labels, fits, work, site)
         report["bi-encoder (all-MiniLM-L6-v2)"] = run_kind(
             "bi-encoder", BASE, binary, pairs, labels, np.ones(len(pairs), bool), work, site)

@@ -12,7 +12,7 @@ use finerank_eval::{
 use finerank_retrieve::DEFAULT_TOP_K;
 
 use crate::progress::bar;
-use crate::{retrieval, Ctx, ModelArg};
+use crate::{retrieval, Ctx, ModelArg, PrecisionArg};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,6 +37,11 @@ pub struct Args {
     /// A second model to compare against (typically the base model).
     #[arg(long)]
     compare: Option<String>,
+    /// Compare the model against itself at this precision instead, as --compare does, with the
+    /// paired test: what a cheaper precision costs on these rows (`--precision int8 eval
+    /// --compare-precision f32`).
+    #[arg(long, value_enum, conflicts_with_all = ["compare", "beir"])]
+    compare_precision: Option<PrecisionArg>,
     /// Tokens per model input (default: the model's own window). Compared models read at one
     /// window, the smaller of theirs, unless --own-windows.
     #[arg(long)]
@@ -230,7 +235,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         .into_iter()
         .chain(a.compare.as_deref())
         .collect();
-    let rerankers = load_models(ctx, &names, a.instruction.as_deref())?;
+    let mut rerankers = load_models(ctx, &names, a.instruction.as_deref())?;
+    if let Some(precision) = a.compare_precision {
+        let mut twin = ctx.load_at(&a.model.model, precision.into())?;
+        // load_models has checked that this model takes an instruction.
+        if let Some(instruction) = a.instruction.as_deref() {
+            twin.set_instruction(instruction)?;
+        }
+        rerankers.push(twin);
+    }
     let windows = windows(&rerankers, a.max_length, a.own_windows);
     let measured: Vec<Measured> = rerankers
         .iter()

@@ -69,11 +69,22 @@ fn parse_device(s: &str) -> Result<DeviceChoice, String> {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum PrecisionArg {
+pub(crate) enum PrecisionArg {
     Auto,
     F32,
     Bf16,
     Int8,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Precision {
+        match p {
+            PrecisionArg::Auto => Precision::Auto,
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::Int8 => Precision::Int8,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -167,6 +178,21 @@ impl Ctx {
         let (name, dir) = resolve(reference, &self.registry()?)?;
         Ok(Reranker::load(&name, &dir, opts)?)
     }
+
+    /// `reference` at `precision`, named for it ("<name> (f32)"), to set beside itself at the
+    /// invocation's precision.
+    pub fn load_at(&self, reference: &str, precision: Precision) -> anyhow::Result<Reranker> {
+        let (name, dir) = resolve(reference, &self.registry()?)?;
+        let opts = LoadOptions {
+            precision,
+            ..self.load_options(None)
+        };
+        Ok(Reranker::load(
+            &format!("{name} ({precision})"),
+            &dir,
+            &opts,
+        )?)
+    }
 }
 
 /// The `--model` argument shared by subcommands.
@@ -217,12 +243,7 @@ fn main() -> ExitCode {
     let ctx = Ctx {
         home: cli.home.unwrap_or_else(Registry::default_home),
         device: cli.device,
-        precision: match cli.precision {
-            PrecisionArg::Auto => Precision::Auto,
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::Bf16 => Precision::Bf16,
-            PrecisionArg::Int8 => Precision::Int8,
-        },
+        precision: cli.precision.into(),
     };
     let result = match cli.command {
         Command::Prepare(a) => prepare::run(&ctx, a),

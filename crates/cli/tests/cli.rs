@@ -227,8 +227,9 @@ fn rerank_prints_ranked_json_and_refuses_bad_documents() {
     );
 }
 
-/// `--precision int8` scores (the default model ranks as in fp32 here) and is refused, before
-/// anything loads, by the commands that train.
+/// `--precision int8` scores (the default model ranks as in fp32 here), `eval
+/// --compare-precision f32` sets it beside fp32, and int8 is refused, before anything loads, by
+/// the commands that train.
 #[test]
 fn int8_reranks_and_is_refused_for_training() {
     let tmp = tempfile::tempdir().unwrap();
@@ -248,6 +249,30 @@ fn int8_reranks_and_is_refused_for_training() {
     assert!(out.status.success(), "{}", text(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["results"][0]["index"], 1);
+
+    // What int8 costs on these rows: the model against itself in fp32, with the paired test.
+    let rows: String = std::fs::read_to_string(shared("data/casehold/test.jsonl"))
+        .unwrap()
+        .lines()
+        .take(20)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let test = write(tmp.path(), "test.jsonl", rows.as_bytes());
+    let args = ["--precision", "int8", "eval", "--test", &test];
+    let more = ["--compare-precision", "f32", "--json", "--bootstrap", "100"];
+    let out = finerank(tmp.path(), &[&args[..], &more[..]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["model"], "all-MiniLM-L6-v2", "{report}");
+    assert_eq!(report["compare_to"], "all-MiniLM-L6-v2 (f32)", "{report}");
+    assert_ne!(
+        report["ece"], report["baseline_ece"],
+        "int8 never ran: {report}"
+    );
+    let diff = report["comparison"]["accuracy_at_1_diff"]["mean"]
+        .as_f64()
+        .unwrap();
+    assert!(diff.abs() <= 0.05, "{report}");
 
     let train = write(tmp.path(), "train.jsonl", b"{}\n");
     for args in [

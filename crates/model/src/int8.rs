@@ -1,185 +1,121 @@
-//! int8 serving on a CPU: the encoder's linear projections as int8 × uint8 matrix products.
+//! int8 serving on a CPU: the encoder's linear projections as int8 × int8 matrix products.
 //!
-//! Each projection's weight is quantized once per loaded model, symmetrically per output row
-//! (one scale per row), and packed for fbgemm; activations are quantized per call, per tensor,
-//! to uint8 by fbgemm itself, which then multiplies with int32 accumulation and returns fp32.
-//! Everything else (embeddings, attention, norms, heads, pooling) stays in fp32.
+//! Each projection's weight is quantized once per loaded model, symmetrically with one scale
+//! per output row. Activations are quantized on every call with one scale and zero point per
+//! token (row), asymmetrically. Per token rather than per tensor for two reasons. A tensor-wide
+//! scale is set by a few outlier dimensions of a few tokens, and rounds every other token
+//! coarsely: on CaseHOLD it cost the bi-encoder 1.5 points of accuracy@1 (docs/int8.md). And a
+//! pair's scores would depend on which other pairs share its batch. Asymmetric, because GELU's outputs (the
+//! FFN's second projection reads them) barely go below zero, so a symmetric range would waste
+//! half its codes.
 //!
-//! tch 0.24 leaves ATen's fbgemm functions out of its C API, and PyTorch's newer dynamic int8
-//! linear (`quantized::linear_dynamic`) takes a TorchScript custom class that no C API reaches.
-//! So this module calls two ATen operators that libtorch_cpu exports, through their C++
-//! entry points, as `precision` does for autocast: `fbgemm_pack_quantized_matrix` and
-//! `fbgemm_linear_int8_weight_fp32_activation`. Both take `const at::Tensor&` (what a tch
-//! handle points to) and `const c10::Scalar&` (what torch-sys's scalar handle points to), and
-//! return an `at::Tensor` by value, which the Itanium C++ ABI passes as a hidden first pointer
-//! to the memory to build it in: here, the handle of a fresh undefined tch tensor, whose
-//! previous value holds no reference to release. They throw only on a CPU without AVX2 or on
-//! shapes this module never passes, and [`supported`] is checked before either is called.
+//! The product is ATen's `_int_mm` (int8 × int8 with int32 accumulation; oneDNN's VNNI or AVX2
+//! kernels on x86). With `x ≈ s·(q − z)` per token and `W ≈ w·Q` per output row:
 //!
-//! The legacy operator takes one weight scale per tensor. Per-row scales keep much more of the
-//! weights (a row of small weights is not rounded on the scale of the largest), so it is given
-//! scale 1 and the bias divided by each row's scale, and the output is multiplied by the row
-//! scales: one element-wise pass.
+//! `y = w·(s·(q·Qᵀ) − (s·z)·ΣQ) + b`,
+//!
+//! three passes over the output: scale by token, a rank-1 update, then scale by row and add the
+//! bias in one. (A rank-2 matrix product for the last two took 16% of the int8 bi-encoder's time
+//! under `perf`: MKL's sgemm is slow at an inner size of 2.)
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use tch::{nn, Kind as DType, Tensor};
 
-mod aten {
-    use torch_sys::{C_scalar, C_tensor};
-    extern "C" {
-        #[link_name = "_ZN2at4_ops28fbgemm_pack_quantized_matrix4callERKNS_6TensorE"]
-        pub fn pack_quantized_matrix(out: *mut C_tensor, weight: *const C_tensor);
-        #[link_name = "_ZN2at4_ops41fbgemm_linear_int8_weight_fp32_activation4callERKNS_6TensorES4_S4_S4_RKN3c106ScalarES8_S4_"]
-        pub fn linear_int8_weight_fp32_activation(
-            out: *mut C_tensor,
-            input: *const C_tensor,
-            weight: *const C_tensor,
-            packed: *const C_tensor,
-            col_offsets: *const C_tensor,
-            weight_scale: *const C_scalar,
-            weight_zero_point: *const C_scalar,
-            bias: *const C_tensor,
-        );
-    }
-}
-
-/// Whether this CPU runs fbgemm's int8 kernels (they need AVX2; ATen throws otherwise).
-pub(crate) fn supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
-/// An ATen operator's result, built in a fresh tensor handle (see the module comment).
-fn built(f: impl FnOnce(*mut torch_sys::C_tensor)) -> Tensor {
-    let mut out = Tensor::new();
-    f(out.as_mut_ptr());
-    out
-}
-
-/// A torch-sys scalar handle, freed when dropped.
-struct Scalar(*mut torch_sys::C_scalar);
-
-impl Scalar {
-    fn float(v: f64) -> Scalar {
-        // SAFETY: allocates a `c10::Scalar`; never fails.
-        Scalar(unsafe { torch_sys::ats_float(v) })
-    }
-    fn int(v: i64) -> Scalar {
-        // SAFETY: as above.
-        Scalar(unsafe { torch_sys::ats_int(v) })
-    }
-}
-
-impl Drop for Scalar {
-    fn drop(&mut self) {
-        // SAFETY: the handle came from `ats_float`/`ats_int` and is freed once.
-        unsafe { torch_sys::ats_free(self.0) }
-    }
-}
-
-/// One projection's weight, quantized and packed.
-struct Packed {
-    /// [out, in] int8: fbgemm reads the shape from it.
-    weight: Tensor,
-    packed: Tensor,
-    /// Each output row's sum of its int8 weights, [out] int32: fbgemm's correction for the
-    /// activations' zero point.
-    col_offsets: Tensor,
-    /// Each output row's scale, [out].
+/// One projection's weight, quantized.
+struct Quantized {
+    /// Qᵀ, [in, out] int8.
+    weight_t: Tensor,
+    /// w, each output row's scale, [out].
     scales: Tensor,
-    /// The bias over the scales, [out] (zeros for a projection without one).
+    /// ΣQ, each output row's sum of its int8 weights, [out]: what the zero points subtract.
+    sums: Tensor,
+    /// b, [out] (zeros for a projection without one).
     bias: Tensor,
-    one: Scalar,
-    zero: Scalar,
 }
 
-// SAFETY: the scalars are read-only `c10::Scalar`s, and the tensors are never written after
-// packing; a model's projections run on one thread at a time (the `Mutex` below).
-unsafe impl Send for Packed {}
-unsafe impl Sync for Packed {}
-
-impl Packed {
-    fn new(linear: &nn::Linear) -> Packed {
+impl Quantized {
+    /// `linears`, which read the same input, as one projection: their rows stacked.
+    fn new(linears: &[&nn::Linear]) -> Quantized {
         tch::no_grad(|| {
-            let w = linear.ws.to_kind(DType::Float).contiguous();
-            let scales = w.abs().amax([1], false).clamp_min(f64::MIN_POSITIVE) / 127.0;
-            let weight = (&w / scales.unsqueeze(1))
-                .round()
-                .clamp(-127, 127)
-                .to_kind(DType::Int8)
-                .contiguous();
-            let col_offsets = weight.sum_dim_intlist(1, false, DType::Int).contiguous();
-            let bias = match &linear.bs {
-                Some(b) => b.to_kind(DType::Float) / &scales,
-                None => scales.zeros_like(),
-            }
-            .contiguous();
-            // SAFETY: see the module comment; `weight` is a contiguous 2-D int8 tensor.
-            let packed = built(|out| unsafe { aten::pack_quantized_matrix(out, weight.as_ptr()) });
-            Packed {
-                weight,
-                packed,
-                col_offsets,
+            let ws: Vec<&Tensor> = linears.iter().map(|l| &l.ws).collect();
+            let w = Tensor::cat(&ws, 0).to_kind(DType::Float);
+            let scales = w
+                .abs()
+                .amax([1], false)
+                .clamp_min(f64::from(f32::MIN_POSITIVE))
+                / 127.0;
+            let q = (&w / scales.unsqueeze(1)).round().clamp(-127, 127);
+            let biases: Vec<Tensor> = linears
+                .iter()
+                .map(|l| match &l.bs {
+                    Some(b) => b.to_kind(DType::Float),
+                    None => {
+                        l.ws.new_zeros([l.ws.size()[0]], (DType::Float, l.ws.device()))
+                    }
+                })
+                .collect();
+            let bias = Tensor::cat(&biases, 0);
+            Quantized {
+                sums: q.sum_dim_intlist(1, false, DType::Float),
+                weight_t: q.to_kind(DType::Int8).tr().contiguous(),
                 scales,
                 bias,
-                one: Scalar::float(1.0),
-                zero: Scalar::int(0),
             }
         })
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x.to_kind(DType::Float);
-        // SAFETY: see the module comment; `x` is fp32 with its last dimension the weight's
-        // input size (the projection's own shape), every other tensor as `new` made it.
-        let mut y = built(|out| unsafe {
-            aten::linear_int8_weight_fp32_activation(
-                out,
-                x.as_ptr(),
-                self.weight.as_ptr(),
-                self.packed.as_ptr(),
-                self.col_offsets.as_ptr(),
-                self.one.0,
-                self.zero.0,
-                self.bias.as_ptr(),
-            )
-        });
-        let _ = y.g_mul_(&self.scales);
-        y
+        let mut shape = x.size();
+        let inputs = *shape
+            .last()
+            .expect("a projection's input has a last dimension");
+        let x = x.to_kind(DType::Float).reshape([-1, inputs]);
+        // Each token's range, widened to hold 0 so that 0 is exactly one of its codes.
+        let lo = x.amin([1], true).clamp_max(0.0);
+        let hi = x.amax([1], true).clamp_min(0.0);
+        let scale = ((hi - &lo) / 255.0).clamp_min(f64::from(f32::MIN_POSITIVE));
+        let zero = -(lo / &scale).round() - 128.0;
+        let q = (x / &scale)
+            .round()
+            .g_add_(&zero)
+            .clamp_(-128, 127)
+            .to_kind(DType::Int8);
+        let mut y = q.internal_int_mm(&self.weight_t).to_kind(DType::Float);
+        let _ = y.g_mul_(&scale);
+        let _ = y.addr_(&(-(scale * zero)).squeeze_dim(1), &self.sums);
+        let y = self.bias.addcmul_out(&y, &y, &self.scales);
+        *shape.last_mut().expect("checked above") = self.scales.size()[0];
+        y.view(shape.as_slice())
     }
 }
 
-/// A model's packed projections, made on each projection's first int8 call and kept as long as
-/// the model: keyed by the address of the fp32 weight's data, which the model holds unchanged
-/// while it serves.
+/// A model's quantized projections, made on each one's first int8 call and kept as long as the
+/// model: keyed by the addresses of the fp32 weights' data, which the model holds unchanged while
+/// it serves. The lock is held through each product: a model scores on one thread at a time, and
+/// tch's tensors may not be shared between threads.
 #[derive(Default)]
-pub(crate) struct Weights(Mutex<HashMap<usize, Arc<Packed>>>);
+pub(crate) struct Weights(Mutex<HashMap<Vec<usize>, Quantized>>);
 
 impl Weights {
-    fn packed(&self, linear: &nn::Linear) -> Arc<Packed> {
-        let key = linear.ws.data_ptr() as usize;
+    fn forward(&self, linears: &[&nn::Linear], x: &Tensor) -> Tensor {
+        let key = linears.iter().map(|l| l.ws.data_ptr() as usize).collect();
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(key)
-            .or_insert_with(|| Arc::new(Packed::new(linear)))
-            .clone()
+            .or_insert_with(|| Quantized::new(linears))
+            .forward(x)
     }
 
-    /// How many projections have been packed so far.
+    /// How many quantized products the model has made so far (projections of one input that run
+    /// as one count once).
     pub(crate) fn len(&self) -> usize {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 
 thread_local! {
-    /// The packed projections of the model whose int8 forward pass runs on this thread.
+    /// The quantized projections of the model whose int8 forward pass runs on this thread.
     static ACTIVE: Cell<*const Weights> = const { Cell::new(std::ptr::null()) };
 }
 
@@ -192,19 +128,33 @@ impl Drop for Region {
     }
 }
 
-/// Runs `f` with the projections it calls through [`linear`] in int8, packed into `weights`.
+/// Runs `f` with the projections it calls through [`linear`] in int8, quantized into `weights`.
 pub(crate) fn region<T>(weights: &Weights, f: impl FnOnce() -> T) -> T {
     let _region = Region(ACTIVE.with(|a| a.replace(weights as *const Weights)));
     f()
 }
 
+/// The weights of the model whose int8 region this thread is in, if any.
+fn active() -> Option<&'static Weights> {
+    let active = ACTIVE.with(|a| a.get());
+    // SAFETY: `region` set it from a reference that outlives the region, and resets it on
+    // leaving; callers use it only inside the projection call that asked.
+    (!active.is_null()).then(|| unsafe { &*active })
+}
+
 /// A projection's `linear` on `x`: in int8 inside a [`region`], in fp32 otherwise.
 pub(crate) fn linear(linear: &nn::Linear, x: &Tensor) -> Tensor {
-    let active = ACTIVE.with(|a| a.get());
-    if active.is_null() {
-        return nn::Module::forward(linear, x);
+    match active() {
+        Some(weights) => weights.forward(&[linear], x),
+        None => nn::Module::forward(linear, x),
     }
-    // SAFETY: `region` set it from a reference that outlives the region, and resets it on leaving.
-    let weights = unsafe { &*active };
-    weights.packed(linear).forward(x)
+}
+
+/// Projections of the same `x` (a layer's query, key and value) inside a [`region`]: one int8
+/// product over their stacked weights, `x` quantized once, split back into each one's output.
+/// `None` outside a region, where each runs on its own.
+pub(crate) fn linears(linears: &[&nn::Linear], x: &Tensor) -> Option<Vec<Tensor>> {
+    let y = active()?.forward(linears, x);
+    let sizes: Vec<i64> = linears.iter().map(|l| l.ws.size()[0]).collect();
+    Some(y.split_with_sizes(sizes.as_slice(), -1))
 }

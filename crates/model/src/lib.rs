@@ -137,7 +137,7 @@ pub struct Model {
     bf16: bool,
     /// The adapted projections' frozen weights are held in bf16 (see [`BaseDtype`]).
     base_bf16: bool,
-    /// Under `Precision::Int8`, the projections packed in int8, made once and kept with the model.
+    /// Under `Precision::Int8`, the projections quantized to int8, made once and kept with the model.
     int8: Option<int8::Weights>,
     /// Tensors the checkpoint had that this model does not use (a bi-encoder's pooler, buffers);
     /// written back on save so nothing the user had is lost.
@@ -428,8 +428,8 @@ impl Model {
         }
     }
 
-    /// How many projections hold packed int8 weights (0 unless the model runs in int8): each is
-    /// packed on its first use and kept.
+    /// How many projections hold int8 weights (0 unless the model runs in int8): each is
+    /// quantized on its first use and kept.
     pub fn int8_projections(&self) -> usize {
         self.int8.as_ref().map_or(0, |w| w.len())
     }
@@ -593,8 +593,8 @@ impl Recompute<'_> {
     }
 }
 
-/// Refuses int8 where it cannot run: off a CPU with AVX2, and for training (adapters or frozen
-/// layers are asked for only to train).
+/// Refuses int8 where it cannot run: on a GPU, and for training (adapters or frozen layers are
+/// asked for only to train).
 fn int8_allowed(dir: &Path, opts: &LoadOptions, device: Device) -> Result<(), ModelError> {
     if opts.lora.is_some() || opts.frozen_layers > 0 {
         Precision::Int8.training()?;
@@ -604,11 +604,6 @@ fn int8_allowed(dir: &Path, opts: &LoadOptions, device: Device) -> Result<(), Mo
             "{}: --precision int8 runs on a CPU; use --device cpu, or bf16 on the GPU",
             dir.display()
         )));
-    }
-    if !int8::supported() {
-        return Err(ModelError::Invalid(
-            "--precision int8 needs a CPU with AVX2 (fbgemm's kernels); use f32 or bf16".into(),
-        ));
     }
     Ok(())
 }

@@ -117,6 +117,24 @@ impl Projection {
     }
 }
 
+impl Projection {
+    /// Projections of the same `x`, such as a layer's query, key and value: in int8 as one
+    /// product, `x` quantized once (see `int8::linears`); otherwise each on its own.
+    pub(crate) fn forward_all<const N: usize>(
+        projections: [&Projection; N],
+        x: &Tensor,
+        train: bool,
+    ) -> [Tensor; N] {
+        if projections.iter().all(|p| p.adapter.is_none()) {
+            let bases: Vec<&nn::Linear> = projections.iter().map(|p| &p.base).collect();
+            if let Some(ys) = crate::int8::linears(&bases, x) {
+                return ys.try_into().expect("one output a projection");
+            }
+        }
+        projections.map(|p| p.forward_t(x, train))
+    }
+}
+
 /// PEFT's initialisation of a fresh `A`: `kaiming_uniform_(a=sqrt(5))`, which is uniform in
 /// ±1/sqrt(in). `B` stays zero, so a fresh adapter leaves the model's outputs as they were.
 /// The draws go in name order, so that the same seed gives the same adapters.

@@ -29,6 +29,32 @@ pub enum Precision {
     Int8,
 }
 
+/// As the CLI spells it: auto, f32, bf16 or int8.
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Precision, String> {
+        match s.trim() {
+            "auto" => Ok(Precision::Auto),
+            "f32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "int8" => Ok(Precision::Int8),
+            other => Err(format!("{other:?}: expected auto, f32, bf16 or int8")),
+        }
+    }
+}
+
+/// As the CLI spells it.
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Auto => "auto",
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
+        })
+    }
+}
+
 impl Precision {
     /// Whether a model on `device` runs its encoder under bf16 autocast.
     pub fn bf16_on(self, device: Device) -> bool {
@@ -36,6 +62,15 @@ impl Precision {
             Precision::Auto => device.is_cuda(),
             Precision::F32 | Precision::Int8 => false,
             Precision::Bf16 => true,
+        }
+    }
+
+    /// What a server that serves in this precision fine-tunes in: int8 only scores, so its
+    /// fine-tunes train as `auto` would.
+    pub fn for_serving_trainer(self) -> Precision {
+        match self {
+            Precision::Int8 => Precision::Auto,
+            p => p,
         }
     }
 

@@ -401,8 +401,8 @@ fn saving_keeps_the_source_modules_and_dtype() {
 }
 
 /// int8 projections (`--precision int8`): the default model's embeddings stay within cosine
-/// 0.98 of fp32 and rank the documents of a query as fp32 does, each projection is packed once
-/// and kept, the fp32 model is untouched, and int8 refuses to train.
+/// 0.997 of fp32, do not depend on their batch, rank the documents of a query as fp32 does, each projection is quantized
+/// once and kept, the fp32 model is untouched, and int8 refuses to train.
 #[test]
 fn int8_stays_close_ranks_as_fp32_and_refuses_to_train() {
     let dir = default_model();
@@ -431,8 +431,22 @@ fn int8_stays_close_ranks_as_fp32_and_refuses_to_train() {
     for (g, want) in got.iter().zip(&before) {
         let c = cosine(g, want);
         println!("int8 against fp32: cosine {c}");
-        // Measured 0.989 to 0.995: close to fp32, but not equal, or int8 never ran.
-        assert!(c >= 0.98 && g != want, "cosine {c}");
+        // Measured 0.9986 to 0.9990 (0.989 to 0.995 with one activation scale per tensor):
+        // close to fp32, but not equal, or int8 never ran.
+        assert!(c >= 0.997 && g != want, "cosine {c}");
+    }
+    // Each token is quantized on its own range, so a text's embedding does not depend on the
+    // texts batched with it, but where fp32's own last-bit differences flip a rounding (up to
+    // 5.4e-4 measured; one scale per tensor, asymmetric, moved it by 2.1e-2).
+    for (i, input) in inputs.iter().enumerate() {
+        let alone = &int8.infer(std::slice::from_ref(input))[0];
+        let moved = alone
+            .iter()
+            .zip(&got[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("int8, text {i} alone against in the batch: {moved}");
+        assert!(moved < 2e-3, "{moved}");
     }
     // The query's documents, in the same order.
     let order = |e: &[Vec<f32>]| {
@@ -441,10 +455,11 @@ fn int8_stays_close_ranks_as_fp32_and_refuses_to_train() {
         docs
     };
     assert_eq!(order(&got), order(&before));
-    // BERT's six projections a layer, packed on first use and reused after.
-    assert_eq!(int8.int8_projections(), 6 * 6);
+    // BERT's four products a layer (query, key and value as one), quantized on first use and
+    // reused after.
+    assert_eq!(int8.int8_projections(), 4 * 6);
     assert_eq!(int8.infer(&inputs), got);
-    assert_eq!(int8.int8_projections(), 6 * 6);
+    assert_eq!(int8.int8_projections(), 4 * 6);
     assert_eq!(f32_model.infer(&inputs), before);
 
     let err = Model::load(

@@ -15,8 +15,7 @@ use std::time::Instant;
 
 use axum::http::StatusCode;
 use finerank_engine::{
-    adapter_base, DeviceChoice, EngineError, Group, Kind, LoadOptions, Precision, Reranker,
-    ScoreOptions,
+    adapter_base, DeviceChoice, EngineError, Group, Kind, LoadOptions, Reranker, ScoreOptions,
 };
 use tokio::sync::oneshot;
 
@@ -189,7 +188,6 @@ impl Batcher {
             models: Vec::new(),
             cache_size: config.model_cache,
             device: config.device,
-            precision: config.precision,
         };
         let (loaded_tx, loaded_rx) = std::sync::mpsc::channel();
         let config = config.clone();
@@ -316,7 +314,6 @@ struct Worker {
     models: Vec<(String, Reranker)>,
     cache_size: usize,
     device: DeviceChoice,
-    precision: Precision,
 }
 
 impl Worker {
@@ -408,7 +405,7 @@ impl Worker {
                 .map_err(|UnknownModel(m)| ApiError::not_found(m))?;
             let opts = LoadOptions {
                 device: self.device,
-                precision: self.precision,
+                precision: self.catalog.precision(name),
                 ..LoadOptions::default()
             };
             let internal =

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use finerank_engine::{resolve, Registry};
+use finerank_engine::{resolve, Precision, Registry};
 
 use crate::config::Config;
 
@@ -30,6 +30,10 @@ pub struct Catalog {
     default_dir: PathBuf,
     /// Alias -> canonical name (the default model's name or a `<uuid>-ft` id).
     aliases: BTreeMap<String, String>,
+    /// Canonical name -> its arithmetic, where --model-precision sets one.
+    precisions: BTreeMap<String, Precision>,
+    /// Every other model's.
+    precision: Precision,
     registry: Registry,
 }
 
@@ -45,6 +49,8 @@ impl Catalog {
             default_reference: cfg.default_model.clone(),
             default_dir,
             aliases: BTreeMap::new(),
+            precisions: BTreeMap::new(),
+            precision: cfg.precision,
             registry,
             default_name,
         };
@@ -60,6 +66,12 @@ impl Catalog {
                 .canonical(target)
                 .map_err(|UnknownModel(m)| anyhow::anyhow!("--alias {alias}={target}: {m}"))?;
             catalog.aliases.insert(alias.clone(), canonical);
+        }
+        for (model, precision) in &cfg.model_precisions {
+            let canonical = catalog.canonical(model).map_err(|UnknownModel(m)| {
+                anyhow::anyhow!("--model-precision {model}={precision}: {m}")
+            })?;
+            catalog.precisions.insert(canonical, *precision);
         }
         Ok(catalog)
     }
@@ -108,6 +120,14 @@ impl Catalog {
             "{requested:?} is not served by Cohere's model here: this finerank server answered \
              with {answering:?}"
         ))
+    }
+
+    /// The arithmetic a canonical name is served in.
+    pub fn precision(&self, canonical: &str) -> Precision {
+        self.precisions
+            .get(canonical)
+            .copied()
+            .unwrap_or(self.precision)
     }
 
     /// The reference the engine resolves for a canonical name (what training starts from).

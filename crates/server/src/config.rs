@@ -47,6 +47,17 @@ pub struct Config {
     /// Another name for a model (repeatable), e.g. --alias legal=<uuid>-ft.
     #[arg(long = "alias", value_name = "NAME=MODEL", value_parser = parse_alias)]
     pub aliases: Vec<(String, String)>,
+    /// The arithmetic of one model (repeatable, or comma-separated in the variable), over the
+    /// global --precision: e.g. --model-precision <uuid>-ft=int8 serves that model in int8 and
+    /// every other as --precision says. MODEL is a served name, an alias or an id.
+    #[arg(
+        long = "model-precision",
+        value_name = "MODEL=PRECISION",
+        value_parser = parse_model_precision,
+        env = "FINERANK_MODEL_PRECISION",
+        value_delimiter = ','
+    )]
+    pub model_precisions: Vec<(String, Precision)>,
     /// Answer unknown names with 404 instead of serving Cohere's rerank model names
     /// (rerank-v3.5, rerank-english-v3.0, ...) with the default model.
     #[arg(long, env = "FINERANK_NO_COHERE_ALIASES")]
@@ -148,7 +159,8 @@ pub struct Config {
     /// Where models run; set from the CLI's global --device.
     #[arg(skip)]
     pub device: DeviceChoice,
-    /// Their arithmetic; set from the CLI's global --precision.
+    /// Their arithmetic unless --model-precision says otherwise; set from the CLI's global
+    /// --precision. Fine-tunes train in it, or as `auto` when it is int8.
     #[arg(skip)]
     pub precision: Precision,
 }
@@ -160,6 +172,12 @@ fn parse_alias(s: &str) -> Result<(String, String), String> {
         }
         _ => Err(format!("{s:?}: expected NAME=MODEL")),
     }
+}
+
+fn parse_model_precision(s: &str) -> Result<(String, Precision), String> {
+    let (model, precision) =
+        parse_alias(s).map_err(|_| format!("{s:?}: expected MODEL=PRECISION"))?;
+    Ok((model, precision.parse()?))
 }
 
 /// Parses the flags alone, for tests and for embedding the server in another program.

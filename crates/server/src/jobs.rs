@@ -755,7 +755,7 @@ impl Shared {
             eval_every: None,
             max_steps: cfg.max_train_steps,
             device: cfg.device,
-            precision: cfg.precision,
+            precision: cfg.precision.for_serving_trainer(),
             base_dtype: Default::default(),
             min_train_queries: minimum(cfg.min_train_queries),
             min_valid_queries: minimum(cfg.min_eval_queries),
@@ -840,13 +840,14 @@ impl Shared {
     ) -> Result<RetrievalReport, String> {
         let collection = Collection::read(&self.uploads, dataset).map_err(|e| e.to_string())?;
         let cfg = &self.config;
-        let opts = LoadOptions {
-            device: cfg.device,
-            precision: cfg.precision,
-            ..LoadOptions::default()
-        };
+        // Each model as it is served.
         let load = |name: &str| {
             let dir = self.catalog.dir(name).map_err(|e| e.0)?;
+            let opts = LoadOptions {
+                device: cfg.device,
+                precision: self.catalog.precision(name),
+                ..LoadOptions::default()
+            };
             Reranker::load(name, &dir, &opts).map_err(|e| e.to_string())
         };
         let base = load(&self.base(row)?)?;

@@ -600,3 +600,80 @@ async fn an_llm_reranker_answers_p_yes_with_the_requests_instruction() {
     .await;
     assert!((custom - score(short, &Value::Null).await).abs() > 1e-4);
 }
+
+/// `--model-precision` serves one model in int8 and leaves every other as `--precision` says:
+/// the named model's scores move, a little; a model the server does not know, or a precision
+/// that does not exist, is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_precision_serves_one_model_in_int8() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = json!({"query": "the capital of France", "documents": DOCS});
+    let mut answers = Vec::new();
+    for (name, flags) in [
+        ("plain", &[][..]),
+        (
+            "other",
+            &[
+                "--model-precision",
+                "legal=int8",
+                "--alias",
+                "legal=rerank-v3.5",
+            ][..],
+        ),
+        (
+            "int8",
+            &["--model-precision", "tiny-bert-cross-encoder=int8"][..],
+        ),
+    ] {
+        let s = Server::start(&dir.path().join(name), flags).await;
+        let (status, answer) = s.post("/v2/rerank", &body).await;
+        assert_eq!(status, 200, "{answer}");
+        answers.push(scores(&answer["results"], "relevance_score"));
+        s.stop().await;
+    }
+    // An alias names the default model too, so "other" serves it in int8 as well.
+    for (int8, at) in [(&answers[1], "the alias"), (&answers[2], "its name")] {
+        let moved = answers[0]
+            .iter()
+            .zip(int8)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            moved > 0.0 && moved < 0.02,
+            "int8 through {at}: moved by {moved}"
+        );
+    }
+
+    for (flag, says) in [
+        (
+            "nothing-ft=int8",
+            "--model-precision nothing-ft=int8: model \"nothing-ft\" not found",
+        ),
+        (
+            "tiny-bert-cross-encoder=int4",
+            "\"int4\": expected auto, f32, bf16 or int8",
+        ),
+    ] {
+        let args = [
+            "--data-dir",
+            &dir.path().join("refused").display().to_string(),
+            "--default-model",
+            &common::tiny_model(),
+            "--model-precision",
+            flag,
+        ]
+        .map(String::from);
+        let refused = match finerank_server::Config::from_flags(&args) {
+            Err(e) => e.to_string(),
+            Ok(config) => tokio::task::spawn_blocking(move || {
+                finerank_server::AppState::start(config)
+                    .err()
+                    .unwrap()
+                    .to_string()
+            })
+            .await
+            .unwrap(),
+        };
+        assert!(refused.contains(says), "{refused}");
+    }
+}

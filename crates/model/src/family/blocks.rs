@@ -143,10 +143,8 @@ impl SelfAttentionLayer {
         (attention_dropout, hidden_dropout): (f64, f64),
         train: bool,
     ) -> Tensor {
-        let split = |t: Tensor| split_heads(&t, heads);
-        let q = split(self.query.forward_t(x, train));
-        let k = split(self.key.forward_t(x, train));
-        let v = split(self.value.forward_t(x, train));
+        let [q, k, v] = Projection::forward_all([&self.query, &self.key, &self.value], x, train)
+            .map(|t| split_heads(&t, heads));
         let dropout = if train { attention_dropout } else { 0.0 };
         let context = attention(&q, &k, &v, mask, dropout);
         self.rest.forward(&context, x, hidden_dropout, train)

@@ -163,8 +163,6 @@ fn not_found(id: &str) -> ApiError {
 /// Refuses settings that could not train, before they are queued: a job should fail only for
 /// reasons no one could see coming.
 async fn check_settings(state: &AppState, settings: &Settings) -> Result<(), ApiError> {
-    // A server that serves in int8 has no gradients to train with.
-    (state.config.precision.training()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let base = &settings.base_model;
     if base.base_type != RERANK_BASE_TYPE {
         return Err(ApiError::bad_request(format!(
