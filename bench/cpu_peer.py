@@ -7,7 +7,8 @@ stdin with one timed pass over the pairs as a JSON line {"seconds": ..., "scores
 that the bench can interleave its repeats with the other stacks'. "quit" ends it.
 
 Usage: cpu_peer.py KIND VARIANT MODEL_DIR WORK PAIRS_JSON   (KIND: cross-encoder | bi-encoder;
-VARIANT: onnx | onnx-O3 | onnx-qint8 | openvino | openvino-qint8; env THREADS, BATCH, MAXLEN)
+VARIANT: onnx | onnx-O3 | onnx-qint8 | openvino | openvino-bf16 | openvino-qint8; env THREADS,
+BATCH, MAXLEN)
 """
 import json
 import os
@@ -68,7 +69,13 @@ def load(kind, variant, source, work):
         kwargs["max_length"] = MAXLEN
     model_kwargs = {}
     if backend == "openvino":
+        # OpenVINO's CPU plugin runs fp32 models in bf16 by default where the CPU has bf16 units:
+        # "openvino" holds it to fp32, "openvino-bf16" is that default, named for what it does.
+        # The int8 model keeps the default for what stays in floating point.
         model_kwargs["ov_config"] = {"INFERENCE_NUM_THREADS": THREADS}
+        hint = {"openvino": "f32", "openvino-bf16": "bf16"}.get(variant)
+        if hint:
+            model_kwargs["ov_config"]["INFERENCE_PRECISION_HINT"] = hint
     else:
         import onnxruntime as ort
         opts = ort.SessionOptions()
@@ -96,6 +103,10 @@ def load(kind, variant, source, work):
 
 def main():
     kind, variant, source, work, pairs_path = sys.argv[1:6]
+    # The bench reads this worker's answers from stdout, so everything the libraries print there
+    # (NNCF's progress bars, for one) goes to stderr, the worker's log, instead.
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
     torch.set_num_threads(THREADS)
     pairs = json.load(open(pairs_path))
     model = load(kind, variant, source, work)
@@ -114,13 +125,13 @@ def main():
             h = model.encode(holdings, batch_size=BATCH, normalize_embeddings=True, convert_to_numpy=True)
             return np.einsum("qd,qkd->qk", q, h.reshape(len(queries), 5, -1)).reshape(-1)
     score()  # warm-up
-    print(json.dumps({"ready": variant}), flush=True)
+    print(json.dumps({"ready": variant}), file=answers)
     for line in sys.stdin:
         if line.strip() != "run":
             break
         t = time.perf_counter()
         s = score()
-        print(json.dumps({"seconds": time.perf_counter() - t, "scores": s.tolist()}), flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - t, "scores": s.tolist()}), file=answers)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ time kept:
   - finerank in each of PRECISIONS (f32, bf16 where the CPU has bf16 units, int8);
   - sentence-transformers 6.2 on PyTorch fp32 (.venv): the reference every score is compared to;
   - sentence-transformers' ONNX backend (its plain export, its O3-optimized export and its
-    dynamic int8 export for this CPU) and its OpenVINO backend (fp32, and int8 statically
-    quantized on CaseHOLD train prompts), in bench/cpu_peer.py workers over
+    dynamic int8 export for this CPU) and its OpenVINO backend (fp32; bf16, its default on a
+    CPU with bf16 units; and int8 statically quantized on CaseHOLD train prompts), in
+    bench/cpu_peer.py workers over
     .cache/bench-cpu-peers (bench/cpu-peers.sh installs it; see its requirements file).
 A backend that fails to export or load is reported as such, with its error, not left out silently.
 For each: pairs/s, the largest score difference against PyTorch fp32, and accuracy@1 and nDCG@10
@@ -24,7 +25,7 @@ Prints a table and writes runs/bench/rerank-vs-st.json, with the load average be
 
 Usage: .venv/bin/python bench/rerank-vs-st.py FINERANK_BINARY   (env: QUERIES=200 MAXLEN=384
 BATCH=32 THREADS=2 REPEATS=3 PRECISIONS=f32,bf16,int8 PEERS=onnx,onnx-O3,onnx-qint8,openvino,
-openvino-qint8 DEVICE=cpu MODEL=.venv/default-model CROSS_ENCODER= OUT=runs/bench
+openvino-bf16,openvino-qint8 DEVICE=cpu MODEL=.venv/default-model CROSS_ENCODER= OUT=runs/bench
 FINERANK_CASEHOLD=../shared/data/casehold; bench/gpu.sh sets DEVICE=cuda, PRECISIONS=f32,bf16
 and PEERS= (none), where the reference stays fp32)
 """
@@ -62,7 +63,8 @@ BF16 = "avx512_bf16" in CPU_FLAGS or "amx_bf16" in CPU_FLAGS or DEVICE == "cuda"
 PRECISIONS = [p for p in os.environ.get("PRECISIONS", "f32,bf16,int8").split(",")
               if p and (p != "bf16" or BF16)]
 PEERS = [p for p in os.environ.get(
-    "PEERS", "onnx,onnx-O3,onnx-qint8,openvino,openvino-qint8").split(",") if p]
+    "PEERS", "onnx,onnx-O3,onnx-qint8,openvino,openvino-bf16,openvino-qint8").split(",")
+    if p and (p != "openvino-bf16" or BF16)]
 # finerank fp32 must reproduce the reference to this; the other modes report their drift.
 TOLERANCE = 1e-3
 
@@ -138,17 +140,25 @@ class Peer:
             [sys.executable, os.path.join(ROOT, "bench", "cpu_peer.py"), kind, variant, model_dir,
              work, pairs_path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
             text=True, env=env)
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            self.log.close()
-            lines = open(self.log.name).read().strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else "the worker exited")
+        if not self.proc.stdout.readline():
+            self.died()
+
+    def died(self):
+        self.proc.wait()
+        self.log.close()
+        lines = open(self.log.name).read().strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"the worker exited ({self.proc.returncode})")
 
     def run(self):
-        self.proc.stdin.write("run\n")
-        self.proc.stdin.flush()
-        r = json.loads(self.proc.stdout.readline())
+        try:
+            self.proc.stdin.write("run\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            self.died()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.died()
+        r = json.loads(line)
         return r["seconds"], np.array(r["scores"], dtype=np.float64)
 
     def close(self):
@@ -191,8 +201,15 @@ def run_kind(kind, model_dir, binary, pairs, labels, fits, work, site):
             failed.append((f"sentence-transformers {variant}", str(e)))
     best, scores = {}, {}
     for _ in range(REPEATS):
-        for s in stacks:
-            secs, sc = s.run()
+        for s in list(stacks):
+            try:
+                secs, sc = s.run()
+            except Exception as e:  # noqa: BLE001 - a peer that dies mid-run is reported too
+                if s.finerank or s is stacks[0]:
+                    raise
+                stacks.remove(s)
+                failed.append((s.name, f"died while scoring: {e}"))
+                continue
             best[s.name] = min(best.get(s.name, float("inf")), secs)
             scores[s.name] = sc
     for s in stacks:
