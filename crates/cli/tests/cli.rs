@@ -16,6 +16,26 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
     p.display().to_string()
 }
 
+/// Three documents, the second about France's capital, in `dir/docs.json`.
+fn three_documents(dir: &Path) -> String {
+    write(
+        dir,
+        "docs.json",
+        br#"["The cell's powerhouse.", "Paris is the capital of France.", "Bananas."]"#,
+    )
+}
+
+/// The first `n` shared CaseHOLD test rows, in `dir/test.jsonl`.
+fn casehold_test_rows(dir: &Path, n: usize) -> String {
+    let rows: String = std::fs::read_to_string(shared("data/casehold/test.jsonl"))
+        .unwrap()
+        .lines()
+        .take(n)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write(dir, "test.jsonl", rows.as_bytes())
+}
+
 const GOOD: &str = r#"{"query": "q1", "relevant_passages": ["p"], "hard_negatives": ["n"]}"#;
 
 /// Each bad training file, the line its error must name, and a word of the message.
@@ -162,11 +182,7 @@ fn prepare_refuses_bad_raw_rows_and_writes_nothing() {
 #[test]
 fn rerank_prints_ranked_json_and_refuses_bad_documents() {
     let tmp = tempfile::tempdir().unwrap();
-    let docs = write(
-        tmp.path(),
-        "docs.json",
-        br#"["The cell's powerhouse.", "Paris is the capital of France.", "Bananas."]"#,
-    );
+    let docs = three_documents(tmp.path());
     let out = finerank(
         tmp.path(),
         &[
@@ -233,11 +249,7 @@ fn rerank_prints_ranked_json_and_refuses_bad_documents() {
 #[test]
 fn int8_reranks_and_is_refused_for_training() {
     let tmp = tempfile::tempdir().unwrap();
-    let docs = write(
-        tmp.path(),
-        "docs.json",
-        br#"["The cell's powerhouse.", "Paris is the capital of France.", "Bananas."]"#,
-    );
+    let docs = three_documents(tmp.path());
     let args = [
         "--precision",
         "int8",
@@ -251,13 +263,7 @@ fn int8_reranks_and_is_refused_for_training() {
     assert_eq!(v["results"][0]["index"], 1);
 
     // What int8 costs on these rows: the model against itself in fp32, with the paired test.
-    let rows: String = std::fs::read_to_string(shared("data/casehold/test.jsonl"))
-        .unwrap()
-        .lines()
-        .take(20)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let test = write(tmp.path(), "test.jsonl", rows.as_bytes());
+    let test = casehold_test_rows(tmp.path(), 20);
     let args = ["--precision", "int8", "eval", "--test", &test];
     let more = ["--compare-precision", "f32", "--json", "--bootstrap", "100"];
     let out = finerank(tmp.path(), &[&args[..], &more[..]].concat());
@@ -401,13 +407,7 @@ fn eval_compares_two_models_at_one_window_unless_asked() {
     let tmp = tempfile::tempdir().unwrap();
     // The same weights as the base, saved with 384 tokens: any difference is the window's.
     let wide = default_model_with_window(tmp.path(), "wide", 384);
-    let rows: String = std::fs::read_to_string(shared("data/casehold/test.jsonl"))
-        .unwrap()
-        .lines()
-        .take(20)
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let test = write(tmp.path(), "test.jsonl", rows.as_bytes());
+    let test = casehold_test_rows(tmp.path(), 20);
     let json = tmp.path().join("report.json");
     // The table on stdout, the JSON report from `--out`.
     let eval = |extra: &[&str]| {

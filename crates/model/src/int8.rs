@@ -15,8 +15,8 @@
 //! `y = w·(s·(q·Qᵀ) − (s·z)·ΣQ) + b`,
 //!
 //! three passes over the output: scale by token, a rank-1 update, then scale by row and add the
-//! bias in one. (A rank-2 matrix product for the last two took 16% of the int8 bi-encoder's time
-//! under `perf`: MKL's sgemm is slow at an inner size of 2.)
+//! bias in one. (A rank-2 matrix product for the last two was slower: MKL's sgemm is slow at an
+//! inner size of 2. See docs/int8.md.)
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Mutex;

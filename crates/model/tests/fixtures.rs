@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{cpu, pairs};
+use common::{cpu, cpu_in, pairs};
 use finerank_model::{DeviceChoice, Kind, LoadOptions, Model, Precision};
 use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
@@ -162,15 +162,7 @@ fn bf16_autocast_stays_close_trains_and_leaves_no_trace() {
         .collect();
     let f32_model = Model::load(&dir, &cpu()).unwrap();
     let before = f32_model.infer(&inputs);
-    let bf16 = Model::load(
-        &dir,
-        &LoadOptions {
-            device: DeviceChoice::Cpu,
-            precision: Precision::Bf16,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
+    let bf16 = Model::load(&dir, &cpu_in(Precision::Bf16)).unwrap();
     assert!(bf16.describe_device().contains("bf16"));
     let got = bf16.infer(&inputs);
     for (g, want) in got.iter().zip(&before) {
@@ -417,15 +409,7 @@ fn int8_stays_close_ranks_as_fp32_and_refuses_to_train() {
     let inputs: Vec<Encoded> = texts.iter().map(|t| tok.encode_single(t, 64)).collect();
     let f32_model = Model::load(&dir, &cpu()).unwrap();
     let before = f32_model.infer(&inputs);
-    let int8 = Model::load(
-        &dir,
-        &LoadOptions {
-            device: DeviceChoice::Cpu,
-            precision: Precision::Int8,
-            ..LoadOptions::default()
-        },
-    )
-    .unwrap();
+    let int8 = Model::load(&dir, &cpu_in(Precision::Int8)).unwrap();
     assert!(int8.describe_device().contains("int8"));
     let got = int8.infer(&inputs);
     for (g, want) in got.iter().zip(&before) {
@@ -465,10 +449,8 @@ fn int8_stays_close_ranks_as_fp32_and_refuses_to_train() {
     let err = Model::load(
         &dir,
         &LoadOptions {
-            device: DeviceChoice::Cpu,
-            precision: Precision::Int8,
             frozen_layers: 2,
-            ..LoadOptions::default()
+            ..cpu_in(Precision::Int8)
         },
     )
     .err()

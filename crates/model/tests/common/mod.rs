@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use finerank_model::{DeviceChoice, LoadOptions, Model};
+use finerank_model::{DeviceChoice, LoadOptions, Model, Precision};
 use finerank_text::{Encoded, TextTokenizer};
 use serde_json::Value;
 use tch::Tensor;
@@ -21,6 +21,11 @@ pub fn cpu() -> LoadOptions {
         device: DeviceChoice::Cpu,
         ..LoadOptions::default()
     }
+}
+
+/// On the CPU in `precision`.
+pub fn cpu_in(precision: Precision) -> LoadOptions {
+    LoadOptions { precision, ..cpu() }
 }
 
 /// Runs `tests/families/<script>` with `args` under the `.venv` Python, `input` as JSON on its
