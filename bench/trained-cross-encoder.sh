@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A MiniLM cross-encoder trained on CaseHOLD, for the quality rows of bench/rerank-vs-st.py: the
 # default model fine-tuned as a cross-encoder, fp32 on the CPU, for one epoch over the first
-# 1,846 training rows with the next 154 for validation (`finerank demo --full`'s split), at 256
+# 1,846 training rows with the next 154 for validation (`finerank demo --full`'s split), at 128
 # tokens, seed 0.
 # Made once into .cache/bench-cross-encoder; prints the model's directory.
 # Usage: bench/trained-cross-encoder.sh [FINERANK_BINARY, default target/release/finerank]
@@ -16,7 +16,7 @@ if [ ! -f "$dest/model/config.json" ]; then
   "$bin" prepare --input "$data/train.jsonl" --out "$work/data" --train 1846 --valid 154 --test 0 >&2
   FINERANK_HOME="$work/home" "$bin" --device cpu --precision f32 finetune --seed 0 \
     --train "$work/data/train.jsonl" --valid "$work/data/valid.jsonl" \
-    --kind cross-encoder --train-epochs 1 --max-length 256 >&2
+    --kind cross-encoder --train-epochs 1 --max-length 128 >&2
   rm -rf "$dest"
   mkdir -p "$dest"
   mv "$work"/home/models/*-ft "$dest/model"

