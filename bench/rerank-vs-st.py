@@ -16,16 +16,18 @@ time kept:
   - sentence-transformers' ONNX backend (its plain export, its O3-optimized export and its
     dynamic int8 export for this CPU) and its OpenVINO backend (fp32; bf16, its default on a
     CPU with bf16 units; and int8 statically quantized on CaseHOLD train prompts), in
-    bench/cpu_peer.py workers over
-    .cache/bench-cpu-peers (bench/cpu-peers.sh installs it; see its requirements file).
-A backend that fails to export or load is reported as such, with its error, not left out silently.
+    bench/cpu_peer.py workers over .cache/bench-cpu-peers (bench/cpu-peers.sh installs it; see
+    its requirements file).
+A backend that fails to export, load or score is reported as such, with its error, not left out
+silently.
 For each: pairs/s, the largest score difference against PyTorch fp32, and accuracy@1 and nDCG@10
 on the test rows (one right holding of five).
 Prints a table and writes runs/bench/rerank-vs-st.json, with the load average before and after.
 
 Usage: .venv/bin/python bench/rerank-vs-st.py FINERANK_BINARY   (env: QUERIES=200 MAXLEN=384
 BATCH=32 THREADS=2 REPEATS=3 PRECISIONS=f32,bf16,int8 PEERS=onnx,onnx-O3,onnx-qint8,openvino,
-openvino-bf16,openvino-qint8 DEVICE=cpu MODEL=.venv/default-model CROSS_ENCODER= OUT=runs/bench
+openvino-bf16,openvino-qint8 DEVICE=cpu MODEL=.venv/default-model CROSS_ENCODER=
+KINDS=cross-encoder,bi-encoder OUT=runs/bench
 FINERANK_CASEHOLD=../shared/data/casehold; bench/gpu.sh sets DEVICE=cuda, PRECISIONS=f32,bf16
 and PEERS= (none), where the reference stays fp32)
 """
@@ -50,6 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.environ.get("FINERANK_CASEHOLD", os.path.join(ROOT, "..", "shared", "data", "casehold"))
 BASE = os.environ.get("MODEL", os.path.join(ROOT, ".venv", "default-model"))
 CROSS_ENCODER = os.environ.get("CROSS_ENCODER")
+KINDS = os.environ.get("KINDS", "cross-encoder,bi-encoder").split(",")
 DEVICE = os.environ.get("DEVICE", "cpu")
 OUT = os.environ.get("OUT", os.path.join(ROOT, "runs", "bench"))
 QUERIES = int(os.environ.get("QUERIES", "200"))
@@ -256,10 +259,12 @@ def main():
         tok = CrossEncoder(ce_dir, max_length=MAXLEN, device=DEVICE).tokenizer
         pair_len = tok([q for q, _ in pairs], [h for _, h in pairs])["input_ids"]
         fits = np.array([len(ids) <= MAXLEN for ids in pair_len])
-        report[ce_name] = run_kind(
-            "cross-encoder", ce_dir, binary, pairs, labels, fits, work, site)
-        report["bi-encoder (all-MiniLM-L6-v2)"] = run_kind(
-            "bi-encoder", BASE, binary, pairs, labels, np.ones(len(pairs), bool), work, site)
+        if "cross-encoder" in KINDS:
+            report[ce_name] = run_kind(
+                "cross-encoder", ce_dir, binary, pairs, labels, fits, work, site)
+        if "bi-encoder" in KINDS:
+            report["bi-encoder (all-MiniLM-L6-v2)"] = run_kind(
+                "bi-encoder", BASE, binary, pairs, labels, np.ones(len(pairs), bool), work, site)
     load_after = load_average()
 
     print(f"{len(pairs)} CaseHOLD pairs ({len(rows)} queries x 5 holdings), max length {MAXLEN}, "
