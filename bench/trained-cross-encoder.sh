@@ -3,7 +3,8 @@
 # default model fine-tuned as a cross-encoder, fp32 on the CPU, for one epoch over the first
 # 1,846 training rows with the next 154 for validation (`finerank demo --full`'s split), at 128
 # tokens, seed 0.
-# Made once into .cache/bench-cross-encoder; prints the model's directory.
+# Made once into .cache/bench-cross-encoder (about 13 minutes on 2 cores); prints the model's
+# directory.
 # Usage: bench/trained-cross-encoder.sh [FINERANK_BINARY, default target/release/finerank]
 set -euo pipefail
 cd "$(dirname "$0")/.."
