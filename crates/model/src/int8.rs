@@ -134,27 +134,29 @@ pub(crate) fn region<T>(weights: &Weights, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// The weights of the model whose int8 region this thread is in, if any.
-fn active() -> Option<&'static Weights> {
+/// Calls `f` with the weights of the model whose int8 region this thread is in, if any.
+fn with_active<T>(f: impl FnOnce(Option<&Weights>) -> T) -> T {
     let active = ACTIVE.with(|a| a.get());
     // SAFETY: `region` set it from a reference that outlives the region, and resets it on
-    // leaving; callers use it only inside the projection call that asked.
-    (!active.is_null()).then(|| unsafe { &*active })
+    // leaving; the reference made here lives only as long as `f`, inside the region.
+    f((!active.is_null()).then(|| unsafe { &*active }))
 }
 
 /// A projection's `linear` on `x`: in int8 inside a [`region`], in fp32 otherwise.
 pub(crate) fn linear(linear: &nn::Linear, x: &Tensor) -> Tensor {
-    match active() {
+    with_active(|weights| match weights {
         Some(weights) => weights.forward(&[linear], x),
         None => nn::Module::forward(linear, x),
-    }
+    })
 }
 
 /// Projections of the same `x` (a layer's query, key and value) inside a [`region`]: one int8
 /// product over their stacked weights, `x` quantized once, split back into each one's output.
 /// `None` outside a region, where each runs on its own.
 pub(crate) fn linears(linears: &[&nn::Linear], x: &Tensor) -> Option<Vec<Tensor>> {
-    let y = active()?.forward(linears, x);
-    let sizes: Vec<i64> = linears.iter().map(|l| l.ws.size()[0]).collect();
-    Some(y.split_with_sizes(sizes.as_slice(), -1))
+    with_active(|weights| {
+        let y = weights?.forward(linears, x);
+        let sizes: Vec<i64> = linears.iter().map(|l| l.ws.size()[0]).collect();
+        Some(y.split_with_sizes(sizes.as_slice(), -1))
+    })
 }
