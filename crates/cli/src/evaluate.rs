@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use finerank_data::{examples_to_test, read_raw, read_test, Mapping, TestRow};
-use finerank_engine::{assess, Assessment, Reranker, ScoreOptions};
+use finerank_engine::{assess, Assessment, LoadOptions, Reranker, ScoreOptions};
 use finerank_eval::{
     compare, ranks_csv, render_retrieval, render_table, retrieval_csv, summarize, Bootstrap, Report,
 };
@@ -237,12 +237,22 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         .collect();
     let mut rerankers = load_models(ctx, &names, a.instruction.as_deref())?;
     if let Some(precision) = a.compare_precision {
-        let mut twin = ctx.load_at(&a.model.model, precision.into())?;
+        // The model beside itself, each labelled with its precision ("<name> (int8)").
+        let model = rerankers
+            .pop()
+            .expect("--compare-precision conflicts with --compare");
+        let name = model.name().to_string();
+        let opts = LoadOptions {
+            precision: precision.into(),
+            ..ctx.load_options(None)
+        };
+        let mut twin = ctx.load_with(&a.model.model, &opts)?;
         // load_models has checked that this model takes an instruction.
         if let Some(instruction) = a.instruction.as_deref() {
             twin.set_instruction(instruction)?;
         }
-        rerankers.push(twin);
+        rerankers.push(model.named(format!("{name} ({})", ctx.precision)));
+        rerankers.push(twin.named(format!("{name} ({})", opts.precision)));
     }
     let windows = windows(&rerankers, a.max_length, a.own_windows);
     let measured: Vec<Measured> = rerankers

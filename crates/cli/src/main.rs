@@ -178,21 +178,6 @@ impl Ctx {
         let (name, dir) = resolve(reference, &self.registry()?)?;
         Ok(Reranker::load(&name, &dir, opts)?)
     }
-
-    /// `reference` at `precision`, named for it ("<name> (f32)"), to set beside itself at the
-    /// invocation's precision.
-    pub fn load_at(&self, reference: &str, precision: Precision) -> anyhow::Result<Reranker> {
-        let (name, dir) = resolve(reference, &self.registry()?)?;
-        let opts = LoadOptions {
-            precision,
-            ..self.load_options(None)
-        };
-        Ok(Reranker::load(
-            &format!("{name} ({precision})"),
-            &dir,
-            &opts,
-        )?)
-    }
 }
 
 /// The `--model` argument shared by subcommands.

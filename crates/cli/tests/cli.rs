@@ -269,7 +269,7 @@ fn int8_reranks_and_is_refused_for_training() {
     let out = finerank(tmp.path(), &[&args[..], &more[..]].concat());
     assert!(out.status.success(), "{}", text(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["model"], "all-MiniLM-L6-v2", "{report}");
+    assert_eq!(report["model"], "all-MiniLM-L6-v2 (int8)", "{report}");
     assert_eq!(report["compare_to"], "all-MiniLM-L6-v2 (f32)", "{report}");
     assert_ne!(
         report["ece"], report["baseline_ece"],

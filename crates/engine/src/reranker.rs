@@ -219,6 +219,12 @@ impl Reranker {
         &self.name
     }
 
+    /// The same model under another name: the label a report gives it.
+    pub fn named(mut self, name: String) -> Reranker {
+        self.name = name;
+        self
+    }
+
     pub fn kind(&self) -> Kind {
         self.model.kind()
     }
