@@ -1022,6 +1022,19 @@ pub(crate) mod tests {
         store.insert_model(id, "model", &settings).unwrap();
     }
 
+    /// Moves a queued job straight to `STATUS_READY`, as if it had trained.
+    pub(crate) fn make_ready(store: &dyn Store, id: &str) {
+        store
+            .transition(
+                id,
+                &[JobStatus::Queued],
+                JobStatus::Ready,
+                None,
+                Mover::Anyone,
+            )
+            .unwrap();
+    }
+
     fn statuses(store: &dyn Store, id: &str) -> Vec<JobStatus> {
         let events = store.events(id, Order::Oldest, 0, 10).unwrap();
         events.items.into_iter().map(|e| e.status).collect()
@@ -1117,15 +1130,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, registry, id) = published_job(dir.path());
         let model = model_of(&id);
-        store
-            .transition(
-                &id,
-                &[JobStatus::Queued],
-                JobStatus::Ready,
-                None,
-                Mover::Anyone,
-            )
-            .unwrap();
+        make_ready(&*store, &id);
 
         assert_eq!(store.delete_model(&id).unwrap(), Some(JobStatus::Ready));
         // The crash comes here.

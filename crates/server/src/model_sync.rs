@@ -159,15 +159,19 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
-    use crate::jobs::tests::{publish_staged, queue};
-    use crate::jobs::JobStatus;
+    use crate::jobs::tests::{make_ready, publish_staged, queue};
     use crate::metrics::Metrics;
-    use crate::store::{self, Database, Mover};
+    use crate::store::{self, Database};
+
+    /// The shared tiny test model.
+    fn fixture() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/tiny-bert-cross-encoder")
+    }
 
     /// Publishes a copy of the tiny test model as `model`.
     fn publish(registry: &Registry, model: &str) {
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/tiny-bert-cross-encoder");
+        let fixture = fixture();
         let staged = registry.staging_dir(model).unwrap().join("model");
         std::fs::create_dir_all(&staged).unwrap();
         for entry in std::fs::read_dir(&fixture).unwrap() {
@@ -182,8 +186,7 @@ mod tests {
     #[test]
     fn a_tombstone_unloads_the_model_and_finishes_its_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/tiny-bert-cross-encoder");
+        let fixture = fixture();
         let config = Config::from_flags([
             "--data-dir".as_ref(),
             dir.path().as_os_str(),
@@ -198,15 +201,7 @@ mod tests {
         let id = uuid::Uuid::new_v4().to_string();
         let model = model_of(&id);
         queue(&*store, &id);
-        store
-            .transition(
-                &id,
-                &[JobStatus::Queued],
-                JobStatus::Ready,
-                None,
-                Mover::Anyone,
-            )
-            .unwrap();
+        make_ready(&*store, &id);
         publish(&registry, &model);
         batcher.warm_blocking(&model).unwrap();
         let mut sync = SyncState {
